@@ -1,0 +1,294 @@
+//! The command line: `run`, `demo`, `check-config`, `simulate`. Parses arguments, sets up
+//! logging, loads the config (exit 64 on any problem) and hands over to the library.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{self, Site};
+use crate::simulator::{self, SimOptions};
+
+/// sysexits: configuration error.
+pub const EX_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "propwatch", version, about = "Equipment watch for a residential estate's engineering duty room")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon on a site config.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the built-in simulated estate and the daemon together; no setup, no external services.
+    Demo {
+        /// Site config to simulate (default: config/demo.toml, else the built-in copy).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Start a scenario right away: KIND[:DEVICE], e.g. `entrapment:lift-1`.
+        #[arg(long)]
+        scenario: Vec<String>,
+    },
+    /// Validate a site config and its profiles; print every problem; exit 64 if any.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serve a site's devices as simulated Modbus devices, with scenario injection.
+    Simulate {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Start a scenario right away: KIND[:DEVICE] (repeatable).
+        #[arg(long)]
+        scenario: Vec<String>,
+        /// Serve an RTU connection on a serial device: CONNECTION=PATH (repeatable).
+        #[arg(long = "serial-peer")]
+        serial_peer: Vec<String>,
+        /// Delay RTU-over-TCP replies by the time their bytes take on the serial line.
+        #[arg(long)]
+        line_timing: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("propwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::CheckConfig { config } => check_config(&config),
+            Command::Run { config } => match load(&config) {
+                Ok(site) => run(site).await,
+                Err(code) => code,
+            },
+            Command::Demo { config, scenario } => demo(config, scenario).await,
+            Command::Simulate {
+                config,
+                scenario,
+                serial_peer,
+                line_timing,
+            } => match load(&config) {
+                Ok(site) => simulate(site, scenario, serial_peer, line_timing).await,
+                Err(code) => code,
+            },
+        }
+    })
+}
+
+fn load(path: &Path) -> Result<Arc<Site>, ExitCode> {
+    match config::load(path) {
+        Ok(site) => Ok(Arc::new(site)),
+        Err(errors) => {
+            eprint!("{errors}");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(site) => {
+            let reads: usize = site.devices.iter().map(|d| d.reads.len()).sum();
+            println!(
+                "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle",
+                path.display(),
+                site.id,
+                site.connections.len(),
+                site.rooms.len(),
+                site.devices.len(),
+                site.points.len(),
+                reads
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn run(site: Arc<Site>) -> ExitCode {
+    let daemon = match crate::app::start(site).await {
+        Ok(d) => d,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::app::shutdown_signal().await;
+    daemon.stop(Duration::from_secs(10)).await;
+    ExitCode::SUCCESS
+}
+
+fn parse_peers(items: &[String]) -> Result<HashMap<String, String>, String> {
+    items
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(c, p)| (c.to_string(), p.to_string()))
+                .ok_or_else(|| format!("--serial-peer {s:?}: expected CONNECTION=PATH"))
+        })
+        .collect()
+}
+
+async fn start_simulator(
+    site: &Arc<Site>,
+    scenarios: &[String],
+    opts: SimOptions,
+    stop: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<Arc<simulator::Simulator>, ExitCode> {
+    let mut parsed = Vec::new();
+    for s in scenarios {
+        match simulator::scenario::parse_cli(s) {
+            Ok(p) => parsed.push(p),
+            Err(e) => {
+                eprintln!("propwatch: --scenario {s:?}: {e}");
+                return Err(ExitCode::from(EX_CONFIG));
+            }
+        }
+    }
+    let sim = match simulator::start(site.clone(), opts, stop.clone(), tasks).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            error!(error = %e, "cannot start the simulator");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    for (kind, device) in parsed {
+        if let Err(e) = sim.inject(kind, device.as_deref(), None) {
+            eprintln!("propwatch: --scenario {kind}: {e}");
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    }
+    let listener = match tokio::net::TcpListener::bind(site.simulator_http_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, addr = %site.simulator_http_listen, "cannot bind the scenario endpoint");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let (sim2, stop2) = (sim.clone(), stop.clone());
+    tasks.spawn(async move {
+        if let Err(e) = simulator::http::serve(listener, sim2, stop2).await {
+            error!(error = %e, "scenario endpoint failed");
+        }
+    });
+    Ok(sim)
+}
+
+async fn simulate(site: Arc<Site>, scenarios: Vec<String>, serial_peer: Vec<String>, line_timing: bool) -> ExitCode {
+    let serial_peers = match parse_peers(&serial_peer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("propwatch: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let opts = SimOptions {
+        serial_peers,
+        emulate_line_timing: line_timing,
+        tick: None,
+    };
+    if let Err(code) = start_simulator(&site, &scenarios, opts, &stop, &mut tasks).await {
+        return code;
+    }
+    println!("simulator running: scenarios at http://{}/scenarios", site.simulator_http_listen);
+    crate::app::shutdown_signal().await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    ExitCode::SUCCESS
+}
+
+/// Files of the built-in demo estate, for `propwatch demo` outside a source checkout.
+const DEMO_FILES: &[(&str, &str)] = &[
+    ("demo.toml", include_str!("../config/demo.toml")),
+    ("profiles/sim-pump-room.toml", include_str!("../config/profiles/sim-pump-room.toml")),
+    ("profiles/chnt-dtsu666.toml", include_str!("../config/profiles/chnt-dtsu666.toml")),
+    ("profiles/sim-switchgear.toml", include_str!("../config/profiles/sim-switchgear.toml")),
+    ("profiles/sim-elevator.toml", include_str!("../config/profiles/sim-elevator.toml")),
+    ("profiles/gb26875-fire-panel.toml", include_str!("../config/profiles/gb26875-fire-panel.toml")),
+];
+
+fn demo_config(explicit: Option<PathBuf>) -> std::io::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let local = PathBuf::from("config/demo.toml");
+    if local.exists() {
+        return Ok(local);
+    }
+    let dir = std::env::temp_dir().join(format!("propwatch-demo-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("profiles"))?;
+    for (name, text) in DEMO_FILES {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(dir.join("demo.toml"))
+}
+
+async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
+    let path = match demo_config(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("propwatch: cannot write the demo config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let site = match load(&path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Err(code) = start_simulator(&site, &scenarios, SimOptions::default(), &stop, &mut tasks).await {
+        return code;
+    }
+    let daemon = match crate::app::start(site.clone()).await {
+        Ok(d) => d,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("http://{}/", daemon.http_addr);
+    println!();
+    println!("propwatch demo: {} ({} devices) from {}", site.name, site.devices.len(), path.display());
+    println!("  duty-room page   {url}");
+    println!("  metrics          {url}metrics");
+    println!("  status API       {url}api/v1/status");
+    println!(
+        "  inject scenarios curl -X POST http://{}/scenarios/power_outage   (see {}/scenarios)",
+        site.simulator_http_listen, site.simulator_http_listen
+    );
+    println!("Ctrl-C stops.");
+    println!();
+    info!(%url, "demo running");
+    crate::app::shutdown_signal().await;
+    daemon.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    ExitCode::SUCCESS
+}

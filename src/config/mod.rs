@@ -1,0 +1,844 @@
+//! Configuration: load the site file and its profiles, validate everything, and compile the
+//! result into the immutable [`Site`] the daemon runs on. `compile` reports *every* problem
+//! at once, each with its file and key; `check-config` and systemd's `ExecStartPre` use it.
+
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{DeviceId, PointId};
+use crate::sources::modbus::codec::{ByteOrder, DataType};
+use crate::sources::modbus::plan::{self, Block, Function, Limits, Read, Span};
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `rooms[0].devices[2].unit_id`; empty for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The compiled, validated site.
+#[derive(Debug)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub source_file: PathBuf,
+    pub http_listen: SocketAddr,
+    pub simulator_http_listen: SocketAddr,
+    pub connections: Vec<Connection>,
+    pub rooms: Vec<Room>,
+    pub devices: Vec<Device>,
+    pub points: Vec<Point>,
+    pub profiles: BTreeMap<String, Arc<Profile>>,
+}
+
+impl Site {
+    pub fn device_by_id(&self, id: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    pub fn room_of(&self, device: &Device) -> &Room {
+        &self.rooms[device.room]
+    }
+
+    /// The points of one device, in profile order.
+    pub fn points_of(&self, device: &Device) -> &[Point] {
+        &self.points[device.first_point as usize..(device.first_point + device.point_count) as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { address: String },
+    RtuOverTcp { address: String },
+    Rtu(SerialSettings),
+}
+
+impl Transport {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Tcp { .. } => "tcp",
+            Transport::RtuOverTcp { .. } => "rtu_over_tcp",
+            Transport::Rtu(_) => "rtu",
+        }
+    }
+
+    /// RTU framing (serial line or serial server): needs the inter-frame silence.
+    pub fn is_rtu(&self) -> bool {
+        !matches!(self, Transport::Tcp { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    pub port: String,
+    pub baud_rate: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub transport: Transport,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub inter_request_delay: Duration,
+    /// Baud rate of the RS-485 line behind the connection, for the 3.5-character silence
+    /// (serial settings for `rtu`, the configured `baud_rate` for `rtu_over_tcp`).
+    pub baud_rate: u32,
+    pub reconnect_backoff_max: Duration,
+    pub device_backoff_max: Duration,
+    pub limits: Limits,
+    pub devices: Vec<DeviceId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub index: DeviceId,
+    pub id: String,
+    pub name: String,
+    pub room: usize,
+    pub profile: Arc<Profile>,
+    pub connection: Option<usize>,
+    pub unit_id: u8,
+    pub poll_interval: Duration,
+    pub offline_after_failures: u32,
+    pub tags: BTreeMap<String, String>,
+    pub first_point: PointId,
+    pub point_count: u32,
+    /// The coalesced reads; `Read::points` index the profile's points.
+    pub reads: Vec<Read>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub index: PointId,
+    pub device: DeviceId,
+    /// Index in the device profile's `points`.
+    pub profile_point: usize,
+    pub id: String,
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub manufacturer: Option<String>,
+    pub sim_model: Option<String>,
+    pub file: PathBuf,
+    pub points: Vec<ProfilePoint>,
+    pub blocks: Vec<Block>,
+    pub max_registers_per_read: Option<u16>,
+    pub max_bits_per_read: Option<u16>,
+}
+
+impl Profile {
+    pub fn point(&self, id: &str) -> Option<(usize, &ProfilePoint)> {
+        self.points.iter().enumerate().find(|(_, p)| p.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProfilePoint {
+    pub id: String,
+    pub name: String,
+    pub function: Function,
+    pub address: u16,
+    pub data_type: DataType,
+    pub byte_order: ByteOrder,
+    pub bit: Option<u8>,
+    pub scale: f64,
+    pub offset: f64,
+    pub unit: Option<String>,
+    pub enum_labels: BTreeMap<i64, String>,
+}
+
+impl ProfilePoint {
+    pub fn span(&self) -> Span {
+        Span {
+            function: self.function,
+            start: self.address,
+            len: if self.function.is_bit_access() { 1 } else { self.data_type.words() },
+        }
+    }
+
+    pub fn is_bool(&self) -> bool {
+        self.data_type == DataType::Bool
+    }
+
+    pub fn label_for(&self, code: f64) -> Option<&str> {
+        if code.fract() != 0.0 {
+            return None;
+        }
+        self.enum_labels.get(&(code as i64)).map(String::as_str)
+    }
+}
+
+/// Collects problems while compiling.
+struct Problems {
+    list: Vec<ConfigError>,
+}
+
+impl Problems {
+    fn add(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ - .";
+
+/// Load and compile the site config at `path` (profiles from its `profiles_dir`).
+pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut problems = Problems { list: Vec::new() };
+    let site_file: Option<raw::SiteFile> = match toml::from_str(&text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            problems.add(path, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+            None
+        }
+    };
+    let profiles_dir = base.join(
+        site_file
+            .as_ref()
+            .map(|f| f.profiles_dir.as_str())
+            .unwrap_or("profiles"),
+    );
+    let profiles = load_profiles(&profiles_dir, &mut problems);
+    let site = site_file.and_then(|f| compile_site(path, f, &profiles, &mut problems));
+    match site {
+        Some(site) if problems.list.is_empty() => Ok(site),
+        _ => Err(ConfigErrors(problems.list)),
+    }
+}
+
+/// Compile a site from TOML text and already-parsed profiles; used by tests and generators.
+pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, ConfigErrors> {
+    let mut problems = Problems { list: Vec::new() };
+    let profiles = load_profiles(profiles_dir, &mut problems);
+    let site = match toml::from_str::<raw::SiteFile>(text) {
+        Ok(f) => compile_site(path, f, &profiles, &mut problems),
+        Err(e) => {
+            problems.add(path, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+            None
+        }
+    };
+    match site {
+        Some(site) if problems.list.is_empty() => Ok(site),
+        _ => Err(ConfigErrors(problems.list)),
+    }
+}
+
+fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Arc<Profile>> {
+    let mut profiles = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.add(dir, "", format!("cannot read profiles directory: {e}"));
+            return profiles;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut seen_in: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.add(&file, "", format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        let parsed: raw::ProfileFile = match toml::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.add(&file, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+                continue;
+            }
+        };
+        if let Some(profile) = compile_profile(&file, parsed, problems) {
+            if let Some(other) = seen_in.get(&profile.id) {
+                problems.add(
+                    &file,
+                    "profile.id",
+                    format!("duplicate profile id {:?} (also in {})", profile.id, other.display()),
+                );
+                continue;
+            }
+            seen_in.insert(profile.id.clone(), file.clone());
+            profiles.insert(profile.id.clone(), Arc::new(profile));
+        }
+    }
+    profiles
+}
+
+/// Parse a profile from text (for tests and tools).
+pub fn profile_from_str(file: &Path, text: &str) -> Result<Profile, ConfigErrors> {
+    let mut problems = Problems { list: Vec::new() };
+    let parsed: raw::ProfileFile = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            key: String::new(),
+            message: format!("invalid TOML: {}", e.to_string().trim_end()),
+        }])
+    })?;
+    match compile_profile(file, parsed, &mut problems) {
+        Some(p) if problems.list.is_empty() => Ok(p),
+        _ => Err(ConfigErrors(problems.list)),
+    }
+}
+
+fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) -> Option<Profile> {
+    let before = problems.list.len();
+    if !valid_id(&p.profile.id) {
+        problems.add(file, "profile.id", format!("{:?} {ID_RULE}", p.profile.id));
+    }
+    let default_order = ByteOrder::parse(&p.profile.byte_order).unwrap_or_else(|| {
+        problems.add(
+            file,
+            "profile.byte_order",
+            format!("unknown byte order {:?}; use ABCD, CDAB, BADC or DCBA", p.profile.byte_order),
+        );
+        ByteOrder::Abcd
+    });
+    if let Some(model) = &p.profile.sim_model {
+        if !crate::simulator::MODELS.contains(&model.as_str()) {
+            problems.add(
+                file,
+                "profile.sim_model",
+                format!("unknown simulator model {model:?}; known: {}", crate::simulator::MODELS.join(", ")),
+            );
+        }
+    }
+    if p.profile.max_registers_per_read.is_some_and(|n| n == 0 || n > 125) {
+        problems.add(file, "profile.max_registers_per_read", "must be 1..=125");
+    }
+    if p.profile.max_bits_per_read.is_some_and(|n| n == 0 || n > 2000) {
+        problems.add(file, "profile.max_bits_per_read", "must be 1..=2000");
+    }
+
+    let mut blocks = Vec::new();
+    for (i, b) in p.blocks.iter().enumerate() {
+        let key = format!("blocks[{i}]");
+        let Some(function) = Function::from_code(b.function) else {
+            problems.add(file, format!("{key}.function"), format!("function code {} is not 1, 2, 3 or 4", b.function));
+            continue;
+        };
+        let max = if function.is_bit_access() { 2000 } else { 125 };
+        if !(0..=65535).contains(&b.start) || b.count < 1 || b.count > max || b.start + b.count > 65536 {
+            problems.add(
+                file,
+                key,
+                format!("block start {} count {} must lie in 0..65536 with 1..={max} addresses", b.start, b.count),
+            );
+            continue;
+        }
+        let block = Block {
+            function,
+            start: b.start as u16,
+            count: b.count as u16,
+        };
+        if let Some(j) = blocks.iter().position(|o: &Block| {
+            o.function == block.function
+                && u32::from(o.start) < u32::from(block.start) + u32::from(block.count)
+                && u32::from(block.start) < u32::from(o.start) + u32::from(o.count)
+        }) {
+            problems.add(file, key, format!("overlaps blocks[{j}]"));
+            continue;
+        }
+        blocks.push(block);
+    }
+
+    let mut points: Vec<ProfilePoint> = Vec::new();
+    let mut ids: HashSet<&str> = HashSet::new();
+    for (i, pt) in p.points.iter().enumerate() {
+        let key = format!("points[{i}]");
+        let mut ok = true;
+        if !valid_id(&pt.id) {
+            problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", pt.id));
+            ok = false;
+        } else if !ids.insert(pt.id.as_str()) {
+            problems.add(file, format!("{key}.id"), format!("duplicate point id {:?}", pt.id));
+            ok = false;
+        }
+        let function = Function::from_code(pt.function);
+        if function.is_none() {
+            problems.add(file, format!("{key}.function"), format!("function code {} is not 1, 2, 3 or 4", pt.function));
+            ok = false;
+        }
+        let data_type = DataType::parse(&pt.data_type);
+        if data_type.is_none() {
+            problems.add(
+                file,
+                format!("{key}.type"),
+                format!("unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64", pt.data_type),
+            );
+            ok = false;
+        }
+        let byte_order = match &pt.byte_order {
+            None => default_order,
+            Some(s) => ByteOrder::parse(s).unwrap_or_else(|| {
+                problems.add(file, format!("{key}.byte_order"), format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"));
+                ok = false;
+                default_order
+            }),
+        };
+        if !pt.scale.is_finite() || pt.scale == 0.0 {
+            problems.add(file, format!("{key}.scale"), "must be a finite, non-zero number");
+            ok = false;
+        }
+        if !pt.offset.is_finite() {
+            problems.add(file, format!("{key}.offset"), "must be a finite number");
+            ok = false;
+        }
+        let mut enum_labels = BTreeMap::new();
+        for (code, label) in &pt.enum_labels {
+            match code.trim().parse::<i64>() {
+                Ok(c) => {
+                    enum_labels.insert(c, label.clone());
+                }
+                Err(_) => {
+                    problems.add(file, format!("{key}.enum.{code}"), "enum keys must be integer status codes");
+                    ok = false;
+                }
+            }
+        }
+        let (Some(function), Some(data_type)) = (function, data_type) else {
+            continue;
+        };
+        let mut bit = None;
+        if function.is_bit_access() {
+            if data_type != DataType::Bool {
+                problems.add(file, format!("{key}.type"), format!("{function} reads bits: type must be bool, not {data_type}"));
+                ok = false;
+            }
+            if pt.bit.is_some() {
+                problems.add(file, format!("{key}.bit"), format!("bit applies to registers (FC03/FC04), not {function}"));
+                ok = false;
+            }
+        } else if data_type == DataType::Bool {
+            match pt.bit {
+                Some(b @ 0..=15) => bit = Some(b as u8),
+                Some(b) => {
+                    problems.add(file, format!("{key}.bit"), format!("bit {b} is not 0..=15"));
+                    ok = false;
+                }
+                None => {
+                    problems.add(file, format!("{key}.bit"), "a bool point read from a register needs `bit` (0..=15)");
+                    ok = false;
+                }
+            }
+        } else if pt.bit.is_some() {
+            problems.add(file, format!("{key}.bit"), "bit applies only to bool points");
+            ok = false;
+        }
+        let len = if function.is_bit_access() { 1 } else { i64::from(data_type.words()) };
+        if pt.address < 0 || pt.address + len > 65536 {
+            problems.add(
+                file,
+                format!("{key}.address"),
+                format!("address {} with {len} register(s) does not fit in 0..=65535", pt.address),
+            );
+            ok = false;
+        }
+        if !ok {
+            continue;
+        }
+        let point = ProfilePoint {
+            id: pt.id.clone(),
+            name: pt.name.clone().unwrap_or_else(|| pt.id.clone()),
+            function,
+            address: pt.address as u16,
+            data_type,
+            byte_order,
+            bit,
+            scale: pt.scale,
+            offset: pt.offset,
+            unit: pt.unit.clone().filter(|u| !u.is_empty()),
+            enum_labels,
+        };
+        // overlaps with earlier points: only different bits of one register may share it
+        let span = point.span();
+        for other in &points {
+            let o = other.span();
+            let overlap = o.function == span.function
+                && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
+                && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
+            if !overlap {
+                continue;
+            }
+            let bits_of_one_register = point.bit.is_some() && other.bit.is_some() && o.start == span.start;
+            if bits_of_one_register && point.bit == other.bit {
+                problems.add(file, format!("{key}.bit"), format!("same register and bit as point {:?}", other.id));
+                ok = false;
+            } else if !bits_of_one_register {
+                problems.add(
+                    file,
+                    format!("{key}.address"),
+                    format!("{} {} overlaps point {:?} at {}", span.function, span.start, other.id, o.start),
+                );
+                ok = false;
+            }
+        }
+        let blocks_for_fn: Vec<&Block> = blocks.iter().filter(|b| b.function == function).collect();
+        if !blocks_for_fn.is_empty() && !blocks_for_fn.iter().any(|b| b.contains(&span)) {
+            problems.add(
+                file,
+                format!("{key}.address"),
+                format!("{function} {} lies outside every declared block for {function}", span.start),
+            );
+            ok = false;
+        }
+        if ok {
+            points.push(point);
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Profile {
+        id: p.profile.id,
+        name: p.profile.name.unwrap_or_default(),
+        kind: p.profile.kind,
+        manufacturer: p.profile.manufacturer,
+        sim_model: p.profile.sim_model,
+        file: file.to_path_buf(),
+        points,
+        blocks,
+        max_registers_per_read: p.profile.max_registers_per_read,
+        max_bits_per_read: p.profile.max_bits_per_read,
+    })
+}
+
+fn compile_site(
+    file: &Path,
+    f: raw::SiteFile,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    problems: &mut Problems,
+) -> Option<Site> {
+    let before = problems.list.len();
+    if !valid_id(&f.site.id) {
+        problems.add(file, "site.id", format!("{:?} {ID_RULE}", f.site.id));
+    }
+    let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
+    let simulator_http_listen = parse_listen(file, "simulator.http_listen", &f.simulator.http_listen, problems);
+
+    let mut connections: Vec<Connection> = Vec::new();
+    let mut conn_index: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in f.connections.iter().enumerate() {
+        let key = format!("connections[{i}]");
+        if !valid_id(&c.id) {
+            problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", c.id));
+        } else if conn_index.contains_key(c.id.as_str()) {
+            problems.add(file, format!("{key}.id"), format!("duplicate connection id {:?}", c.id));
+        }
+        let address = |problems: &mut Problems| -> String {
+            match &c.address {
+                Some(a) if a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)) => a.clone(),
+                Some(a) => {
+                    problems.add(file, format!("{key}.address"), format!("{a:?} is not host:port"));
+                    String::new()
+                }
+                None => {
+                    problems.add(file, format!("{key}.address"), format!("transport {:?} needs address = \"host:port\"", c.transport));
+                    String::new()
+                }
+            }
+        };
+        let transport = match c.transport.as_str() {
+            "tcp" => Transport::Tcp { address: address(problems) },
+            "rtu_over_tcp" => Transport::RtuOverTcp { address: address(problems) },
+            "rtu" => {
+                let parity = match c.parity.as_str() {
+                    "none" => Parity::None,
+                    "even" => Parity::Even,
+                    "odd" => Parity::Odd,
+                    other => {
+                        problems.add(file, format!("{key}.parity"), format!("{other:?} is not none, even or odd"));
+                        Parity::None
+                    }
+                };
+                if !matches!(c.data_bits, 7 | 8) {
+                    problems.add(file, format!("{key}.data_bits"), "must be 7 or 8");
+                }
+                if !matches!(c.stop_bits, 1 | 2) {
+                    problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
+                }
+                let port = c.serial_port.clone().unwrap_or_else(|| {
+                    problems.add(file, format!("{key}.serial_port"), "transport \"rtu\" needs serial_port");
+                    String::new()
+                });
+                Transport::Rtu(SerialSettings {
+                    port,
+                    baud_rate: c.baud_rate,
+                    parity,
+                    data_bits: c.data_bits,
+                    stop_bits: c.stop_bits,
+                })
+            }
+            other => {
+                problems.add(file, format!("{key}.transport"), format!("{other:?} is not tcp, rtu or rtu_over_tcp"));
+                Transport::Tcp { address: String::new() }
+            }
+        };
+        if c.baud_rate < 300 || c.baud_rate > 4_000_000 {
+            problems.add(file, format!("{key}.baud_rate"), format!("{} is not a plausible baud rate", c.baud_rate));
+        }
+        if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
+            problems.add(file, format!("{key}.timeout_ms"), "must be 1..=60000");
+        }
+        if c.connect_timeout_ms == 0 || c.connect_timeout_ms > 60_000 {
+            problems.add(file, format!("{key}.connect_timeout_ms"), "must be 1..=60000");
+        }
+        if c.retries > 5 {
+            problems.add(file, format!("{key}.retries"), "more than 5 retries stalls a bus; use 0..=5");
+        }
+        if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
+            problems.add(file, format!("{key}.max_registers_per_read"), "must be 1..=125");
+        }
+        if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
+            problems.add(file, format!("{key}.max_bits_per_read"), "must be 1..=2000");
+        }
+        conn_index.entry(c.id.as_str()).or_insert(connections.len());
+        connections.push(Connection {
+            id: c.id.clone(),
+            transport,
+            timeout: Duration::from_millis(c.timeout_ms),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            retries: c.retries,
+            inter_request_delay: Duration::from_millis(c.inter_request_delay_ms),
+            baud_rate: c.baud_rate,
+            reconnect_backoff_max: Duration::from_millis(c.reconnect_backoff_max_ms.max(100)),
+            device_backoff_max: Duration::from_millis(c.device_backoff_max_ms.max(100)),
+            limits: Limits {
+                max_registers: c.max_registers_per_read,
+                max_bits: c.max_bits_per_read,
+                max_gap_registers: c.max_gap_registers,
+                max_gap_bits: c.max_gap_bits,
+            },
+            devices: Vec::new(),
+        });
+    }
+
+    let mut rooms = Vec::new();
+    let mut devices: Vec<Device> = Vec::new();
+    let mut points: Vec<Point> = Vec::new();
+    let mut room_ids: HashSet<&str> = HashSet::new();
+    let mut device_ids: HashMap<&str, String> = HashMap::new();
+    let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
+    const ROOM_KINDS: [&str; 5] = ["pump_room", "distribution_room", "elevator", "fire_control", "other"];
+    for (ri, r) in f.rooms.iter().enumerate() {
+        let rkey = format!("rooms[{ri}]");
+        if !valid_id(&r.id) {
+            problems.add(file, format!("{rkey}.id"), format!("{:?} {ID_RULE}", r.id));
+        } else if !room_ids.insert(r.id.as_str()) {
+            problems.add(file, format!("{rkey}.id"), format!("duplicate room id {:?}", r.id));
+        }
+        if !ROOM_KINDS.contains(&r.kind.as_str()) {
+            problems.add(file, format!("{rkey}.kind"), format!("{:?} is not one of {}", r.kind, ROOM_KINDS.join(", ")));
+        }
+        let room_index = rooms.len();
+        rooms.push(Room {
+            id: r.id.clone(),
+            name: r.name.clone().unwrap_or_else(|| r.id.clone()),
+            kind: r.kind.clone(),
+        });
+        for (di, d) in r.devices.iter().enumerate() {
+            let key = format!("{rkey}.devices[{di}]");
+            if !valid_id(&d.id) {
+                problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", d.id));
+            } else if let Some(other) = device_ids.get(d.id.as_str()) {
+                problems.add(file, format!("{key}.id"), format!("duplicate device id {:?} (also {other})", d.id));
+            } else {
+                device_ids.insert(d.id.as_str(), key.clone());
+            }
+            let profile = profiles.get(&d.profile).cloned();
+            if profile.is_none() {
+                let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+                problems.add(file, format!("{key}.profile"), format!("unknown profile {:?} (known: {})", d.profile, known.join(", ")));
+            }
+            let connection = match &d.connection {
+                Some(c) => match conn_index.get(c.as_str()) {
+                    Some(&ci) => Some(ci),
+                    None => {
+                        problems.add(file, format!("{key}.connection"), format!("unknown connection {c:?}"));
+                        None
+                    }
+                },
+                None => {
+                    problems.add(file, format!("{key}.connection"), "a Modbus device needs a connection");
+                    None
+                }
+            };
+            let unit_range = match connection.map(|ci| &connections[ci].transport) {
+                Some(Transport::Tcp { .. }) => 0..=255,
+                _ => 1..=247,
+            };
+            if !unit_range.contains(&d.unit_id) {
+                problems.add(
+                    file,
+                    format!("{key}.unit_id"),
+                    format!("unit id {} out of range {}..={} for this transport", d.unit_id, unit_range.start(), unit_range.end()),
+                );
+            }
+            let unit_id = d.unit_id.clamp(0, 255) as u8;
+            if let Some(ci) = connection {
+                if d.enabled {
+                    if let Some(other) = units_on_conn.get(&(ci, unit_id)) {
+                        problems.add(
+                            file,
+                            format!("{key}.unit_id"),
+                            format!("unit id {unit_id} is already used on connection {:?} by {other}", connections[ci].id),
+                        );
+                    } else {
+                        units_on_conn.insert((ci, unit_id), key.clone());
+                    }
+                }
+            }
+            if d.poll_interval_ms < 50 || d.poll_interval_ms > 86_400_000 {
+                problems.add(file, format!("{key}.poll_interval_ms"), "must be 50..=86400000");
+            }
+            if d.offline_after_failures == 0 {
+                problems.add(file, format!("{key}.offline_after_failures"), "must be at least 1");
+            }
+            let (Some(profile), true) = (profile, d.enabled) else {
+                continue;
+            };
+            let index = devices.len() as DeviceId;
+            let first_point = points.len() as PointId;
+            for (pi, pp) in profile.points.iter().enumerate() {
+                points.push(Point {
+                    index: points.len() as PointId,
+                    device: index,
+                    profile_point: pi,
+                    id: pp.id.clone(),
+                });
+            }
+            let limits = connection.map(|ci| connections[ci].limits).unwrap_or_default();
+            let limits = Limits {
+                max_registers: profile.max_registers_per_read.map_or(limits.max_registers, |m| m.min(limits.max_registers)),
+                max_bits: profile.max_bits_per_read.map_or(limits.max_bits, |m| m.min(limits.max_bits)),
+                ..limits
+            };
+            let spans: Vec<Span> = profile.points.iter().map(ProfilePoint::span).collect();
+            let reads = plan::plan(&spans, &profile.blocks, &limits);
+            if let Some(ci) = connection {
+                connections[ci].devices.push(index);
+            }
+            devices.push(Device {
+                index,
+                id: d.id.clone(),
+                name: d.name.clone().unwrap_or_else(|| d.id.clone()),
+                room: room_index,
+                point_count: profile.points.len() as u32,
+                profile,
+                connection,
+                unit_id,
+                poll_interval: Duration::from_millis(d.poll_interval_ms.max(50)),
+                offline_after_failures: d.offline_after_failures.max(1),
+                tags: d.tags.clone(),
+                first_point,
+                reads,
+            });
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Site {
+        id: f.site.id.clone(),
+        name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),
+        source_file: file.to_path_buf(),
+        http_listen: http_listen?,
+        simulator_http_listen: simulator_http_listen?,
+        connections,
+        rooms,
+        devices,
+        points,
+        profiles: profiles.clone(),
+    })
+}
+
+fn parse_listen(file: &Path, key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.add(file, key, format!("{value:?} is not ip:port (e.g. 127.0.0.1:9780)"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! The configuration files as written by the integrator: serde structs with
+//! `deny_unknown_fields` and named defaults. Loosely typed where a value needs a check
+//! (data types, byte orders, function codes, unit ids) so that `compile` can report every
+//! problem at once instead of stopping at the first one serde meets.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A site config file (`config/*.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    /// Directory of device profiles, relative to this file.
+    #[serde(default = "default_profiles_dir")]
+    pub profiles_dir: String,
+    pub site: SiteSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub simulator: SimulatorSection,
+    #[serde(default)]
+    pub connections: Vec<ConnectionCfg>,
+    #[serde(default)]
+    pub rooms: Vec<RoomCfg>,
+}
+
+fn default_profiles_dir() -> String {
+    "profiles".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:9780".to_string()
+}
+
+/// Settings used only by `propwatch simulate` and `propwatch demo`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSection {
+    /// Where the simulator's scenario-injection HTTP endpoint listens.
+    #[serde(default = "default_sim_http_listen")]
+    pub http_listen: String,
+}
+
+impl Default for SimulatorSection {
+    fn default() -> Self {
+        Self {
+            http_listen: default_sim_http_listen(),
+        }
+    }
+}
+
+fn default_sim_http_listen() -> String {
+    "127.0.0.1:9781".to_string()
+}
+
+/// One Modbus connection: a TCP endpoint, an RS-485 serial bus, or a serial device server
+/// carrying RTU frames over TCP. One request at a time travels on a connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionCfg {
+    pub id: String,
+    /// `tcp`, `rtu` or `rtu_over_tcp`.
+    pub transport: String,
+    /// `host:port` for `tcp` and `rtu_over_tcp`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Serial device path for `rtu`, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub serial_port: Option<String>,
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    /// `none`, `even` or `odd`.
+    #[serde(default = "default_parity")]
+    pub parity: String,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Deadline for one request/response.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Extra attempts for a read that timed out, for a device that was healthy until then.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Pause after each transaction, on top of the RTU 3.5-character silence (slow devices,
+    /// shared buses).
+    #[serde(default)]
+    pub inter_request_delay_ms: u64,
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+    /// Longest pause between probes of a device that stopped answering.
+    #[serde(default = "default_device_backoff_max_ms")]
+    pub device_backoff_max_ms: u64,
+    /// Unused registers a coalesced read may span to join two points.
+    #[serde(default = "default_max_gap_registers")]
+    pub max_gap_registers: u16,
+    /// Unused coils/inputs a coalesced read may span to join two points.
+    #[serde(default = "default_max_gap_bits")]
+    pub max_gap_bits: u16,
+    #[serde(default = "default_max_registers_per_read")]
+    pub max_registers_per_read: u16,
+    #[serde(default = "default_max_bits_per_read")]
+    pub max_bits_per_read: u16,
+}
+
+fn default_baud_rate() -> u32 {
+    9600
+}
+fn default_parity() -> String {
+    "none".to_string()
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_connect_timeout_ms() -> u64 {
+    3000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_reconnect_backoff_max_ms() -> u64 {
+    30_000
+}
+fn default_device_backoff_max_ms() -> u64 {
+    60_000
+}
+fn default_max_gap_registers() -> u16 {
+    10
+}
+fn default_max_gap_bits() -> u16 {
+    64
+}
+fn default_max_registers_per_read() -> u16 {
+    125
+}
+fn default_max_bits_per_read() -> u16 {
+    2000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomCfg {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `pump_room`, `distribution_room`, `elevator`, `fire_control` or `other`.
+    #[serde(default = "default_room_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub devices: Vec<DeviceCfg>,
+}
+
+fn default_room_kind() -> String {
+    "other".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCfg {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub profile: String,
+    /// The Modbus connection the device hangs on.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// Modbus unit (slave) id.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: i64,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Consecutive failed polls before the device counts as offline.
+    #[serde(default = "default_offline_after_failures")]
+    pub offline_after_failures: u32,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Extra labels/tags carried with the device's data.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_unit_id() -> i64 {
+    1
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_offline_after_failures() -> u32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A device profile file (`config/profiles/*.toml`): one device model's register map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    pub profile: ProfileSection,
+    #[serde(default)]
+    pub blocks: Vec<BlockCfg>,
+    #[serde(default)]
+    pub points: Vec<PointCfg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Device kind, e.g. `power_meter`; names the InfluxDB measurement.
+    #[serde(default = "default_device_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Default byte/word order of multi-register values: ABCD, CDAB, BADC or DCBA.
+    #[serde(default = "default_byte_order")]
+    pub byte_order: String,
+    /// Behaviour the simulator gives devices of this profile (`pump_room`, `power_meter`,
+    /// `transformer`, `switchgear`, `elevator`, `fire_panel`, `generic`).
+    #[serde(default)]
+    pub sim_model: Option<String>,
+    /// Tighter per-read limits for devices that cannot serve full-size reads.
+    #[serde(default)]
+    pub max_registers_per_read: Option<u16>,
+    #[serde(default)]
+    pub max_bits_per_read: Option<u16>,
+}
+
+fn default_device_kind() -> String {
+    "generic".to_string()
+}
+fn default_byte_order() -> String {
+    "ABCD".to_string()
+}
+
+/// An address range a read may cover. When a profile declares blocks for a function code,
+/// reads stay inside one block: for devices that reject reads across undefined addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockCfg {
+    pub function: i64,
+    pub start: i64,
+    pub count: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointCfg {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Modbus function code used to read it: 1 coils, 2 discrete inputs, 3 holding registers,
+    /// 4 input registers.
+    pub function: i64,
+    pub address: i64,
+    /// bool, u16, i16, u32, i32, u64, i64, f32, f64.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Overrides the profile's byte order.
+    #[serde(default)]
+    pub byte_order: Option<String>,
+    /// Bit 0..15 of a register, for `bool` points read with function 3 or 4.
+    #[serde(default)]
+    pub bit: Option<i64>,
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Status code -> label, e.g. `{ "0" = "stopped", "1" = "running" }`.
+    #[serde(default, rename = "enum")]
+    pub enum_labels: BTreeMap<String, String>,
+}
+
+fn default_scale() -> f64 {
+    1.0
+}

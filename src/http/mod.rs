@@ -1,0 +1,269 @@
+//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, the read-only `/api/v1` status API
+//! and the duty-room page at `/`. Serialization lives here (API DTOs), not in the core.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Site;
+use crate::live::LiveTable;
+use crate::model::Value;
+use crate::telemetry::Telemetry;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub site: Arc<Site>,
+    pub table: Arc<LiveTable>,
+    pub telemetry: Arc<Telemetry>,
+    pub ready: Arc<AtomicBool>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/points", get(points))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` fires.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: message.into() })).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.telemetry.http_requests.with_label_values(&["/metrics", "2xx"]).inc();
+    let body = crate::sinks::prometheus::render(&s.site, &s.table, &s.telemetry.registry);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64)
+}
+
+#[derive(Serialize)]
+struct StatusDto {
+    site: String,
+    name: String,
+    version: &'static str,
+    uptime_seconds: u64,
+    ready: bool,
+    devices_total: usize,
+    devices_online: usize,
+    devices_offline: usize,
+    points_total: usize,
+    rooms: Vec<RoomDto>,
+}
+
+#[derive(Serialize)]
+struct RoomDto {
+    id: String,
+    name: String,
+    kind: String,
+    devices: Vec<DeviceDto>,
+}
+
+#[derive(Serialize)]
+struct DeviceDto {
+    id: String,
+    name: String,
+    room: String,
+    profile: String,
+    kind: String,
+    /// `online`, `offline` or `unknown` (not polled yet).
+    state: &'static str,
+    since_ms: Option<u64>,
+    reason: Option<String>,
+    last_success_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<Vec<PointDto>>,
+}
+
+#[derive(Serialize)]
+struct PointDto {
+    id: String,
+    name: String,
+    device: String,
+    unit: Option<String>,
+    value: Option<serde_json::Value>,
+    label: Option<String>,
+    quality: crate::model::Quality,
+    timestamp_ms: Option<u64>,
+}
+
+fn device_dto(s: &AppState, index: usize, with_points: bool) -> DeviceDto {
+    let d = &s.site.devices[index];
+    let st = s.table.device(index as u32).unwrap_or_default();
+    DeviceDto {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        room: s.site.rooms[d.room].id.clone(),
+        profile: d.profile.id.clone(),
+        kind: d.profile.kind.clone(),
+        state: match st.online {
+            Some(true) => "online",
+            Some(false) => "offline",
+            None => "unknown",
+        },
+        since_ms: unix_ms(st.since),
+        reason: st.reason,
+        last_success_ms: unix_ms(st.last_success),
+        points: with_points.then(|| point_dtos(s, Some(index))),
+    }
+}
+
+fn point_dtos(s: &AppState, device: Option<usize>) -> Vec<PointDto> {
+    let range = match device {
+        Some(i) => {
+            let d = &s.site.devices[i];
+            d.first_point as usize..(d.first_point + d.point_count) as usize
+        }
+        None => 0..s.site.points.len(),
+    };
+    s.table.with_points(|states| {
+        s.site.points[range]
+            .iter()
+            .map(|p| {
+                let d = &s.site.devices[p.device as usize];
+                let pp = &d.profile.points[p.profile_point];
+                let st = states[p.index as usize];
+                let value = st.value.map(|v| match v {
+                    Value::Bool(b) => serde_json::Value::Bool(b),
+                    Value::Num(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+                });
+                let label = match st.value {
+                    Some(Value::Num(n)) => pp.label_for(n).map(str::to_string),
+                    _ => None,
+                };
+                PointDto {
+                    id: p.id.clone(),
+                    name: pp.name.clone(),
+                    device: d.id.clone(),
+                    unit: pp.unit.clone(),
+                    value,
+                    label,
+                    quality: st.quality,
+                    timestamp_ms: unix_ms(st.timestamp),
+                }
+            })
+            .collect()
+    })
+}
+
+async fn status(State(s): State<AppState>) -> Json<StatusDto> {
+    let (online, offline) = s.table.with_devices(|d| {
+        (
+            d.iter().filter(|d| d.online == Some(true)).count(),
+            d.iter().filter(|d| d.online == Some(false)).count(),
+        )
+    });
+    let rooms = s
+        .site
+        .rooms
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| RoomDto {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            devices: s
+                .site
+                .devices
+                .iter()
+                .filter(|d| d.room == ri)
+                .map(|d| device_dto(&s, d.index as usize, false))
+                .collect(),
+        })
+        .collect();
+    Json(StatusDto {
+        site: s.site.id.clone(),
+        name: s.site.name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: s.started.elapsed().as_secs(),
+        ready: s.ready.load(Ordering::Acquire),
+        devices_total: s.site.devices.len(),
+        devices_online: online,
+        devices_offline: offline,
+        points_total: s.site.points.len(),
+        rooms,
+    })
+}
+
+async fn devices(State(s): State<AppState>) -> Json<Vec<DeviceDto>> {
+    Json((0..s.site.devices.len()).map(|i| device_dto(&s, i, false)).collect())
+}
+
+async fn device(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.site.device_by_id(&id) {
+        Some(d) => Json(device_dto(&s, d.index as usize, true)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct PointsQuery {
+    device: Option<String>,
+}
+
+async fn points(State(s): State<AppState>, Query(q): Query<PointsQuery>) -> Response {
+    match q.device {
+        Some(id) => match s.site.device_by_id(&id) {
+            Some(d) => Json(point_dtos(&s, Some(d.index as usize))).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
+        },
+        None => Json(point_dtos(&s, None)).into_response(),
+    }
+}

@@ -1,0 +1,24 @@
+//! propwatch: equipment watch for a residential estate's engineering duty room.
+//!
+//! Map of the crate (see ARCHITECTURE.md for the long version):
+//! - [`config`]: site config and device profiles -> validated, compiled [`config::Site`];
+//! - [`model`]: samples, values, quality -- the core's vocabulary;
+//! - [`sources`]: acquisition (Modbus TCP / RTU / RTU over TCP) producing samples;
+//! - [`live`]: the live point table and the core task applying samples to it;
+//! - [`sinks`]: outputs of the live picture (Prometheus exposition);
+//! - [`telemetry`]: the daemon's own metrics;
+//! - [`http`]: `/metrics`, health, the status API and the duty-room page;
+//! - [`simulator`]: the simulated estate used by `demo`, tests and benchmarks;
+//! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod live;
+pub mod model;
+pub mod simulator;
+pub mod sinks;
+pub mod sources;
+pub mod telemetry;

@@ -1,0 +1,147 @@
+//! The live picture of the estate: the latest value and quality of every point and the
+//! reachability of every device, plus the core task that applies source events to it.
+//! Readers (HTTP, /metrics) take short read locks; the core is the only writer.
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::config::Site;
+use crate::model::{Quality, SourceEvent, Value};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PointState {
+    pub value: Option<Value>,
+    pub quality: Quality,
+    pub timestamp: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceState {
+    /// `None` until the first poll or message decides.
+    pub online: Option<bool>,
+    pub since: Option<SystemTime>,
+    pub reason: Option<String>,
+    pub last_success: Option<SystemTime>,
+}
+
+pub struct LiveTable {
+    points: RwLock<Vec<PointState>>,
+    devices: RwLock<Vec<DeviceState>>,
+}
+
+impl LiveTable {
+    pub fn new(site: &Site) -> Self {
+        Self {
+            points: RwLock::new(vec![
+                PointState {
+                    value: None,
+                    quality: Quality::Bad,
+                    timestamp: None,
+                };
+                site.points.len()
+            ]),
+            devices: RwLock::new(vec![DeviceState::default(); site.devices.len()]),
+        }
+    }
+
+    /// Run `f` over the point states under one read lock.
+    pub fn with_points<R>(&self, f: impl FnOnce(&[PointState]) -> R) -> R {
+        let guard = self.points.read().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
+    }
+
+    pub fn with_devices<R>(&self, f: impl FnOnce(&[DeviceState]) -> R) -> R {
+        let guard = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
+    }
+
+    pub fn point(&self, index: u32) -> Option<PointState> {
+        self.with_points(|p| p.get(index as usize).copied())
+    }
+
+    pub fn device(&self, index: u32) -> Option<DeviceState> {
+        self.with_devices(|d| d.get(index as usize).cloned())
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The core loop: apply source events until every source has hung up.
+pub async fn run_core(
+    site: Arc<Site>,
+    table: Arc<LiveTable>,
+    telemetry: Arc<Telemetry>,
+    mut rx: mpsc::Receiver<SourceEvent>,
+) {
+    let labels: Vec<[&str; 3]> = site
+        .devices
+        .iter()
+        .map(|d| [site.id.as_str(), site.rooms[d.room].id.as_str(), d.id.as_str()])
+        .collect();
+    let up: Vec<_> = labels.iter().map(|l| telemetry.device_up.with_label_values(l)).collect();
+    let last_ok: Vec<_> = labels
+        .iter()
+        .map(|l| telemetry.device_last_success.with_label_values(l))
+        .collect();
+    for g in &up {
+        g.set(0);
+    }
+    while let Some(event) = rx.recv().await {
+        telemetry.core_queue_depth.set(rx.len() as i64);
+        let timer = telemetry.cycle_duration.start_timer();
+        match event {
+            SourceEvent::Samples(samples) => {
+                telemetry.samples_received("modbus", samples.len());
+                let mut good_devices: Vec<(u32, SystemTime)> = Vec::new();
+                {
+                    let mut points = table.points.write().unwrap_or_else(|e| e.into_inner());
+                    for s in &samples {
+                        let Some(slot) = points.get_mut(s.point as usize) else {
+                            continue;
+                        };
+                        slot.quality = s.quality;
+                        slot.timestamp = Some(s.timestamp);
+                        if s.quality == Quality::Good {
+                            slot.value = s.value;
+                            let dev = site.points[s.point as usize].device;
+                            if good_devices.last().map(|(d, _)| *d) != Some(dev) {
+                                good_devices.push((dev, s.timestamp));
+                            }
+                        }
+                    }
+                }
+                if !good_devices.is_empty() {
+                    let mut devices = table.devices.write().unwrap_or_else(|e| e.into_inner());
+                    for (dev, at) in good_devices {
+                        devices[dev as usize].last_success = Some(at);
+                        last_ok[dev as usize].set(unix_seconds(at));
+                    }
+                }
+            }
+            SourceEvent::DeviceStatus {
+                device,
+                online,
+                reason,
+                at,
+            } => {
+                let Some(g) = up.get(device as usize) else {
+                    continue;
+                };
+                g.set(i64::from(online));
+                let mut devices = table.devices.write().unwrap_or_else(|e| e.into_inner());
+                let d = &mut devices[device as usize];
+                d.online = Some(online);
+                d.since = Some(at);
+                d.reason = reason;
+            }
+        }
+        timer.observe_duration();
+    }
+    info!("core stopped: all sources closed");
+}

@@ -1,0 +1,269 @@
+//! The simulated estate (`propwatch simulate`, `propwatch demo`, tests and benchmarks):
+//! real Modbus servers (TCP, RTU over TCP, RTU on a serial port) serving every device of a
+//! site config, with plausible dynamics and scenario injection.
+//!
+//! Devices are encoded through their own profiles, so the simulator writes registers with the
+//! same codec the poller decodes with: a DTSU666 profile is simulated with its real map.
+
+mod dynamics;
+pub mod http;
+mod image;
+pub mod scenario;
+mod server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::config::{Profile, Site, Transport};
+pub use scenario::{ActiveScenario, ScenarioError, ScenarioKind};
+
+/// Simulator behaviours a profile may ask for with `sim_model`.
+pub const MODELS: &[&str] = &["pump_room", "power_meter", "switchgear", "elevator", "fire_panel", "generic"];
+
+/// How a simulated device misbehaves right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    None,
+    /// Never replies.
+    Offline,
+    /// Replies with the wrong number of values or the wrong function.
+    Garbage,
+    /// Replies after a delay.
+    Slow(Duration),
+}
+
+pub struct SimDevice {
+    pub id: String,
+    pub model: String,
+    pub unit_id: u8,
+    pub connection: usize,
+    pub profile: Arc<Profile>,
+    image: image::RegisterImage,
+    state: dynamics::ModelState,
+    garbage_toggle: bool,
+}
+
+impl SimDevice {
+    /// Set a point by id (engineering value); unknown ids are ignored so any profile can be
+    /// driven by a model that knows more points than it has.
+    pub fn set(&mut self, point: &str, value: f64) {
+        if let Some((_, p)) = self.profile.point(point) {
+            self.image.write_point(p, value);
+        }
+    }
+
+    pub fn set_bool(&mut self, point: &str, value: bool) {
+        self.set(point, f64::from(u8::from(value)));
+    }
+}
+
+pub struct Simulator {
+    site: Arc<Site>,
+    devices: Mutex<Vec<SimDevice>>,
+    by_unit: HashMap<(usize, u8), usize>,
+    scenarios: Mutex<Vec<ActiveScenario>>,
+    started: Instant,
+}
+
+impl Simulator {
+    pub fn new(site: Arc<Site>) -> Arc<Self> {
+        let mut devices = Vec::new();
+        let mut by_unit = HashMap::new();
+        for d in &site.devices {
+            let Some(conn) = d.connection else { continue };
+            let model = d.profile.sim_model.clone().unwrap_or_else(|| "generic".to_string());
+            by_unit.insert((conn, d.unit_id), devices.len());
+            let mut dev = SimDevice {
+                id: d.id.clone(),
+                state: dynamics::ModelState::new(&model, &d.profile, devices.len()),
+                model,
+                unit_id: d.unit_id,
+                connection: conn,
+                profile: d.profile.clone(),
+                image: image::RegisterImage::default(),
+                garbage_toggle: false,
+            };
+            dynamics::step(&mut dev, &[], 0.0, 0.0);
+            devices.push(dev);
+        }
+        Arc::new(Self {
+            site,
+            devices: Mutex::new(devices),
+            by_unit,
+            scenarios: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn site(&self) -> &Arc<Site> {
+        &self.site
+    }
+
+    /// Advance the dynamics by `dt` seconds.
+    pub fn tick(&self, dt: f64) {
+        let scenarios = self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = self.started.elapsed().as_secs_f64();
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        for dev in devices.iter_mut() {
+            let active: Vec<&ActiveScenario> = scenarios.iter().filter(|s| s.applies_to(dev)).collect();
+            dynamics::step(dev, &active, dt, now);
+        }
+    }
+
+    pub fn fault_of(&self, device: &SimDevice) -> Fault {
+        let scenarios = self.scenarios.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fault = Fault::None;
+        for s in scenarios.iter().filter(|s| s.device.as_deref() == Some(device.id.as_str())) {
+            fault = match s.kind {
+                ScenarioKind::Offline => Fault::Offline,
+                ScenarioKind::Garbage => Fault::Garbage,
+                ScenarioKind::Slow => Fault::Slow(s.delay),
+                _ => fault,
+            };
+        }
+        fault
+    }
+
+    /// Start a scenario (idempotent for the same kind and device).
+    pub fn inject(&self, kind: ScenarioKind, device: Option<&str>, delay: Option<Duration>) -> Result<(), ScenarioError> {
+        let active = scenario::validate(&self.site, kind, device, delay)?;
+        let mut s = self.scenarios.lock().unwrap_or_else(|e| e.into_inner());
+        s.retain(|a| !(a.kind == active.kind && a.device == active.device));
+        info!(scenario = kind.as_str(), device = ?active.device, "scenario started");
+        s.push(active);
+        drop(s);
+        self.tick(0.0);
+        Ok(())
+    }
+
+    /// Stop one scenario (every target of that kind when `device` is `None`).
+    pub fn clear(&self, kind: ScenarioKind, device: Option<&str>) -> usize {
+        let mut s = self.scenarios.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s.len();
+        s.retain(|a| !(a.kind == kind && (device.is_none() || a.device.as_deref() == device)));
+        let n = before - s.len();
+        drop(s);
+        info!(scenario = kind.as_str(), ?device, cleared = n, "scenario cleared");
+        self.tick(0.0);
+        n
+    }
+
+    pub fn clear_all(&self) {
+        self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        info!("all scenarios cleared");
+        self.tick(0.0);
+    }
+
+    pub fn active(&self) -> Vec<ActiveScenario> {
+        self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Run `f` on the simulated device with this id (tests read expected values this way).
+    pub fn with_device<R>(&self, id: &str, f: impl FnOnce(&mut SimDevice) -> R) -> Option<R> {
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices.iter_mut().find(|d| d.id == id).map(f)
+    }
+
+    /// Engineering value of a point as the simulator currently serves it.
+    pub fn value(&self, device: &str, point: &str) -> Option<f64> {
+        self.with_device(device, |d| {
+            let (_, p) = d.profile.point(point)?;
+            d.image.read_point(p)
+        })
+        .flatten()
+    }
+
+    /// Freeze the dynamics of one device at its current values (tests compare exact values).
+    pub fn freeze(&self, device: &str) {
+        self.with_device(device, |d| d.state = dynamics::ModelState::Frozen);
+    }
+}
+
+/// Options for starting the simulator's servers.
+#[derive(Debug, Default, Clone)]
+pub struct SimOptions {
+    /// Serve the RTU connection with this id on the given serial device (e.g. the far end of
+    /// a socat pty pair).
+    pub serial_peers: HashMap<String, String>,
+    /// Emulate the byte timing of a serial line at the connection's baud rate on RTU over TCP.
+    pub emulate_line_timing: bool,
+    /// Dynamics step.
+    pub tick: Option<Duration>,
+}
+
+/// Bind and serve every connection of the site that can be served locally, and run the
+/// dynamics. Returns the simulator; everything stops when `shutdown` fires.
+pub async fn start(
+    site: Arc<Site>,
+    opts: SimOptions,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> std::io::Result<Arc<Simulator>> {
+    let sim = Simulator::new(site.clone());
+    for (ci, conn) in site.connections.iter().enumerate() {
+        if conn.devices.is_empty() {
+            continue;
+        }
+        match &conn.transport {
+            Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
+                let listener = match tokio::net::TcpListener::bind(address.as_str()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("simulator cannot listen on {address} for connection {}: {e}", conn.id),
+                        ))
+                    }
+                };
+                spawn_tcp(&sim, ci, listener, &opts, shutdown.clone(), tasks);
+            }
+            Transport::Rtu(_) => match opts.serial_peers.get(&conn.id) {
+                Some(path) => {
+                    let server = server::serial_server(path, conn)?;
+                    let span = tracing::info_span!("sim_rtu", connection = %conn.id, %path);
+                    tasks.spawn(server::serve_serial(sim.clone(), ci, server, shutdown.clone()).instrument(span));
+                }
+                None => warn!(connection = %conn.id, "RTU connection not simulated (no --serial-peer given)"),
+            },
+        }
+    }
+    spawn_dynamics(&sim, opts.tick.unwrap_or(Duration::from_millis(500)), shutdown, tasks);
+    Ok(sim)
+}
+
+/// Serve one TCP or RTU-over-TCP connection of the site on an already-bound listener.
+pub fn spawn_tcp(
+    sim: &Arc<Simulator>,
+    conn: usize,
+    listener: tokio::net::TcpListener,
+    opts: &SimOptions,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let c = &sim.site.connections[conn];
+    let span = tracing::info_span!("sim", connection = %c.id, transport = c.transport.kind());
+    if let Ok(addr) = listener.local_addr() {
+        info!(connection = %c.id, transport = c.transport.kind(), %addr, devices = c.devices.len(), "simulator listening");
+    }
+    tasks.spawn(server::serve_tcp(sim.clone(), conn, listener, opts.emulate_line_timing, shutdown).instrument(span));
+}
+
+/// Run the dynamics every `tick` until shutdown.
+pub fn spawn_dynamics(sim: &Arc<Simulator>, tick: Duration, shutdown: CancellationToken, tasks: &mut tokio::task::JoinSet<()>) {
+    let sim = sim.clone();
+    tasks.spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => sim.tick(tick.as_secs_f64()),
+            }
+        }
+    });
+}

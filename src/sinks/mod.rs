@@ -1,0 +1,4 @@
+//! Sinks: where the live picture goes (Prometheus exposition now; InfluxDB and MQTT
+//! northbound build on the same samples).
+
+pub mod prometheus;

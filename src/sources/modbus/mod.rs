@@ -1,0 +1,413 @@
+//! Modbus acquisition: one task per connection (a serial bus or a TCP endpoint carries one
+//! request at a time) polling many unit ids on a deadline scheduler.
+//!
+//! Unhappy paths, by design:
+//! - every call is wrapped in a timeout; after a timeout or a garbled frame the transport is
+//!   dropped and reconnected, because a late reply would desynchronise it;
+//! - a device that stops answering is backed off exponentially (one probe per backoff period,
+//!   no retries), so it never stalls its neighbours on the bus;
+//! - exception replies and malformed replies are counted and mark the affected points bad;
+//! - RTU transports keep the 3.5-character silence between frames plus a configurable delay.
+
+pub mod codec;
+pub mod decode;
+pub mod plan;
+mod transport;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_modbus::client::{Client, Context, Reader};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::{Connection, Device, Site};
+use crate::model::{DeviceId, Quality, Sample, SourceEvent};
+use crate::telemetry::{ModbusResult, Telemetry};
+use decode::ReadData;
+use plan::Function;
+
+/// Spawn one polling task per Modbus connection of the site.
+pub fn spawn_all(
+    site: &Arc<Site>,
+    out: mpsc::Sender<SourceEvent>,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    for (index, conn) in site.connections.iter().enumerate() {
+        if conn.devices.is_empty() {
+            continue;
+        }
+        let poller = ConnectionPoller::new(site.clone(), index, out.clone(), telemetry.clone());
+        let span = tracing::info_span!("modbus", connection = %conn.id, transport = conn.transport.kind());
+        tasks.spawn(poller.run(shutdown.clone()).instrument(span));
+    }
+}
+
+/// Per-device polling state.
+struct DeviceSlot {
+    device: DeviceId,
+    next_due: Instant,
+    consecutive_failures: u32,
+    online: Option<bool>,
+}
+
+/// How one poll of one device went.
+enum PollOutcome {
+    /// The device answered (possibly with exceptions for some reads).
+    Answered,
+    /// The device did not answer usably: timeout, I/O error, garbled or malformed replies.
+    Failed(String),
+}
+
+struct ConnectionPoller {
+    site: Arc<Site>,
+    conn: usize,
+    out: mpsc::Sender<SourceEvent>,
+    telemetry: Arc<Telemetry>,
+    ctx: Option<Context>,
+    /// When the bus last carried a frame, for the RTU inter-frame silence.
+    last_frame: Option<Instant>,
+    connect_failures: u32,
+    next_connect_attempt: Instant,
+}
+
+impl ConnectionPoller {
+    fn new(site: Arc<Site>, conn: usize, out: mpsc::Sender<SourceEvent>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            site,
+            conn,
+            out,
+            telemetry,
+            ctx: None,
+            last_frame: None,
+            connect_failures: 0,
+            next_connect_attempt: Instant::now(),
+        }
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.site.connections[self.conn]
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let start = Instant::now();
+        let conn = self.connection();
+        // Spread first polls over the shortest interval so a bus does not start with a burst.
+        let n = conn.devices.len() as u32;
+        let mut slots: Vec<DeviceSlot> = conn
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, &device)| {
+                let interval = self.site.devices[device as usize].poll_interval;
+                DeviceSlot {
+                    device,
+                    next_due: start + interval.mul_f64(f64::from(i as u32) / f64::from(n.max(1))).min(interval),
+                    consecutive_failures: 0,
+                    online: None,
+                }
+            })
+            .collect();
+        info!(devices = slots.len(), "polling started");
+        loop {
+            let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_due) else {
+                break;
+            };
+            let due = slots[i].next_due;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = sleep_until(due) => {}
+            }
+            let site = self.site.clone();
+            let device = &site.devices[slots[i].device as usize];
+            let outcome = self.poll_device(device, slots[i].consecutive_failures == 0, &shutdown).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let now = Instant::now();
+            let slot = &mut slots[i];
+            match outcome {
+                PollOutcome::Answered => {
+                    slot.consecutive_failures = 0;
+                    let mut next = slot.next_due + device.poll_interval;
+                    if next <= now {
+                        self.telemetry.modbus_poll_overrun(&self.site.connections[self.conn].id);
+                        let missed = (now - next).as_nanos() / device.poll_interval.as_nanos().max(1) + 1;
+                        next += device.poll_interval * missed as u32;
+                    }
+                    slot.next_due = next;
+                    if slot.online != Some(true) {
+                        slot.online = Some(true);
+                        info!(device = %device.id, unit_id = device.unit_id, "device online");
+                        self.status(device.index, true, None).await;
+                    }
+                }
+                PollOutcome::Failed(reason) => {
+                    slot.consecutive_failures = slot.consecutive_failures.saturating_add(1);
+                    let over = slot.consecutive_failures.saturating_sub(device.offline_after_failures);
+                    if slot.consecutive_failures >= device.offline_after_failures {
+                        // offline: probe with exponential backoff, capped
+                        let backoff = device
+                            .poll_interval
+                            .saturating_mul(1u32 << over.min(16))
+                            .min(self.site.connections[self.conn].device_backoff_max.max(device.poll_interval));
+                        slot.next_due = now + backoff;
+                        if slot.online != Some(false) {
+                            slot.online = Some(false);
+                            warn!(device = %device.id, unit_id = device.unit_id, %reason, failures = slot.consecutive_failures, "device offline");
+                            self.status(device.index, false, Some(reason)).await;
+                        }
+                    } else {
+                        debug!(device = %device.id, %reason, failures = slot.consecutive_failures, "poll failed");
+                        slot.next_due = now + device.poll_interval;
+                    }
+                }
+            }
+        }
+        if let Some(mut ctx) = self.ctx.take() {
+            let _ = timeout(Duration::from_millis(200), ctx.disconnect()).await;
+        }
+        info!("polling stopped");
+    }
+
+    async fn status(&mut self, device: DeviceId, online: bool, reason: Option<String>) {
+        let _ = self
+            .out
+            .send(SourceEvent::DeviceStatus {
+                device,
+                online,
+                reason,
+                at: SystemTime::now(),
+            })
+            .await;
+    }
+
+    /// Make sure a transport is open; backs off between failed connects.
+    async fn ensure_connected(&mut self) -> Result<(), String> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        if Instant::now() < self.next_connect_attempt {
+            return Err("connection down (waiting to reconnect)".to_string());
+        }
+        let conn = &self.site.connections[self.conn];
+        match timeout(conn.connect_timeout, transport::connect(conn)).await {
+            Ok(Ok(ctx)) => {
+                self.telemetry.modbus_connect(&conn.id, true);
+                if self.connect_failures > 0 {
+                    info!(failures = self.connect_failures, "reconnected");
+                }
+                self.connect_failures = 0;
+                self.ctx = Some(ctx);
+                self.last_frame = None;
+                Ok(())
+            }
+            result => {
+                let reason = match result {
+                    Ok(Err(e)) => format!("connect failed: {e}"),
+                    _ => "connect timed out".to_string(),
+                };
+                self.telemetry.modbus_connect(&conn.id, false);
+                self.connect_failures = self.connect_failures.saturating_add(1);
+                let backoff = Duration::from_millis(200)
+                    .saturating_mul(1u32 << self.connect_failures.min(16))
+                    .min(conn.reconnect_backoff_max);
+                self.next_connect_attempt = Instant::now() + backoff;
+                if self.connect_failures == 1 || self.connect_failures.is_power_of_two() {
+                    warn!(%reason, failures = self.connect_failures, retry_in_ms = backoff.as_millis() as u64, "cannot connect");
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Wait out the RTU 3.5-character silence and the configured inter-request delay.
+    async fn frame_gap(&mut self) {
+        let conn = self.connection();
+        let Some(last) = self.last_frame else {
+            return;
+        };
+        let mut gap = conn.inter_request_delay;
+        if conn.transport.is_rtu() {
+            gap += rtu_silence(conn);
+        }
+        if !gap.is_zero() {
+            sleep_until(last + gap).await;
+        }
+    }
+
+    /// Poll one device: every planned read, in order. Returns whether it answered.
+    async fn poll_device(&mut self, device: &Device, healthy: bool, shutdown: &CancellationToken) -> PollOutcome {
+        let conn_id = self.site.connections[self.conn].id.clone();
+        if let Err(reason) = self.ensure_connected().await {
+            self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::IoError);
+            self.send_bad(device, &device.reads.iter().collect::<Vec<_>>()).await;
+            return PollOutcome::Failed(reason);
+        }
+        let attempts = if healthy { 1 + self.site.connections[self.conn].retries } else { 1 };
+        let mut answered = false;
+        let mut failure: Option<String> = None;
+        let mut samples = Vec::with_capacity(device.point_count as usize);
+        for (ri, read) in device.reads.iter().enumerate() {
+            let mut attempt = 0;
+            let result = loop {
+                attempt += 1;
+                if shutdown.is_cancelled() {
+                    return PollOutcome::Failed("shutting down".to_string());
+                }
+                if self.ensure_connected().await.is_err() {
+                    break Err(("io_error", "connection lost".to_string()));
+                }
+                self.frame_gap().await;
+                let result = self.transact(device, read.function, read.start, read.count).await;
+                self.last_frame = Some(Instant::now());
+                match result {
+                    Err((class @ ("timeout" | "io_error"), _)) if attempt < attempts => {
+                        debug!(device = %device.id, class, attempt, "retrying read");
+                        continue;
+                    }
+                    other => break other,
+                }
+            };
+            let now = SystemTime::now();
+            match result {
+                Ok(Ok(data)) => match decode::decode_read(&device.profile, read, &data) {
+                    Ok(values) => {
+                        answered = true;
+                        self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Ok);
+                        for (pi, value) in values {
+                            let point = device.first_point + pi as u32;
+                            match value {
+                                Some(v) => samples.push(Sample {
+                                    point,
+                                    value: Some(v),
+                                    quality: Quality::Good,
+                                    timestamp: now,
+                                }),
+                                None => {
+                                    self.telemetry.sample_rejected("modbus", "not_finite");
+                                    samples.push(bad(point, now));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Malformed);
+                        warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, error = %e, "malformed reply");
+                        samples.extend(read.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                        failure.get_or_insert_with(|| format!("malformed reply: {e}"));
+                    }
+                },
+                Ok(Err(exception)) => {
+                    answered = true;
+                    self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Exception);
+                    warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, %exception, "exception reply");
+                    samples.extend(read.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                }
+                Err((class, message)) => {
+                    let result = match class {
+                        "timeout" => ModbusResult::Timeout,
+                        "garbled" => ModbusResult::Malformed,
+                        _ => ModbusResult::IoError,
+                    };
+                    self.telemetry.modbus_request(&conn_id, &device.id, result);
+                    // The transport may hold a late or partial reply: start afresh.
+                    self.ctx = None;
+                    failure = Some(format!("{class}: {message}"));
+                    // A device that does not answer one read will not answer the next:
+                    // give up on this poll so the rest of the bus keeps its rate.
+                    let rest: Vec<_> = device.reads[ri..].iter().collect();
+                    for r in &rest {
+                        samples.extend(r.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                    }
+                    break;
+                }
+            }
+        }
+        if !samples.is_empty() {
+            let _ = self.out.send(SourceEvent::Samples(samples)).await;
+        }
+        match (answered, failure) {
+            (true, None) => PollOutcome::Answered,
+            (_, Some(reason)) => PollOutcome::Failed(reason),
+            (false, None) => PollOutcome::Answered,
+        }
+    }
+
+    async fn send_bad(&mut self, device: &Device, reads: &[&plan::Read]) {
+        let now = SystemTime::now();
+        let samples: Vec<Sample> = reads
+            .iter()
+            .flat_map(|r| r.points.iter().map(move |&pi| bad(device.first_point + pi as u32, now)))
+            .collect();
+        if !samples.is_empty() {
+            let _ = self.out.send(SourceEvent::Samples(samples)).await;
+        }
+    }
+
+    /// One request/response with a deadline.
+    #[allow(clippy::type_complexity)]
+    async fn transact(
+        &mut self,
+        device: &Device,
+        function: Function,
+        start: u16,
+        count: u16,
+    ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, (&'static str, String)> {
+        let conn = &self.site.connections[self.conn];
+        let deadline = conn.timeout;
+        let conn_id = conn.id.clone();
+        let ctx = self.ctx.as_mut().expect("connected before transact");
+        ctx.set_slave(Slave(device.unit_id));
+        let started = Instant::now();
+        let call = async {
+            match function {
+                Function::Coils => ctx.read_coils(start, count).await.map(|r| r.map(ReadData::Bits)),
+                Function::DiscreteInputs => ctx.read_discrete_inputs(start, count).await.map(|r| r.map(ReadData::Bits)),
+                Function::HoldingRegisters => ctx.read_holding_registers(start, count).await.map(|r| r.map(ReadData::Words)),
+                Function::InputRegisters => ctx.read_input_registers(start, count).await.map(|r| r.map(ReadData::Words)),
+            }
+        };
+        let result = match timeout(deadline, call).await {
+            Err(_) => Err(("timeout", format!("no reply within {} ms", deadline.as_millis()))),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(("io_error", e.to_string())),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(("garbled", e.to_string())),
+            Ok(Ok(r)) => Ok(r),
+        };
+        self.telemetry.modbus_duration(&conn_id, started.elapsed());
+        result
+    }
+}
+
+fn bad(point: u32, at: SystemTime) -> Sample {
+    Sample {
+        point,
+        value: None,
+        quality: Quality::Bad,
+        timestamp: at,
+    }
+}
+
+/// The Modbus RTU inter-frame silence: 3.5 character times, fixed at 1.75 ms above 19200 baud
+/// (Modbus over Serial Line V1.02, 2.5.1.1).
+pub fn rtu_silence(conn: &Connection) -> Duration {
+    let (baud, bits) = match &conn.transport {
+        crate::config::Transport::Rtu(s) => {
+            let parity = u32::from(s.parity != crate::config::Parity::None);
+            (s.baud_rate, 1 + u32::from(s.data_bits) + parity + u32::from(s.stop_bits))
+        }
+        _ => (conn.baud_rate, 11),
+    };
+    if baud > 19_200 {
+        Duration::from_micros(1750)
+    } else {
+        Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(baud.max(1)))
+    }
+}

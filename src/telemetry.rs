@@ -1,0 +1,190 @@
+//! The daemon's own health: a Prometheus registry with typed counters that sources and
+//! sinks bump through small methods (so every counted event also has one place to log).
+//! Names follow `propwatch_<noun>_<unit>_total`.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Outcome classes of a Modbus request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModbusResult {
+    Ok,
+    Timeout,
+    Exception,
+    Malformed,
+    IoError,
+}
+
+impl ModbusResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModbusResult::Ok => "ok",
+            ModbusResult::Timeout => "timeout",
+            ModbusResult::Exception => "exception",
+            ModbusResult::Malformed => "malformed",
+            ModbusResult::IoError => "io_error",
+        }
+    }
+}
+
+pub struct Telemetry {
+    pub registry: Registry,
+    modbus_requests: IntCounterVec,
+    modbus_request_duration: HistogramVec,
+    modbus_connects: IntCounterVec,
+    modbus_poll_overruns: IntCounterVec,
+    pub device_up: IntGaugeVec,
+    pub device_last_success: prometheus::GaugeVec,
+    samples: IntCounterVec,
+    samples_rejected: IntCounterVec,
+    pub core_queue_depth: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub events_dropped: IntCounter,
+    pub cycle_duration: Histogram,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static: a failure here is a programming error caught by tests.
+    r.expect("static metric definition")
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let modbus_requests = must(IntCounterVec::new(
+            Opts::new("propwatch_modbus_requests_total", "Modbus requests by connection, device and result."),
+            &["connection", "device", "result"],
+        ));
+        let modbus_request_duration = must(HistogramVec::new(
+            HistogramOpts::new("propwatch_modbus_request_duration_seconds", "Modbus request round-trip time.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["connection"],
+        ));
+        let modbus_connects = must(IntCounterVec::new(
+            Opts::new("propwatch_modbus_connects_total", "Attempts to open a Modbus transport."),
+            &["connection", "result"],
+        ));
+        let modbus_poll_overruns = must(IntCounterVec::new(
+            Opts::new(
+                "propwatch_modbus_poll_overruns_total",
+                "Polls that started later than one whole interval after they were due (the bus is overloaded).",
+            ),
+            &["connection"],
+        ));
+        let device_up = must(IntGaugeVec::new(
+            Opts::new("propwatch_device_up", "1 when the device answers, 0 when it is offline."),
+            &["site", "room", "device"],
+        ));
+        let device_last_success = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "propwatch_device_last_success_timestamp_seconds",
+                "Unix time of the device's last successful poll or message.",
+            ),
+            &["site", "room", "device"],
+        ));
+        let samples = must(IntCounterVec::new(
+            Opts::new("propwatch_samples_total", "Samples received from sources."),
+            &["source"],
+        ));
+        let samples_rejected = must(IntCounterVec::new(
+            Opts::new("propwatch_samples_rejected_total", "Values rejected by reason (not finite, malformed, ...)."),
+            &["source", "reason"],
+        ));
+        let core_queue_depth = must(IntGauge::new(
+            "propwatch_core_queue_depth",
+            "Source events waiting for the core.",
+        ));
+        let http_requests = must(IntCounterVec::new(
+            Opts::new("propwatch_http_requests_total", "HTTP requests served by route and status class."),
+            &["route", "status"],
+        ));
+        let events_dropped = must(IntCounter::new(
+            "propwatch_events_dropped_total",
+            "Source events that could not be delivered to the core (shutdown only).",
+        ));
+        let cycle_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "propwatch_core_batch_duration_seconds",
+                "Time the core spends applying one batch of samples.",
+            )
+            .buckets(vec![0.00001, 0.0001, 0.001, 0.01, 0.1]),
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("propwatch_build_info", "Build information."),
+            &["version"],
+        ));
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(modbus_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(modbus_request_duration.clone()),
+            Box::new(modbus_connects.clone()),
+            Box::new(modbus_poll_overruns.clone()),
+            Box::new(device_up.clone()),
+            Box::new(device_last_success.clone()),
+            Box::new(samples.clone()),
+            Box::new(samples_rejected.clone()),
+            Box::new(core_queue_depth.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(events_dropped.clone()),
+            Box::new(cycle_duration.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "propwatch")),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            modbus_requests,
+            modbus_request_duration,
+            modbus_connects,
+            modbus_poll_overruns,
+            device_up,
+            device_last_success,
+            samples,
+            samples_rejected,
+            core_queue_depth,
+            http_requests,
+            events_dropped,
+            cycle_duration,
+        }
+    }
+
+    pub fn modbus_request(&self, connection: &str, device: &str, result: ModbusResult) {
+        self.modbus_requests
+            .with_label_values(&[connection, device, result.as_str()])
+            .inc();
+    }
+
+    pub fn modbus_duration(&self, connection: &str, elapsed: Duration) {
+        self.modbus_request_duration
+            .with_label_values(&[connection])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn modbus_connect(&self, connection: &str, ok: bool) {
+        self.modbus_connects
+            .with_label_values(&[connection, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub fn modbus_poll_overrun(&self, connection: &str) {
+        self.modbus_poll_overruns.with_label_values(&[connection]).inc();
+    }
+
+    pub fn samples_received(&self, source: &str, n: usize) {
+        self.samples.with_label_values(&[source]).inc_by(n as u64);
+    }
+
+    pub fn sample_rejected(&self, source: &str, reason: &str) {
+        self.samples_rejected.with_label_values(&[source, reason]).inc();
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
