@@ -1,1 +1,260 @@
-// tests added below
+//! Config validation: each case is a site or profile snippet and the problems it must report
+//! (all of them, with file and key).
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const PROFILE_OK: &str = r#"
+[profile]
+id = "meter"
+[[points]]
+id = "u"
+function = 3
+address = 0
+type = "f32"
+byte_order = "CDAB"
+scale = 0.1
+unit = "V"
+[[points]]
+id = "run"
+function = 3
+address = 2
+type = "bool"
+bit = 0
+[[points]]
+id = "trip"
+function = 3
+address = 2
+type = "bool"
+bit = 1
+[[points]]
+id = "coil"
+function = 1
+address = 0
+type = "bool"
+"#;
+
+fn profiles_dir(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("meter.toml"), PROFILE_OK).unwrap();
+    for (name, text) in extra {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn site(body: &str) -> String {
+    format!(
+        r#"
+[site]
+id = "test"
+[[connections]]
+id = "gw"
+transport = "tcp"
+address = "127.0.0.1:502"
+[[connections]]
+id = "bus"
+transport = "rtu"
+serial_port = "/dev/ttyUSB0"
+{body}
+"#
+    )
+}
+
+/// Compile `site_text` against the standard profile plus `extra` profiles and compare the
+/// `key: message` fragments of every problem (order-independent).
+fn check(site_text: &str, extra: &[(&str, &str)], expected: &[&str]) {
+    let dir = profiles_dir(extra);
+    let result = from_str(Path::new("site.toml"), site_text, dir.path());
+    let errors = match result {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    };
+    let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for want in expected {
+        assert!(
+            rendered.iter().any(|r| r.contains(want)),
+            "expected a problem containing {want:?}, got:\n{}",
+            rendered.join("\n")
+        );
+    }
+    assert_eq!(
+        rendered.len(),
+        expected.len(),
+        "expected exactly {} problem(s), got:\n{}",
+        expected.len(),
+        rendered.join("\n")
+    );
+}
+
+const DEVICE: &str = r#"
+[[rooms]]
+id = "r1"
+kind = "pump_room"
+[[rooms.devices]]
+id = "d1"
+profile = "meter"
+connection = "gw"
+unit_id = 1
+"#;
+
+#[test]
+fn a_valid_site_compiles() {
+    let dir = profiles_dir(&[]);
+    let site = from_str(Path::new("site.toml"), &site(DEVICE), dir.path()).expect("valid");
+    assert_eq!(site.devices.len(), 1);
+    assert_eq!(site.points.len(), 4);
+    let d = &site.devices[0];
+    // one holding read (f32 at 0..2 + status word at 2) and one coil read
+    let reads: Vec<_> = d.reads.iter().map(|r| (r.function, r.start, r.count)).collect();
+    assert_eq!(reads, vec![(Function::Coils, 0, 1), (Function::HoldingRegisters, 0, 3)]);
+    assert_eq!(site.connections[0].devices, vec![0]);
+    assert_eq!(site.http_listen.to_string(), "127.0.0.1:9780");
+}
+
+#[test]
+fn site_problems_are_all_reported_with_keys() {
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (site(&DEVICE.replace("profile = \"meter\"", "profile = \"nope\"")), vec!["rooms[0].devices[0].profile: unknown profile \"nope\""]),
+        (site(&DEVICE.replace("connection = \"gw\"", "connection = \"xx\"")), vec!["rooms[0].devices[0].connection: unknown connection \"xx\""]),
+        (site(&DEVICE.replace("unit_id = 1", "unit_id = 300")), vec!["rooms[0].devices[0].unit_id: unit id 300 out of range 0..=255"]),
+        (
+            site(&DEVICE.replace("connection = \"gw\"", "connection = \"bus\"").replace("unit_id = 1", "unit_id = 0")),
+            vec!["unit id 0 out of range 1..=247"],
+        ),
+        (
+            site(&format!("{DEVICE}\n[[rooms.devices]]\nid = \"d1\"\nprofile = \"meter\"\nconnection = \"gw\"\nunit_id = 2\n")),
+            vec!["rooms[0].devices[1].id: duplicate device id \"d1\""],
+        ),
+        (
+            site(&format!("{DEVICE}\n[[rooms.devices]]\nid = \"d2\"\nprofile = \"meter\"\nconnection = \"gw\"\nunit_id = 1\n")),
+            vec!["rooms[0].devices[1].unit_id: unit id 1 is already used on connection \"gw\""],
+        ),
+        (site(&DEVICE.replace("kind = \"pump_room\"", "kind = \"boiler\"")), vec!["rooms[0].kind: \"boiler\" is not one of"]),
+        (site(&DEVICE.replace("unit_id = 1", "unit_id = 1\npoll_interval_ms = 10")), vec!["poll_interval_ms: must be 50..=86400000"]),
+        (site(&DEVICE.replace("id = \"d1\"", "id = \"d 1\"")), vec!["rooms[0].devices[0].id: \"d 1\" must be"]),
+        // several problems at once, all reported
+        (
+            site(&DEVICE.replace("profile = \"meter\"", "profile = \"nope\"").replace("unit_id = 1", "unit_id = -1")).replace("id = \"test\"", "id = \"\""),
+            vec!["site.id", "rooms[0].devices[0].profile", "rooms[0].devices[0].unit_id"],
+        ),
+        (
+            r#"
+[site]
+id = "t"
+[[connections]]
+id = "a"
+transport = "udp"
+[[connections]]
+id = "a"
+transport = "tcp"
+address = "nohost"
+timeout_ms = 0
+[[connections]]
+id = "s"
+transport = "rtu"
+parity = "mark"
+data_bits = 9
+stop_bits = 3
+baud_rate = 12
+"#
+            .to_string(),
+            vec![
+                "connections[0].transport: \"udp\" is not tcp, rtu or rtu_over_tcp",
+                "connections[1].id: duplicate connection id \"a\"",
+                "connections[1].address: \"nohost\" is not host:port",
+                "connections[1].timeout_ms: must be 1..=60000",
+                "connections[2].parity",
+                "connections[2].data_bits",
+                "connections[2].stop_bits",
+                "connections[2].serial_port",
+                "connections[2].baud_rate",
+            ],
+        ),
+        ("[site]\nid = \"t\"\n[http]\nlisten = \"localhost\"\n".to_string(), vec!["http.listen: \"localhost\" is not ip:port"]),
+        // unknown keys are refused with a line number
+        ("[site]\nid = \"t\"\ncolour = \"red\"\n".to_string(), vec!["unknown field `colour`"]),
+        ("[site\n".to_string(), vec!["invalid TOML"]),
+    ];
+    for (text, expected) in cases {
+        check(&text, &[], &expected);
+    }
+}
+
+fn profile(points: &str) -> String {
+    format!("[profile]\nid = \"p2\"\n{points}")
+}
+
+#[test]
+fn profile_problems_are_all_reported_with_keys() {
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (profile("[[points]]\nid = \"a\"\nfunction = 5\naddress = 0\ntype = \"u16\"\n"), vec!["p2.toml: points[0].function: function code 5"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"float\"\n"), vec!["points[0].type: unknown type \"float\""]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"f32\"\nbyte_order = \"ABDC\"\n"), vec!["points[0].byte_order: unknown byte order \"ABDC\""]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 65535\ntype = \"u32\"\n"), vec!["points[0].address: address 65535 with 2 register(s) does not fit"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = -1\ntype = \"u16\"\n"), vec!["points[0].address"]),
+        (
+            profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"f32\"\n[[points]]\nid = \"b\"\nfunction = 3\naddress = 1\ntype = \"u16\"\n"),
+            vec!["points[1].address: FC03 1 overlaps point \"a\" at 0"],
+        ),
+        (
+            profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"bool\"\nbit = 3\n[[points]]\nid = \"b\"\nfunction = 3\naddress = 0\ntype = \"bool\"\nbit = 3\n"),
+            vec!["points[1].bit: same register and bit as point \"a\""],
+        ),
+        (
+            profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"u16\"\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 1\ntype = \"u16\"\n"),
+            vec!["points[1].id: duplicate point id \"a\""],
+        ),
+        (profile("[[points]]\nid = \"a\"\nfunction = 1\naddress = 0\ntype = \"u16\"\n"), vec!["points[0].type: FC01 reads bits: type must be bool"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"bool\"\n"), vec!["points[0].bit: a bool point read from a register needs `bit`"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"bool\"\nbit = 16\n"), vec!["points[0].bit: bit 16 is not 0..=15"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"u16\"\nscale = 0.0\n"), vec!["points[0].scale"]),
+        (profile("[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"u16\"\nenum = { \"x\" = \"y\" }\n"), vec!["points[0].enum.x"]),
+        (
+            profile("[[blocks]]\nfunction = 3\nstart = 0\ncount = 10\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 20\ntype = \"u16\"\n"),
+            vec!["points[0].address: FC03 20 lies outside every declared block"],
+        ),
+        (
+            profile("[[blocks]]\nfunction = 3\nstart = 0\ncount = 10\n[[blocks]]\nfunction = 3\nstart = 5\ncount = 10\n[[blocks]]\nfunction = 4\nstart = 0\ncount = 200\n"),
+            vec!["blocks[1]: overlaps blocks[0]", "blocks[2]: block start 0 count 200"],
+        ),
+        ("[profile]\nid = \"p2\"\nbyte_order = \"XYZW\"\nsim_model = \"toaster\"\n".to_string(), vec!["profile.byte_order", "profile.sim_model: unknown simulator model \"toaster\""]),
+        // a duplicate profile id across files
+        (PROFILE_OK.to_string(), vec!["p2.toml: profile.id: duplicate profile id \"meter\""]),
+        ("[profile]\nid = \"p2\"\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\n".to_string(), vec!["p2.toml: invalid TOML", "missing field `type`"]),
+    ];
+    for (text, expected) in cases {
+        // a problem in a profile is reported even though the site itself is fine; the
+        // invalid-TOML case yields one problem whose text carries both fragments
+        let n = if expected.len() == 2 && expected[0].contains("invalid TOML") { 1 } else { expected.len() };
+        let dir = profiles_dir(&[("p2.toml", &text)]);
+        let errors = from_str(Path::new("site.toml"), &site(DEVICE), dir.path())
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for want in &expected {
+            assert!(rendered.iter().any(|r| r.contains(want)), "expected {want:?} in:\n{}", rendered.join("\n"));
+        }
+        assert_eq!(rendered.len(), n, "for profile:\n{text}\ngot:\n{}", rendered.join("\n"));
+    }
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let site = load(&root.join("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(site.devices.len() >= 8);
+    // the DTSU666 map: its blocks keep the energy register out of the voltage read
+    let meter = site.device_by_id("meter-line-1").unwrap();
+    let reads: Vec<_> = meter.reads.iter().map(|r| (r.start, r.count)).collect();
+    assert_eq!(reads, vec![(0x2000, 0x46), (0x401E, 2)]);
+}
+
+#[test]
+fn missing_file_is_a_config_error() {
+    let e = load(Path::new("/nonexistent/site.toml")).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].message.contains("cannot read"));
+}

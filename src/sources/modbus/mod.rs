@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_modbus::client::{Client, Context, Reader};
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
+use tokio_modbus::{Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -318,8 +318,6 @@ impl ConnectionPoller {
                         _ => ModbusResult::IoError,
                     };
                     self.telemetry.modbus_request(&conn_id, &device.id, result);
-                    // The transport may hold a late or partial reply: start afresh.
-                    self.ctx = None;
                     failure = Some(format!("{class}: {message}"));
                     // A device that does not answer one read will not answer the next:
                     // give up on this poll so the rest of the bus keeps its rate.
@@ -367,13 +365,23 @@ impl ConnectionPoller {
         let ctx = self.ctx.as_mut().expect("connected before transact");
         ctx.set_slave(Slave(device.unit_id));
         let started = Instant::now();
+        // `Client::call` rather than the `Reader` helpers: those debug-assert the reply length
+        // and would panic the bus task on a device that answers with the wrong count.
+        let request = match function {
+            Function::Coils => Request::ReadCoils(start, count),
+            Function::DiscreteInputs => Request::ReadDiscreteInputs(start, count),
+            Function::HoldingRegisters => Request::ReadHoldingRegisters(start, count),
+            Function::InputRegisters => Request::ReadInputRegisters(start, count),
+        };
         let call = async {
-            match function {
-                Function::Coils => ctx.read_coils(start, count).await.map(|r| r.map(ReadData::Bits)),
-                Function::DiscreteInputs => ctx.read_discrete_inputs(start, count).await.map(|r| r.map(ReadData::Bits)),
-                Function::HoldingRegisters => ctx.read_holding_registers(start, count).await.map(|r| r.map(ReadData::Words)),
-                Function::InputRegisters => ctx.read_input_registers(start, count).await.map(|r| r.map(ReadData::Words)),
-            }
+            ctx.call(request).await.map(|r| {
+                r.map(|response| match response {
+                    Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => ReadData::Bits(bits),
+                    Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => ReadData::Words(words),
+                    // call() rejects replies whose function differs from the request's
+                    _ => ReadData::Words(Vec::new()),
+                })
+            })
         };
         let result = match timeout(deadline, call).await {
             Err(_) => Err(("timeout", format!("no reply within {} ms", deadline.as_millis()))),
@@ -382,6 +390,11 @@ impl ConnectionPoller {
             Ok(Ok(r)) => Ok(r),
         };
         self.telemetry.modbus_duration(&conn_id, started.elapsed());
+        if result.is_err() {
+            // A late or partial reply may still arrive on this transport and would be taken
+            // for the answer to the next request: never reuse it.
+            self.ctx = None;
+        }
         result
     }
 }

@@ -1,0 +1,180 @@
+//! Shared helpers for integration tests: free ports, site configs in temp dirs, in-process
+//! simulator + daemon, /metrics parsing, and waiting for a condition with a deadline.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use propwatch::config::{self, Site};
+use propwatch::simulator::{self, SimOptions, Simulator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Write `site_toml` into a fresh temp dir whose `profiles/` holds the shipped profiles plus
+/// `extra_profiles`, and compile it.
+pub fn site_in_tempdir(site_toml: &str, extra_profiles: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Site>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
+    }
+    for (name, text) in extra_profiles {
+        std::fs::write(profiles.join(name), text).unwrap();
+    }
+    let path = dir.path().join("site.toml");
+    std::fs::write(&path, site_toml).unwrap();
+    let site = config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{site_toml}"));
+    (dir, Arc::new(site))
+}
+
+/// Bind `n` listeners on loopback with OS-assigned ports.
+pub async fn listeners(n: usize) -> Vec<(TcpListener, SocketAddr)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        out.push((l, a));
+    }
+    out
+}
+
+/// A port that was free a moment ago (for things we do not bind ourselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Serve the site's TCP / RTU-over-TCP connections from the simulator on the given
+/// pre-bound listeners (in connection order).
+pub fn serve_simulator(site: &Arc<Site>, listeners: Vec<TcpListener>, stop: &CancellationToken, tasks: &mut tokio::task::JoinSet<()>) -> Arc<Simulator> {
+    let sim = Simulator::new(site.clone());
+    for (ci, l) in listeners.into_iter().enumerate() {
+        simulator::spawn_tcp(&sim, ci, l, &SimOptions::default(), stop.clone(), tasks);
+    }
+    sim
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic with `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn get_text(url: &str) -> Option<String> {
+    let r = reqwest::get(url).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// Parsed /metrics: (name, sorted labels) -> value.
+pub struct Metrics(pub HashMap<String, Vec<(HashMap<String, String>, f64)>>);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let mut map: HashMap<String, Vec<(HashMap<String, String>, f64)>> = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut lm = HashMap::new();
+            for pair in split_labels(labels) {
+                if let Some((k, v)) = pair.split_once('=') {
+                    lm.insert(k.to_string(), v.trim_matches('"').replace("\\\"", "\"").replace("\\\\", "\\"));
+                }
+            }
+            map.entry(name.to_string()).or_default().push((lm, value));
+        }
+        Metrics(map)
+    }
+
+    /// The value of `name` whose labels include all of `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.get(name)?.iter().find(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))).map(|(_, v)| *v)
+    }
+
+    /// Sum of `name` over series whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .get(name)
+            .map(|v| v.iter().filter(|(l, _)| labels.iter().all(|(k, val)| l.get(*k).map(String::as_str) == Some(*val))).map(|(_, v)| v).sum())
+            .unwrap_or(0.0)
+    }
+
+    /// The value of a point gauge, whatever its unit family.
+    pub fn point(&self, device: &str, point: &str) -> Option<f64> {
+        self.0
+            .iter()
+            .filter(|(name, _)| name.starts_with("propwatch_point_"))
+            .find_map(|(_, series)| series.iter().find(|(l, _)| l.get("device").map(String::as_str) == Some(device) && l.get("point").map(String::as_str) == Some(point)).map(|(_, v)| *v))
+    }
+}
+
+fn split_labels(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let mut esc = false;
+    for c in s.chars() {
+        if esc {
+            cur.push(c);
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                cur.push(c);
+                esc = true;
+            }
+            '"' => {
+                in_q = !in_q;
+                cur.push(c);
+            }
+            ',' if !in_q => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+pub async fn metrics(addr: SocketAddr) -> Option<Metrics> {
+    get_text(&format!("http://{addr}/metrics")).await.map(|t| Metrics::parse(&t))
+}
+
+pub fn profiles_dir_of(dir: &Path) -> PathBuf {
+    dir.join("profiles")
+}

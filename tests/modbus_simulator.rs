@@ -1,0 +1,430 @@
+//! The daemon against the simulated estate over real loopback sockets: every point arrives
+//! with the value the simulator serves, scenarios reach the daemon, and the unhappy paths
+//! (a dead unit on a shared bus, malformed and garbled replies, replies later than the
+//! timeout) are counted without disturbing anything else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use propwatch::simulator::ScenarioKind;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn estate_toml(addrs: &[std::net::SocketAddr]) -> String {
+    format!(
+        r#"
+[site]
+id = "test-estate"
+[http]
+listen = "127.0.0.1:0"
+[[connections]]
+id = "pump-plc"
+transport = "tcp"
+address = "{}"
+timeout_ms = 1000
+[[connections]]
+id = "dist-gw"
+transport = "tcp"
+address = "{}"
+timeout_ms = 1000
+max_gap_registers = 30
+[[connections]]
+id = "lift-bus"
+transport = "rtu_over_tcp"
+address = "{}"
+timeout_ms = 1000
+[[connections]]
+id = "fire-bus"
+transport = "rtu_over_tcp"
+address = "{}"
+timeout_ms = 1000
+[[rooms]]
+id = "pump-room"
+kind = "pump_room"
+[[rooms.devices]]
+id = "pump-plc-1"
+profile = "sim-pump-room"
+connection = "pump-plc"
+poll_interval_ms = 200
+[[rooms]]
+id = "dist-room"
+kind = "distribution_room"
+[[rooms.devices]]
+id = "meter-1"
+profile = "chnt-dtsu666"
+connection = "dist-gw"
+unit_id = 1
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "meter-2"
+profile = "chnt-dtsu666"
+connection = "dist-gw"
+unit_id = 2
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "dist-mon"
+profile = "sim-switchgear"
+connection = "dist-gw"
+unit_id = 3
+poll_interval_ms = 200
+[[rooms]]
+id = "lifts"
+kind = "elevator"
+[[rooms.devices]]
+id = "lift-1"
+profile = "sim-elevator"
+connection = "lift-bus"
+unit_id = 1
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "lift-2"
+profile = "sim-elevator"
+connection = "lift-bus"
+unit_id = 2
+poll_interval_ms = 200
+[[rooms]]
+id = "fire-room"
+kind = "fire_control"
+[[rooms.devices]]
+id = "fire-panel"
+profile = "gb26875-fire-panel"
+connection = "fire-bus"
+poll_interval_ms = 200
+"#,
+        addrs[0], addrs[1], addrs[2], addrs[3]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_arrives_with_the_value_the_simulator_serves() {
+    let ls = listeners(4).await;
+    let addrs: Vec<_> = ls.iter().map(|(_, a)| *a).collect();
+    let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    for d in &site.devices {
+        sim.freeze(&d.id);
+    }
+    let daemon = propwatch::app::start(site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    let total = site.points.len();
+    let m = wait_for("all points on /metrics", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        let n: usize = m.0.iter().filter(|(k, _)| k.starts_with("propwatch_point_")).map(|(_, v)| v.len()).sum();
+        (n == total).then_some(m)
+    })
+    .await;
+    for p in &site.points {
+        let device = &site.devices[p.device as usize];
+        let served = sim.value(&device.id, &p.id).unwrap_or_else(|| panic!("simulator has no {}/{}", device.id, p.id));
+        let got = m.point(&device.id, &p.id).unwrap_or_else(|| panic!("no metric for {}/{}", device.id, p.id));
+        assert!(
+            (got - served).abs() <= 1e-9 * served.abs().max(1.0),
+            "{}/{}: /metrics shows {got}, simulator serves {served}",
+            device.id,
+            p.id
+        );
+    }
+    for d in &site.devices {
+        assert_eq!(m.get("propwatch_device_up", &[("device", &d.id)]), Some(1.0), "{} up", d.id);
+    }
+    // the DTSU666 blocks are honoured: its reads never drew an exception
+    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "exception")]), 0.0);
+    daemon.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_reach_the_daemon() {
+    let ls = listeners(4).await;
+    let addrs: Vec<_> = ls.iter().map(|(_, a)| *a).collect();
+    let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    let daemon = propwatch::app::start(site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("meter voltage present", DEADLINE, || async { metrics(addr).await?.point("meter-1", "ua").filter(|v| *v > 200.0) }).await;
+
+    sim.inject(ScenarioKind::PowerOutage, None, None).unwrap();
+    wait_for("power outage: voltages zero, lifts report power loss", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.point("meter-1", "ua")? == 0.0 && m.point("meter-2", "uc")? == 0.0 && m.point("lift-2", "power_loss")? == 1.0 && m.point("pump-plc-1", "pump1_run")? == 0.0).then_some(())
+    })
+    .await;
+    sim.clear(ScenarioKind::PowerOutage, None);
+
+    sim.inject(ScenarioKind::Entrapment, Some("lift-2"), None).unwrap();
+    let url = format!("http://{addr}/api/v1/devices/lift-2");
+    wait_for("entrapment visible in the API", DEADLINE, || async {
+        let v: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        let pts = v["points"].as_array()?;
+        let get = |id: &str| pts.iter().find(|p| p["id"] == id).map(|p| p["value"].clone());
+        (get("alarm_button")? == serde_json::json!(true)
+            && get("occupied")? == serde_json::json!(true)
+            && get("door_zone")? == serde_json::json!(false)
+            && pts.iter().any(|p| p["id"] == "fault_code" && p["label"] == "困人"))
+        .then_some(())
+    })
+    .await;
+
+    sim.inject(ScenarioKind::Fire, None, None).unwrap();
+    sim.inject(ScenarioKind::Flooding, None, None).unwrap();
+    wait_for("fire and flooding bits", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.point("fire-panel", "fire")? == 1.0 && m.point("fire-panel", "zone1_fire")? == 1.0 && m.point("pump-plc-1", "flood_sensor")? == 1.0 && m.point("pump-plc-1", "sump_level")? > 0.9).then_some(())
+    })
+    .await;
+    daemon.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+}
+
+/// Three generic devices on one RTU-over-TCP bus.
+fn bus_toml(addr: std::net::SocketAddr, poll_ms: u64, timeout_ms: u64) -> String {
+    let mut s = format!(
+        r#"
+[site]
+id = "bus-test"
+[http]
+listen = "127.0.0.1:0"
+[[connections]]
+id = "bus"
+transport = "rtu_over_tcp"
+address = "{addr}"
+timeout_ms = {timeout_ms}
+retries = 1
+device_backoff_max_ms = 5000
+[[rooms]]
+id = "room"
+"#
+    );
+    for unit in 1..=3 {
+        s.push_str(&format!(
+            "[[rooms.devices]]\nid = \"d{unit}\"\nprofile = \"tiny\"\nconnection = \"bus\"\nunit_id = {unit}\npoll_interval_ms = {poll_ms}\noffline_after_failures = 2\n"
+        ));
+    }
+    s
+}
+
+const TINY: &str = r#"
+[profile]
+id = "tiny"
+sim_model = "generic"
+[[points]]
+id = "a"
+function = 3
+address = 0
+type = "u16"
+[[points]]
+id = "b"
+function = 3
+address = 1
+type = "i32"
+byte_order = "DCBA"
+[[points]]
+id = "c"
+function = 3
+address = 3
+type = "u16"
+scale = 0.1
+"#;
+
+struct Bus {
+    _dir: tempfile::TempDir,
+    sim: std::sync::Arc<propwatch::simulator::Simulator>,
+    daemon: propwatch::app::Daemon,
+    stop: CancellationToken,
+    _tasks: tokio::task::JoinSet<()>,
+}
+
+async fn bus(poll_ms: u64, timeout_ms: u64, before_start: impl FnOnce(&propwatch::simulator::Simulator)) -> Bus {
+    let ls = listeners(1).await;
+    let addr = ls[0].1;
+    let (dir, site) = site_in_tempdir(&bus_toml(addr, poll_ms, timeout_ms), &[("tiny.toml", TINY)]);
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    for d in ["d1", "d2", "d3"] {
+        sim.freeze(d);
+    }
+    before_start(&sim);
+    let daemon = propwatch::app::start(site).await.unwrap();
+    Bus {
+        _dir: dir,
+        sim,
+        daemon,
+        stop,
+        _tasks: tasks,
+    }
+}
+
+fn requests(m: &Metrics, device: &str, result: &str) -> f64 {
+    m.sum("propwatch_modbus_requests_total", &[("device", device), ("result", result)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_unit_never_stalls_its_neighbours() {
+    let b = bus(400, 150, |sim| sim.inject(ScenarioKind::Offline, Some("d3"), None).unwrap()).await;
+    let addr = b.daemon.http_addr;
+    let before = wait_for("d3 offline", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_device_up", &[("device", "d3")])? == 0.0 && m.get("propwatch_device_up", &[("device", "d1")])? == 1.0).then_some(m)
+    })
+    .await;
+    let after = wait_for("20 more polls of each neighbour", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (requests(&m, "d1", "ok") >= requests(&before, "d1", "ok") + 20.0 && requests(&m, "d2", "ok") >= requests(&before, "d2", "ok") + 20.0).then_some(m)
+    })
+    .await;
+    // The neighbours never started a poll a whole interval late...
+    assert_eq!(after.sum("propwatch_modbus_poll_overruns_total", &[]), 0.0, "neighbours were delayed");
+    // ...because the dead unit was probed with backoff, not on every cycle with retries.
+    let probes = requests(&after, "d3", "timeout") - requests(&before, "d3", "timeout");
+    assert!(probes <= 6.0, "dead unit probed {probes} times while each neighbour polled 20 times");
+    assert_eq!(after.get("propwatch_device_up", &[("device", "d2")]), Some(1.0));
+    // and every timeout was followed by a fresh connection (late replies cannot desynchronise)
+    assert!(after.get("propwatch_modbus_connects_total", &[("result", "ok")]).unwrap() >= 1.0 + requests(&before, "d3", "timeout").min(1.0));
+
+    // the unit comes back: it is found again within its backoff
+    b.sim.clear(ScenarioKind::Offline, Some("d3"));
+    wait_for("d3 back online", DEADLINE, || async { (metrics(addr).await?.get("propwatch_device_up", &[("device", "d3")])? == 1.0).then_some(()) }).await;
+    b.daemon.stop(Duration::from_secs(5)).await;
+    b.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_are_counted_and_harmless() {
+    let b = bus(200, 500, |sim| sim.inject(ScenarioKind::Garbage, Some("d2"), None).unwrap()).await;
+    let addr = b.daemon.http_addr;
+    let m = wait_for("garbage counted for d2", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (requests(&m, "d2", "malformed") >= 4.0 && requests(&m, "d1", "ok") >= 4.0 && requests(&m, "d3", "ok") >= 4.0).then_some(m)
+    })
+    .await;
+    assert_eq!(m.get("propwatch_device_up", &[("device", "d2")]), Some(0.0), "a device answering garbage is not healthy");
+    // neighbours' values are exactly what the simulator serves
+    for d in ["d1", "d3"] {
+        for p in ["a", "b", "c"] {
+            let served = b.sim.value(d, p).unwrap();
+            assert_eq!(m.point(d, p), Some(served), "{d}/{p}");
+        }
+    }
+    // d2's points are not exposed as if they were current
+    assert_eq!(m.point("d2", "a"), None);
+    b.sim.clear(ScenarioKind::Garbage, Some("d2"));
+    wait_for("d2 recovers with correct values", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_device_up", &[("device", "d2")])? == 1.0 && m.point("d2", "b")? == b.sim.value("d2", "b")?).then_some(())
+    })
+    .await;
+    b.daemon.stop(Duration::from_secs(5)).await;
+    b.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_later_than_the_timeout_do_not_desynchronise_the_bus() {
+    // d2 answers after 400 ms, the timeout is 200 ms: its late replies must never be taken
+    // for the next request's answer.
+    let b = bus(300, 200, |sim| sim.inject(ScenarioKind::Slow, Some("d2"), Some(Duration::from_millis(400))).unwrap()).await;
+    let addr = b.daemon.http_addr;
+    let m = wait_for("timeouts on d2 while d1 and d3 keep reading", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (requests(&m, "d2", "timeout") >= 3.0 && requests(&m, "d1", "ok") >= 10.0 && requests(&m, "d3", "ok") >= 10.0).then_some(m)
+    })
+    .await;
+    for d in ["d1", "d3"] {
+        for p in ["a", "b", "c"] {
+            assert_eq!(m.point(d, p), b.sim.value(d, p), "{d}/{p} after late replies on the bus");
+        }
+    }
+    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "malformed")]), 0.0, "a late reply was mistaken for another");
+    b.daemon.stop(Duration::from_secs(5)).await;
+    b.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_junk_bytes_is_counted_and_isolated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // connection 0: a "device" that answers every request with junk; connection 1: the simulator
+    let junk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let junk_addr = junk.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = junk.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 260];
+                let mut n = 0u8;
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 {
+                        return;
+                    }
+                    n = n.wrapping_add(1);
+                    // alternately: a valid MBAP header with a garbage PDU, and plain noise
+                    let reply: Vec<u8> = if n % 2 == 0 {
+                        vec![buf[0], buf[1], 0, 0, 0, 4, buf[6], 0x03, 0xFF, 0x42]
+                    } else {
+                        b"\xde\xad\xbe\xef not modbus at all \x00\x00\xff".to_vec()
+                    };
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let ls = listeners(1).await;
+    let sim_addr = ls[0].1;
+    let toml = format!(
+        r#"
+[site]
+id = "junk-test"
+[http]
+listen = "127.0.0.1:0"
+[[connections]]
+id = "junk"
+transport = "tcp"
+address = "{junk_addr}"
+timeout_ms = 300
+[[connections]]
+id = "good"
+transport = "tcp"
+address = "{sim_addr}"
+[[rooms]]
+id = "room"
+[[rooms.devices]]
+id = "liar"
+profile = "tiny"
+connection = "junk"
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "honest"
+profile = "tiny"
+connection = "good"
+poll_interval_ms = 200
+"#
+    );
+    let (_dir, site) = site_in_tempdir(&toml, &[("tiny.toml", TINY)]);
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sim = propwatch::simulator::Simulator::new(site.clone());
+    propwatch::simulator::spawn_tcp(&sim, 1, ls.into_iter().next().unwrap().0, &Default::default(), stop.clone(), &mut tasks);
+    sim.freeze("honest");
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    let m = wait_for("junk counted, honest device read", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        let bad = requests(&m, "liar", "malformed") + requests(&m, "liar", "io_error") + requests(&m, "liar", "timeout");
+        (bad >= 5.0 && requests(&m, "honest", "ok") >= 5.0).then_some(m)
+    })
+    .await;
+    assert_eq!(m.get("propwatch_device_up", &[("device", "liar")]), Some(0.0));
+    assert_eq!(m.get("propwatch_device_up", &[("device", "honest")]), Some(1.0));
+    assert_eq!(m.point("honest", "b"), sim.value("honest", "b"));
+    assert_eq!(m.point("liar", "a"), None);
+    daemon.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+}
