@@ -33,7 +33,10 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     let telemetry = Arc::new(Telemetry::new());
     let table = Arc::new(LiveTable::new(&site));
     let listener = http::bind(site.http_listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {} (http.listen): {e}", site.http_listen))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (http.listen): {e}", site.http_listen),
+        )
     })?;
     let http_addr = listener.local_addr()?;
     let state = AppState {
@@ -48,7 +51,8 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     // without limit.
     let (tx, rx) = mpsc::channel(1024);
     let core = tokio::spawn(
-        live::run_core(site.clone(), table.clone(), telemetry.clone(), rx).instrument(tracing::info_span!("core")),
+        live::run_core(site.clone(), table.clone(), telemetry.clone(), rx)
+            .instrument(tracing::info_span!("core")),
     );
 
     let http_stop = CancellationToken::new();
@@ -92,12 +96,18 @@ impl Daemon {
             let _ = (&mut self.core).await;
         };
         if tokio::time::timeout_at(deadline, drain).await.is_err() {
-            warn!(sources_left = self.sources.len(), "grace period over; aborting what is still running");
+            warn!(
+                sources_left = self.sources.len(),
+                "grace period over; aborting what is still running"
+            );
             self.sources.abort_all();
             self.core.abort();
         }
         self.http_stop.cancel();
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.http).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.http)
+            .await
+            .is_err()
+        {
             self.http.abort();
         }
         info!("propwatch stopped");
@@ -109,14 +119,15 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => info!("SIGINT received"),
             _ = term.recv() => info!("SIGTERM received"),

@@ -18,7 +18,11 @@ use crate::simulator::{self, SimOptions};
 pub const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "propwatch", version, about = "Equipment watch for a residential estate's engineering duty room")]
+#[command(
+    name = "propwatch",
+    version,
+    about = "Equipment watch for a residential estate's engineering duty room"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,10 @@ fn init_logging() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("propwatch: cannot start the async runtime: {e}");
@@ -204,7 +211,12 @@ async fn start_simulator(
     Ok(sim)
 }
 
-async fn simulate(site: Arc<Site>, scenarios: Vec<String>, serial_peer: Vec<String>, line_timing: bool) -> ExitCode {
+async fn simulate(
+    site: Arc<Site>,
+    scenarios: Vec<String>,
+    serial_peer: Vec<String>,
+    line_timing: bool,
+) -> ExitCode {
     let serial_peers = match parse_peers(&serial_peer) {
         Ok(p) => p,
         Err(e) => {
@@ -222,7 +234,10 @@ async fn simulate(site: Arc<Site>, scenarios: Vec<String>, serial_peer: Vec<Stri
     if let Err(code) = start_simulator(&site, &scenarios, opts, &stop, &mut tasks).await {
         return code;
     }
-    println!("simulator running: scenarios at http://{}/scenarios", site.simulator_http_listen);
+    println!(
+        "simulator running: scenarios at http://{}/scenarios",
+        site.simulator_http_listen
+    );
     crate::app::shutdown_signal().await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}
@@ -232,11 +247,26 @@ async fn simulate(site: Arc<Site>, scenarios: Vec<String>, serial_peer: Vec<Stri
 /// Files of the built-in demo estate, for `propwatch demo` outside a source checkout.
 const DEMO_FILES: &[(&str, &str)] = &[
     ("demo.toml", include_str!("../config/demo.toml")),
-    ("profiles/sim-pump-room.toml", include_str!("../config/profiles/sim-pump-room.toml")),
-    ("profiles/chnt-dtsu666.toml", include_str!("../config/profiles/chnt-dtsu666.toml")),
-    ("profiles/sim-switchgear.toml", include_str!("../config/profiles/sim-switchgear.toml")),
-    ("profiles/sim-elevator.toml", include_str!("../config/profiles/sim-elevator.toml")),
-    ("profiles/gb26875-fire-panel.toml", include_str!("../config/profiles/gb26875-fire-panel.toml")),
+    (
+        "profiles/sim-pump-room.toml",
+        include_str!("../config/profiles/sim-pump-room.toml"),
+    ),
+    (
+        "profiles/chnt-dtsu666.toml",
+        include_str!("../config/profiles/chnt-dtsu666.toml"),
+    ),
+    (
+        "profiles/sim-switchgear.toml",
+        include_str!("../config/profiles/sim-switchgear.toml"),
+    ),
+    (
+        "profiles/sim-elevator.toml",
+        include_str!("../config/profiles/sim-elevator.toml"),
+    ),
+    (
+        "profiles/gb26875-fire-panel.toml",
+        include_str!("../config/profiles/gb26875-fire-panel.toml"),
+    ),
 ];
 
 fn demo_config(explicit: Option<PathBuf>) -> std::io::Result<PathBuf> {
@@ -269,7 +299,9 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     };
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Err(code) = start_simulator(&site, &scenarios, SimOptions::default(), &stop, &mut tasks).await {
+    if let Err(code) =
+        start_simulator(&site, &scenarios, SimOptions::default(), &stop, &mut tasks).await
+    {
         return code;
     }
     let daemon = match crate::app::start(site.clone()).await {
@@ -281,7 +313,12 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     };
     let url = format!("http://{}/", daemon.http_addr);
     println!();
-    println!("propwatch demo: {} ({} devices) from {}", site.name, site.devices.len(), path.display());
+    println!(
+        "propwatch demo: {} ({} devices) from {}",
+        site.name,
+        site.devices.len(),
+        path.display()
+    );
     println!("  duty-room page   {url}");
     println!("  metrics          {url}metrics");
     println!("  status API       {url}api/v1/status");

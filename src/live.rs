@@ -69,7 +69,9 @@ impl LiveTable {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The core loop: apply source events until every source has hung up.
@@ -82,9 +84,18 @@ pub async fn run_core(
     let labels: Vec<[&str; 3]> = site
         .devices
         .iter()
-        .map(|d| [site.id.as_str(), site.rooms[d.room].id.as_str(), d.id.as_str()])
+        .map(|d| {
+            [
+                site.id.as_str(),
+                site.rooms[d.room].id.as_str(),
+                d.id.as_str(),
+            ]
+        })
         .collect();
-    let up: Vec<_> = labels.iter().map(|l| telemetry.device_up.with_label_values(l)).collect();
+    let up: Vec<_> = labels
+        .iter()
+        .map(|l| telemetry.device_up.with_label_values(l))
+        .collect();
     let last_ok: Vec<_> = labels
         .iter()
         .map(|l| telemetry.device_last_success.with_label_values(l))

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Outcome classes of a Modbus request.
@@ -55,16 +56,27 @@ impl Telemetry {
     pub fn new() -> Self {
         let registry = Registry::new();
         let modbus_requests = must(IntCounterVec::new(
-            Opts::new("propwatch_modbus_requests_total", "Modbus requests by connection, device and result."),
+            Opts::new(
+                "propwatch_modbus_requests_total",
+                "Modbus requests by connection, device and result.",
+            ),
             &["connection", "device", "result"],
         ));
         let modbus_request_duration = must(HistogramVec::new(
-            HistogramOpts::new("propwatch_modbus_request_duration_seconds", "Modbus request round-trip time.")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "propwatch_modbus_request_duration_seconds",
+                "Modbus request round-trip time.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["connection"],
         ));
         let modbus_connects = must(IntCounterVec::new(
-            Opts::new("propwatch_modbus_connects_total", "Attempts to open a Modbus transport."),
+            Opts::new(
+                "propwatch_modbus_connects_total",
+                "Attempts to open a Modbus transport.",
+            ),
             &["connection", "result"],
         ));
         let modbus_poll_overruns = must(IntCounterVec::new(
@@ -75,7 +87,10 @@ impl Telemetry {
             &["connection"],
         ));
         let device_up = must(IntGaugeVec::new(
-            Opts::new("propwatch_device_up", "1 when the device answers, 0 when it is offline."),
+            Opts::new(
+                "propwatch_device_up",
+                "1 when the device answers, 0 when it is offline.",
+            ),
             &["site", "room", "device"],
         ));
         let device_last_success = must(prometheus::GaugeVec::new(
@@ -90,7 +105,10 @@ impl Telemetry {
             &["source"],
         ));
         let samples_rejected = must(IntCounterVec::new(
-            Opts::new("propwatch_samples_rejected_total", "Values rejected by reason (not finite, malformed, ...)."),
+            Opts::new(
+                "propwatch_samples_rejected_total",
+                "Values rejected by reason (not finite, malformed, ...).",
+            ),
             &["source", "reason"],
         ));
         let core_queue_depth = must(IntGauge::new(
@@ -98,7 +116,10 @@ impl Telemetry {
             "Source events waiting for the core.",
         ));
         let http_requests = must(IntCounterVec::new(
-            Opts::new("propwatch_http_requests_total", "HTTP requests served by route and status class."),
+            Opts::new(
+                "propwatch_http_requests_total",
+                "HTTP requests served by route and status class.",
+            ),
             &["route", "status"],
         ));
         let events_dropped = must(IntCounter::new(
@@ -116,7 +137,9 @@ impl Telemetry {
             Opts::new("propwatch_build_info", "Build information."),
             &["version"],
         ));
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for c in [
             Box::new(modbus_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(modbus_request_duration.clone()),
@@ -131,7 +154,10 @@ impl Telemetry {
             Box::new(events_dropped.clone()),
             Box::new(cycle_duration.clone()),
             Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "propwatch")),
+            Box::new(prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "propwatch",
+            )),
         ] {
             must(registry.register(c));
         }
@@ -171,7 +197,9 @@ impl Telemetry {
     }
 
     pub fn modbus_poll_overrun(&self, connection: &str) {
-        self.modbus_poll_overruns.with_label_values(&[connection]).inc();
+        self.modbus_poll_overruns
+            .with_label_values(&[connection])
+            .inc();
     }
 
     pub fn samples_received(&self, source: &str, n: usize) {
@@ -179,7 +207,9 @@ impl Telemetry {
     }
 
     pub fn sample_rejected(&self, source: &str, reason: &str) {
-        self.samples_rejected.with_label_values(&[source, reason]).inc();
+        self.samples_rejected
+            .with_label_values(&[source, reason])
+            .inc();
     }
 }
 

@@ -65,7 +65,11 @@ unit_id = 256
         "[profile]\nid = \"broken\"\n[[points]]\nid = \"x\"\nfunction = 3\naddress = 0\ntype = \"f32\"\nbyte_order = \"ACBD\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64), "exit code");
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -81,8 +85,16 @@ unit_id = 256
 
 #[test]
 fn check_config_accepts_the_demo_estate() {
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(repo().join("config/demo.toml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(repo().join("config/demo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ok: site \"lvyuan\""), "{text}");
 }
@@ -91,8 +103,15 @@ fn check_config_accepts_the_demo_estate() {
 async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let bad = write_site(dir.path(), &format!("[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nsurprise = 1\n"));
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let bad = write_site(
+        dir.path(),
+        &format!("[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nsurprise = 1\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
 
@@ -104,16 +123,33 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
             "[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dead}\"\nconnect_timeout_ms = 200\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\npoll_interval_ms = 100\n"
         ),
     );
-    let mut child = Proc(Command::new(BIN).args(["run", "--config"]).arg(&good).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&good)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let ready = format!("{base}/readyz");
     wait_for("ready", Duration::from_secs(20), || get_text(&ready)).await;
-    wait_for("device reported offline", Duration::from_secs(20), || async {
-        let m = Metrics::parse(&get_text(&format!("{base}/metrics")).await?);
-        (m.get("propwatch_device_up", &[("device", "lift")])? == 0.0 && m.sum("propwatch_modbus_connects_total", &[("result", "error")]) >= 3.0).then_some(())
-    })
+    wait_for(
+        "device reported offline",
+        Duration::from_secs(20),
+        || async {
+            let m = Metrics::parse(&get_text(&format!("{base}/metrics")).await?);
+            (m.get("propwatch_device_up", &[("device", "lift")])? == 0.0
+                && m.sum("propwatch_modbus_connects_total", &[("result", "error")]) >= 3.0)
+                .then_some(())
+        },
+    )
     .await;
-    let status = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let code = wait_for("exit after SIGTERM", Duration::from_secs(15), || {
         let r = child.0.try_wait().ok().flatten();
@@ -122,8 +158,17 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
     .await;
     assert_eq!(code.code(), Some(0));
     let mut err = String::new();
-    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("SIGTERM received") && err.contains("propwatch stopped"), "{err}");
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("SIGTERM received") && err.contains("propwatch stopped"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +181,15 @@ async fn simulate_takes_scenarios_by_flag_and_over_http() {
             "[site]\nid = \"x\"\n[simulator]\nhttp_listen = \"127.0.0.1:{http}\"\n[[connections]]\nid = \"fire\"\ntransport = \"rtu_over_tcp\"\naddress = \"127.0.0.1:{modbus}\"\n[[rooms]]\nid = \"r\"\nkind = \"fire_control\"\n[[rooms.devices]]\nid = \"panel\"\nprofile = \"gb26875-fire-panel\"\nconnection = \"fire\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"fire\"\nunit_id = 2\n"
         ),
     );
-    let _sim = Proc(Command::new(BIN).args(["simulate", "--scenario", "fire", "--config"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _sim = Proc(
+        Command::new(BIN)
+            .args(["simulate", "--scenario", "fire", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{http}");
     let value = |dev: &'static str, point: &'static str| {
         let url = format!("{base}/devices/{dev}/points/{point}");
@@ -145,23 +198,60 @@ async fn simulate_takes_scenarios_by_flag_and_over_http() {
             v["value"].as_f64()
         }
     };
-    wait_for("fire from the --scenario flag", Duration::from_secs(20), || async { (value("panel", "fire").await? == 1.0).then_some(()) }).await;
+    wait_for(
+        "fire from the --scenario flag",
+        Duration::from_secs(20),
+        || async { (value("panel", "fire").await? == 1.0).then_some(()) },
+    )
+    .await;
     let client = reqwest::Client::new();
-    let r = client.post(format!("{base}/scenarios/entrapment?device=lift")).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/scenarios/entrapment?device=lift"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
-    wait_for("entrapment over HTTP", Duration::from_secs(20), || async { (value("lift", "alarm_button").await? == 1.0).then_some(()) }).await;
+    wait_for("entrapment over HTTP", Duration::from_secs(20), || async {
+        (value("lift", "alarm_button").await? == 1.0).then_some(())
+    })
+    .await;
     // bad requests are refused with a reason
-    let r = client.post(format!("{base}/scenarios/meteor")).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/scenarios/meteor"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().starts_with("unknown scenario \"meteor\""), "{body}");
-    let r = client.post(format!("{base}/scenarios/offline")).send().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown scenario \"meteor\""),
+        "{body}"
+    );
+    let r = client
+        .post(format!("{base}/scenarios/offline"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "offline needs a device");
-    let r = client.post(format!("{base}/scenarios/fire?device=nobody")).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/scenarios/fire?device=nobody"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client.delete(format!("{base}/scenarios")).send().await.unwrap();
+    let r = client
+        .delete(format!("{base}/scenarios"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
-    wait_for("cleared", Duration::from_secs(20), || async { (value("panel", "fire").await? == 0.0).then_some(()) }).await;
+    wait_for("cleared", Duration::from_secs(20), || async {
+        (value("panel", "fire").await? == 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +264,12 @@ async fn metrics_pass_promtool_check() {
     let (_dir, site) = site_in_tempdir(&toml, &[]);
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let _sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    let _sim = serve_simulator(
+        &site,
+        ls.into_iter().map(|(l, _)| l).collect(),
+        &stop,
+        &mut tasks,
+    );
     let daemon = propwatch::app::start(site).await.unwrap();
     let addr = daemon.http_addr;
     let text = wait_for("points on /metrics", Duration::from_secs(20), || async {
@@ -182,9 +277,20 @@ async fn metrics_pass_promtool_check() {
         t.contains("propwatch_point_volts{").then_some(t)
     })
     .await;
-    let mut child = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool is needed (scripts/test installs prometheus)");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (scripts/test installs prometheus)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -105,7 +105,12 @@ async fn every_point_arrives_with_the_value_the_simulator_serves() {
     let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    let sim = serve_simulator(
+        &site,
+        ls.into_iter().map(|(l, _)| l).collect(),
+        &stop,
+        &mut tasks,
+    );
     for d in &site.devices {
         sim.freeze(&d.id);
     }
@@ -114,14 +119,22 @@ async fn every_point_arrives_with_the_value_the_simulator_serves() {
     let total = site.points.len();
     let m = wait_for("all points on /metrics", DEADLINE, || async {
         let m = metrics(addr).await?;
-        let n: usize = m.0.iter().filter(|(k, _)| k.starts_with("propwatch_point_")).map(|(_, v)| v.len()).sum();
+        let n: usize =
+            m.0.iter()
+                .filter(|(k, _)| k.starts_with("propwatch_point_"))
+                .map(|(_, v)| v.len())
+                .sum();
         (n == total).then_some(m)
     })
     .await;
     for p in &site.points {
         let device = &site.devices[p.device as usize];
-        let served = sim.value(&device.id, &p.id).unwrap_or_else(|| panic!("simulator has no {}/{}", device.id, p.id));
-        let got = m.point(&device.id, &p.id).unwrap_or_else(|| panic!("no metric for {}/{}", device.id, p.id));
+        let served = sim
+            .value(&device.id, &p.id)
+            .unwrap_or_else(|| panic!("simulator has no {}/{}", device.id, p.id));
+        let got = m
+            .point(&device.id, &p.id)
+            .unwrap_or_else(|| panic!("no metric for {}/{}", device.id, p.id));
         assert!(
             (got - served).abs() <= 1e-9 * served.abs().max(1.0),
             "{}/{}: /metrics shows {got}, simulator serves {served}",
@@ -130,10 +143,21 @@ async fn every_point_arrives_with_the_value_the_simulator_serves() {
         );
     }
     for d in &site.devices {
-        assert_eq!(m.get("propwatch_device_up", &[("device", &d.id)]), Some(1.0), "{} up", d.id);
+        assert_eq!(
+            m.get("propwatch_device_up", &[("device", &d.id)]),
+            Some(1.0),
+            "{} up",
+            d.id
+        );
     }
     // the DTSU666 blocks are honoured: its reads never drew an exception
-    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "exception")]), 0.0);
+    assert_eq!(
+        m.sum(
+            "propwatch_modbus_requests_total",
+            &[("result", "exception")]
+        ),
+        0.0
+    );
     daemon.stop(Duration::from_secs(5)).await;
     stop.cancel();
 }
@@ -145,29 +169,55 @@ async fn scenarios_reach_the_daemon() {
     let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    let sim = serve_simulator(
+        &site,
+        ls.into_iter().map(|(l, _)| l).collect(),
+        &stop,
+        &mut tasks,
+    );
     let daemon = propwatch::app::start(site.clone()).await.unwrap();
     let addr = daemon.http_addr;
-    wait_for("meter voltage present", DEADLINE, || async { metrics(addr).await?.point("meter-1", "ua").filter(|v| *v > 200.0) }).await;
+    wait_for("meter voltage present", DEADLINE, || async {
+        metrics(addr)
+            .await?
+            .point("meter-1", "ua")
+            .filter(|v| *v > 200.0)
+    })
+    .await;
 
     sim.inject(ScenarioKind::PowerOutage, None, None).unwrap();
-    wait_for("power outage: voltages zero, lifts report power loss", DEADLINE, || async {
-        let m = metrics(addr).await?;
-        (m.point("meter-1", "ua")? == 0.0 && m.point("meter-2", "uc")? == 0.0 && m.point("lift-2", "power_loss")? == 1.0 && m.point("pump-plc-1", "pump1_run")? == 0.0).then_some(())
-    })
+    wait_for(
+        "power outage: voltages zero, lifts report power loss",
+        DEADLINE,
+        || async {
+            let m = metrics(addr).await?;
+            (m.point("meter-1", "ua")? == 0.0
+                && m.point("meter-2", "uc")? == 0.0
+                && m.point("lift-2", "power_loss")? == 1.0
+                && m.point("pump-plc-1", "pump1_run")? == 0.0)
+                .then_some(())
+        },
+    )
     .await;
     sim.clear(ScenarioKind::PowerOutage, None);
 
-    sim.inject(ScenarioKind::Entrapment, Some("lift-2"), None).unwrap();
+    sim.inject(ScenarioKind::Entrapment, Some("lift-2"), None)
+        .unwrap();
     let url = format!("http://{addr}/api/v1/devices/lift-2");
     wait_for("entrapment visible in the API", DEADLINE, || async {
         let v: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
         let pts = v["points"].as_array()?;
-        let get = |id: &str| pts.iter().find(|p| p["id"] == id).map(|p| p["value"].clone());
+        let get = |id: &str| {
+            pts.iter()
+                .find(|p| p["id"] == id)
+                .map(|p| p["value"].clone())
+        };
         (get("alarm_button")? == serde_json::json!(true)
             && get("occupied")? == serde_json::json!(true)
             && get("door_zone")? == serde_json::json!(false)
-            && pts.iter().any(|p| p["id"] == "fault_code" && p["label"] == "困人"))
+            && pts
+                .iter()
+                .any(|p| p["id"] == "fault_code" && p["label"] == "困人"))
         .then_some(())
     })
     .await;
@@ -176,7 +226,11 @@ async fn scenarios_reach_the_daemon() {
     sim.inject(ScenarioKind::Flooding, None, None).unwrap();
     wait_for("fire and flooding bits", DEADLINE, || async {
         let m = metrics(addr).await?;
-        (m.point("fire-panel", "fire")? == 1.0 && m.point("fire-panel", "zone1_fire")? == 1.0 && m.point("pump-plc-1", "flood_sensor")? == 1.0 && m.point("pump-plc-1", "sump_level")? > 0.9).then_some(())
+        (m.point("fire-panel", "fire")? == 1.0
+            && m.point("fire-panel", "zone1_fire")? == 1.0
+            && m.point("pump-plc-1", "flood_sensor")? == 1.0
+            && m.point("pump-plc-1", "sump_level")? > 0.9)
+            .then_some(())
     })
     .await;
     daemon.stop(Duration::from_secs(5)).await;
@@ -241,13 +295,22 @@ struct Bus {
     _tasks: tokio::task::JoinSet<()>,
 }
 
-async fn bus(poll_ms: u64, timeout_ms: u64, before_start: impl FnOnce(&propwatch::simulator::Simulator)) -> Bus {
+async fn bus(
+    poll_ms: u64,
+    timeout_ms: u64,
+    before_start: impl FnOnce(&propwatch::simulator::Simulator),
+) -> Bus {
     let ls = listeners(1).await;
     let addr = ls[0].1;
     let (dir, site) = site_in_tempdir(&bus_toml(addr, poll_ms, timeout_ms), &[("tiny.toml", TINY)]);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(&site, ls.into_iter().map(|(l, _)| l).collect(), &stop, &mut tasks);
+    let sim = serve_simulator(
+        &site,
+        ls.into_iter().map(|(l, _)| l).collect(),
+        &stop,
+        &mut tasks,
+    );
     for d in ["d1", "d2", "d3"] {
         sim.freeze(d);
     }
@@ -263,49 +326,91 @@ async fn bus(poll_ms: u64, timeout_ms: u64, before_start: impl FnOnce(&propwatch
 }
 
 fn requests(m: &Metrics, device: &str, result: &str) -> f64 {
-    m.sum("propwatch_modbus_requests_total", &[("device", device), ("result", result)])
+    m.sum(
+        "propwatch_modbus_requests_total",
+        &[("device", device), ("result", result)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_unit_never_stalls_its_neighbours() {
-    let b = bus(400, 150, |sim| sim.inject(ScenarioKind::Offline, Some("d3"), None).unwrap()).await;
+    let b = bus(400, 150, |sim| {
+        sim.inject(ScenarioKind::Offline, Some("d3"), None).unwrap()
+    })
+    .await;
     let addr = b.daemon.http_addr;
     let before = wait_for("d3 offline", DEADLINE, || async {
         let m = metrics(addr).await?;
-        (m.get("propwatch_device_up", &[("device", "d3")])? == 0.0 && m.get("propwatch_device_up", &[("device", "d1")])? == 1.0).then_some(m)
+        (m.get("propwatch_device_up", &[("device", "d3")])? == 0.0
+            && m.get("propwatch_device_up", &[("device", "d1")])? == 1.0)
+            .then_some(m)
     })
     .await;
     let after = wait_for("20 more polls of each neighbour", DEADLINE, || async {
         let m = metrics(addr).await?;
-        (requests(&m, "d1", "ok") >= requests(&before, "d1", "ok") + 20.0 && requests(&m, "d2", "ok") >= requests(&before, "d2", "ok") + 20.0).then_some(m)
+        (requests(&m, "d1", "ok") >= requests(&before, "d1", "ok") + 20.0
+            && requests(&m, "d2", "ok") >= requests(&before, "d2", "ok") + 20.0)
+            .then_some(m)
     })
     .await;
     // The neighbours never started a poll a whole interval late...
-    assert_eq!(after.sum("propwatch_modbus_poll_overruns_total", &[]), 0.0, "neighbours were delayed");
+    assert_eq!(
+        after.sum("propwatch_modbus_poll_overruns_total", &[]),
+        0.0,
+        "neighbours were delayed"
+    );
     // ...because the dead unit was probed with backoff, not on every cycle with retries.
     let probes = requests(&after, "d3", "timeout") - requests(&before, "d3", "timeout");
-    assert!(probes <= 6.0, "dead unit probed {probes} times while each neighbour polled 20 times");
-    assert_eq!(after.get("propwatch_device_up", &[("device", "d2")]), Some(1.0));
+    assert!(
+        probes <= 6.0,
+        "dead unit probed {probes} times while each neighbour polled 20 times"
+    );
+    assert_eq!(
+        after.get("propwatch_device_up", &[("device", "d2")]),
+        Some(1.0)
+    );
     // and every timeout was followed by a fresh connection (late replies cannot desynchronise)
-    assert!(after.get("propwatch_modbus_connects_total", &[("result", "ok")]).unwrap() >= 1.0 + requests(&before, "d3", "timeout").min(1.0));
+    assert!(
+        after
+            .get("propwatch_modbus_connects_total", &[("result", "ok")])
+            .unwrap()
+            >= 1.0 + requests(&before, "d3", "timeout").min(1.0)
+    );
 
     // the unit comes back: it is found again within its backoff
     b.sim.clear(ScenarioKind::Offline, Some("d3"));
-    wait_for("d3 back online", DEADLINE, || async { (metrics(addr).await?.get("propwatch_device_up", &[("device", "d3")])? == 1.0).then_some(()) }).await;
+    wait_for("d3 back online", DEADLINE, || async {
+        (metrics(addr)
+            .await?
+            .get("propwatch_device_up", &[("device", "d3")])?
+            == 1.0)
+            .then_some(())
+    })
+    .await;
     b.daemon.stop(Duration::from_secs(5)).await;
     b.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_replies_are_counted_and_harmless() {
-    let b = bus(200, 500, |sim| sim.inject(ScenarioKind::Garbage, Some("d2"), None).unwrap()).await;
+    let b = bus(200, 500, |sim| {
+        sim.inject(ScenarioKind::Garbage, Some("d2"), None).unwrap()
+    })
+    .await;
     let addr = b.daemon.http_addr;
     let m = wait_for("garbage counted for d2", DEADLINE, || async {
         let m = metrics(addr).await?;
-        (requests(&m, "d2", "malformed") >= 4.0 && requests(&m, "d1", "ok") >= 4.0 && requests(&m, "d3", "ok") >= 4.0).then_some(m)
+        (requests(&m, "d2", "malformed") >= 4.0
+            && requests(&m, "d1", "ok") >= 4.0
+            && requests(&m, "d3", "ok") >= 4.0)
+            .then_some(m)
     })
     .await;
-    assert_eq!(m.get("propwatch_device_up", &[("device", "d2")]), Some(0.0), "a device answering garbage is not healthy");
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "d2")]),
+        Some(0.0),
+        "a device answering garbage is not healthy"
+    );
     // neighbours' values are exactly what the simulator serves
     for d in ["d1", "d3"] {
         for p in ["a", "b", "c"] {
@@ -318,7 +423,9 @@ async fn malformed_replies_are_counted_and_harmless() {
     b.sim.clear(ScenarioKind::Garbage, Some("d2"));
     wait_for("d2 recovers with correct values", DEADLINE, || async {
         let m = metrics(addr).await?;
-        (m.get("propwatch_device_up", &[("device", "d2")])? == 1.0 && m.point("d2", "b")? == b.sim.value("d2", "b")?).then_some(())
+        (m.get("propwatch_device_up", &[("device", "d2")])? == 1.0
+            && m.point("d2", "b")? == b.sim.value("d2", "b")?)
+        .then_some(())
     })
     .await;
     b.daemon.stop(Duration::from_secs(5)).await;
@@ -329,19 +436,45 @@ async fn malformed_replies_are_counted_and_harmless() {
 async fn replies_later_than_the_timeout_do_not_desynchronise_the_bus() {
     // d2 answers after 400 ms, the timeout is 200 ms: its late replies must never be taken
     // for the next request's answer.
-    let b = bus(300, 200, |sim| sim.inject(ScenarioKind::Slow, Some("d2"), Some(Duration::from_millis(400))).unwrap()).await;
-    let addr = b.daemon.http_addr;
-    let m = wait_for("timeouts on d2 while d1 and d3 keep reading", DEADLINE, || async {
-        let m = metrics(addr).await?;
-        (requests(&m, "d2", "timeout") >= 3.0 && requests(&m, "d1", "ok") >= 10.0 && requests(&m, "d3", "ok") >= 10.0).then_some(m)
+    let b = bus(300, 200, |sim| {
+        sim.inject(
+            ScenarioKind::Slow,
+            Some("d2"),
+            Some(Duration::from_millis(400)),
+        )
+        .unwrap()
     })
+    .await;
+    let addr = b.daemon.http_addr;
+    let m = wait_for(
+        "timeouts on d2 while d1 and d3 keep reading",
+        DEADLINE,
+        || async {
+            let m = metrics(addr).await?;
+            (requests(&m, "d2", "timeout") >= 3.0
+                && requests(&m, "d1", "ok") >= 10.0
+                && requests(&m, "d3", "ok") >= 10.0)
+                .then_some(m)
+        },
+    )
     .await;
     for d in ["d1", "d3"] {
         for p in ["a", "b", "c"] {
-            assert_eq!(m.point(d, p), b.sim.value(d, p), "{d}/{p} after late replies on the bus");
+            assert_eq!(
+                m.point(d, p),
+                b.sim.value(d, p),
+                "{d}/{p} after late replies on the bus"
+            );
         }
     }
-    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "malformed")]), 0.0, "a late reply was mistaken for another");
+    assert_eq!(
+        m.sum(
+            "propwatch_modbus_requests_total",
+            &[("result", "malformed")]
+        ),
+        0.0,
+        "a late reply was mistaken for another"
+    );
     b.daemon.stop(Duration::from_secs(5)).await;
     b.stop.cancel();
 }
@@ -354,7 +487,9 @@ async fn a_peer_sending_junk_bytes_is_counted_and_isolated() {
     let junk_addr = junk.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = junk.accept().await else { return };
+            let Ok((mut s, _)) = junk.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 260];
                 let mut n = 0u8;
@@ -411,18 +546,33 @@ poll_interval_ms = 200
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let sim = propwatch::simulator::Simulator::new(site.clone());
-    propwatch::simulator::spawn_tcp(&sim, 1, ls.into_iter().next().unwrap().0, &Default::default(), stop.clone(), &mut tasks);
+    propwatch::simulator::spawn_tcp(
+        &sim,
+        1,
+        ls.into_iter().next().unwrap().0,
+        &Default::default(),
+        stop.clone(),
+        &mut tasks,
+    );
     sim.freeze("honest");
     let daemon = propwatch::app::start(site).await.unwrap();
     let addr = daemon.http_addr;
     let m = wait_for("junk counted, honest device read", DEADLINE, || async {
         let m = metrics(addr).await?;
-        let bad = requests(&m, "liar", "malformed") + requests(&m, "liar", "io_error") + requests(&m, "liar", "timeout");
+        let bad = requests(&m, "liar", "malformed")
+            + requests(&m, "liar", "io_error")
+            + requests(&m, "liar", "timeout");
         (bad >= 5.0 && requests(&m, "honest", "ok") >= 5.0).then_some(m)
     })
     .await;
-    assert_eq!(m.get("propwatch_device_up", &[("device", "liar")]), Some(0.0));
-    assert_eq!(m.get("propwatch_device_up", &[("device", "honest")]), Some(1.0));
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "liar")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "honest")]),
+        Some(1.0)
+    );
     assert_eq!(m.point("honest", "b"), sim.value("honest", "b"));
     assert_eq!(m.point("liar", "a"), None);
     daemon.stop(Duration::from_secs(5)).await;

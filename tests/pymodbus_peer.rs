@@ -126,9 +126,16 @@ async fn values_from_pymodbus_match_on_metrics() {
         .spawn()
         .expect("python3 with pymodbus is needed (scripts/test installs it)");
     let _peer = Peer(child);
-    wait_for("pymodbus listening", Duration::from_secs(30), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-    })
+    wait_for(
+        "pymodbus listening",
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
     .await;
 
     let toml = format!(
@@ -161,16 +168,27 @@ connection = "peer-again"
 poll_interval_ms = 200
 "#
     );
-    let (_dir, site) = site_in_tempdir(&toml, &[("peer-map.toml", MAP), ("peer-beyond.toml", BEYOND)]);
+    let (_dir, site) = site_in_tempdir(
+        &toml,
+        &[("peer-map.toml", MAP), ("peer-beyond.toml", BEYOND)],
+    );
     // one read per function code: FC01, FC02, FC03 (0..9 coalesced), FC04
     assert_eq!(site.device_by_id("meter").unwrap().reads.len(), 4);
     let daemon = propwatch::app::start(site).await.unwrap();
     let addr = daemon.http_addr;
-    let m = wait_for("peer values and exceptions on /metrics", Duration::from_secs(30), || async {
-        let m = metrics(addr).await?;
-        m.point("meter", "level")?;
-        (m.sum("propwatch_modbus_requests_total", &[("device", "beyond"), ("result", "exception")]) >= 3.0).then_some(m)
-    })
+    let m = wait_for(
+        "peer values and exceptions on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let m = metrics(addr).await?;
+            m.point("meter", "level")?;
+            (m.sum(
+                "propwatch_modbus_requests_total",
+                &[("device", "beyond"), ("result", "exception")],
+            ) >= 3.0)
+                .then_some(m)
+        },
+    )
     .await;
     let expected: &[(&str, f64)] = &[
         ("voltage", 231.5),
@@ -190,13 +208,34 @@ poll_interval_ms = 200
     for (point, want) in expected {
         assert_eq!(m.point("meter", point), Some(*want), "meter/{point}");
     }
-    assert_eq!(m.get("propwatch_point_volts", &[("device", "meter"), ("point", "voltage")]), Some(231.5));
-    assert_eq!(m.get("propwatch_point_megapascals", &[("point", "pressure")]), Some(12.34));
+    assert_eq!(
+        m.get(
+            "propwatch_point_volts",
+            &[("device", "meter"), ("point", "voltage")]
+        ),
+        Some(231.5)
+    );
+    assert_eq!(
+        m.get("propwatch_point_megapascals", &[("point", "pressure")]),
+        Some(12.34)
+    );
     // exceptions: counted, the point is not exposed, the device still answers, the other
     // device's reads are unaffected
     assert_eq!(m.point("beyond", "missing"), None);
-    assert_eq!(m.get("propwatch_device_up", &[("device", "beyond")]), Some(1.0));
-    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("device", "meter"), ("result", "exception")]), 0.0);
-    assert_eq!(m.get("propwatch_device_up", &[("device", "meter")]), Some(1.0));
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "beyond")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.sum(
+            "propwatch_modbus_requests_total",
+            &[("device", "meter"), ("result", "exception")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "meter")]),
+        Some(1.0)
+    );
     daemon.stop(Duration::from_secs(5)).await;
 }

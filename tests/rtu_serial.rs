@@ -78,18 +78,31 @@ poll_interval_ms = 300
         serial_peers: HashMap::from([("rs485".to_string(), sim_end.display().to_string())]),
         ..Default::default()
     };
-    let sim = simulator::start(site.clone(), opts, stop.clone(), &mut tasks).await.expect("simulator on the pty");
-    sim.inject(simulator::ScenarioKind::Entrapment, Some("lift-b"), None).unwrap();
+    let sim = simulator::start(site.clone(), opts, stop.clone(), &mut tasks)
+        .await
+        .expect("simulator on the pty");
+    sim.inject(simulator::ScenarioKind::Entrapment, Some("lift-b"), None)
+        .unwrap();
     sim.freeze("lift-a");
     sim.freeze("lift-b");
     let daemon = propwatch::app::start(site.clone()).await.unwrap();
     let addr = daemon.http_addr;
-    let m = wait_for("both units read over the serial bus", Duration::from_secs(30), || async {
-        let m = metrics(addr).await?;
-        (m.sum("propwatch_modbus_requests_total", &[("device", "lift-a"), ("result", "ok")]) >= 3.0
-            && m.sum("propwatch_modbus_requests_total", &[("device", "lift-b"), ("result", "ok")]) >= 3.0)
-            .then_some(m)
-    })
+    let m = wait_for(
+        "both units read over the serial bus",
+        Duration::from_secs(30),
+        || async {
+            let m = metrics(addr).await?;
+            (m.sum(
+                "propwatch_modbus_requests_total",
+                &[("device", "lift-a"), ("result", "ok")],
+            ) >= 3.0
+                && m.sum(
+                    "propwatch_modbus_requests_total",
+                    &[("device", "lift-b"), ("result", "ok")],
+                ) >= 3.0)
+                .then_some(m)
+        },
+    )
     .await;
     for dev in ["lift-a", "lift-b"] {
         for p in site.points_of(site.device_by_id(dev).unwrap()) {
@@ -98,8 +111,17 @@ poll_interval_ms = 300
     }
     assert_eq!(m.point("lift-b", "alarm_button"), Some(1.0));
     assert_eq!(m.point("lift-a", "alarm_button"), Some(0.0));
-    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "timeout")]), 0.0);
-    assert_eq!(m.sum("propwatch_modbus_requests_total", &[("result", "malformed")]), 0.0);
+    assert_eq!(
+        m.sum("propwatch_modbus_requests_total", &[("result", "timeout")]),
+        0.0
+    );
+    assert_eq!(
+        m.sum(
+            "propwatch_modbus_requests_total",
+            &[("result", "malformed")]
+        ),
+        0.0
+    );
     daemon.stop(Duration::from_secs(5)).await;
     stop.cancel();
 }

@@ -76,7 +76,8 @@ impl Site {
 
     /// The points of one device, in profile order.
     pub fn points_of(&self, device: &Device) -> &[Point] {
-        &self.points[device.first_point as usize..(device.first_point + device.point_count) as usize]
+        &self.points
+            [device.first_point as usize..(device.first_point + device.point_count) as usize]
     }
 }
 
@@ -209,7 +210,11 @@ impl ProfilePoint {
         Span {
             function: self.function,
             start: self.address,
-            len: if self.function.is_bit_access() { 1 } else { self.data_type.words() },
+            len: if self.function.is_bit_access() {
+                1
+            } else {
+                self.data_type.words()
+            },
         }
     }
 
@@ -243,7 +248,9 @@ impl Problems {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ - .";
@@ -262,7 +269,11 @@ pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
     let site_file: Option<raw::SiteFile> = match toml::from_str(&text) {
         Ok(f) => Some(f),
         Err(e) => {
-            problems.add(path, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+            problems.add(
+                path,
+                "",
+                format!("invalid TOML: {}", e.to_string().trim_end()),
+            );
             None
         }
     };
@@ -287,7 +298,11 @@ pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, Co
     let site = match toml::from_str::<raw::SiteFile>(text) {
         Ok(f) => compile_site(path, f, &profiles, &mut problems),
         Err(e) => {
-            problems.add(path, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+            problems.add(
+                path,
+                "",
+                format!("invalid TOML: {}", e.to_string().trim_end()),
+            );
             None
         }
     };
@@ -323,7 +338,11 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Arc<Pr
         let parsed: raw::ProfileFile = match toml::from_str(&text) {
             Ok(p) => p,
             Err(e) => {
-                problems.add(&file, "", format!("invalid TOML: {}", e.to_string().trim_end()));
+                problems.add(
+                    &file,
+                    "",
+                    format!("invalid TOML: {}", e.to_string().trim_end()),
+                );
                 continue;
             }
         };
@@ -332,7 +351,11 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Arc<Pr
                 problems.add(
                     &file,
                     "profile.id",
-                    format!("duplicate profile id {:?} (also in {})", profile.id, other.display()),
+                    format!(
+                        "duplicate profile id {:?} (also in {})",
+                        profile.id,
+                        other.display()
+                    ),
                 );
                 continue;
             }
@@ -368,7 +391,10 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         problems.add(
             file,
             "profile.byte_order",
-            format!("unknown byte order {:?}; use ABCD, CDAB, BADC or DCBA", p.profile.byte_order),
+            format!(
+                "unknown byte order {:?}; use ABCD, CDAB, BADC or DCBA",
+                p.profile.byte_order
+            ),
         );
         ByteOrder::Abcd
     });
@@ -377,14 +403,23 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             problems.add(
                 file,
                 "profile.sim_model",
-                format!("unknown simulator model {model:?}; known: {}", crate::simulator::MODELS.join(", ")),
+                format!(
+                    "unknown simulator model {model:?}; known: {}",
+                    crate::simulator::MODELS.join(", ")
+                ),
             );
         }
     }
-    if p.profile.max_registers_per_read.is_some_and(|n| n == 0 || n > 125) {
+    if p.profile
+        .max_registers_per_read
+        .is_some_and(|n| n == 0 || n > 125)
+    {
         problems.add(file, "profile.max_registers_per_read", "must be 1..=125");
     }
-    if p.profile.max_bits_per_read.is_some_and(|n| n == 0 || n > 2000) {
+    if p.profile
+        .max_bits_per_read
+        .is_some_and(|n| n == 0 || n > 2000)
+    {
         problems.add(file, "profile.max_bits_per_read", "must be 1..=2000");
     }
 
@@ -392,15 +427,26 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
     for (i, b) in p.blocks.iter().enumerate() {
         let key = format!("blocks[{i}]");
         let Some(function) = Function::from_code(b.function) else {
-            problems.add(file, format!("{key}.function"), format!("function code {} is not 1, 2, 3 or 4", b.function));
+            problems.add(
+                file,
+                format!("{key}.function"),
+                format!("function code {} is not 1, 2, 3 or 4", b.function),
+            );
             continue;
         };
         let max = if function.is_bit_access() { 2000 } else { 125 };
-        if !(0..=65535).contains(&b.start) || b.count < 1 || b.count > max || b.start + b.count > 65536 {
+        if !(0..=65535).contains(&b.start)
+            || b.count < 1
+            || b.count > max
+            || b.start + b.count > 65536
+        {
             problems.add(
                 file,
                 key,
-                format!("block start {} count {} must lie in 0..65536 with 1..={max} addresses", b.start, b.count),
+                format!(
+                    "block start {} count {} must lie in 0..65536 with 1..={max} addresses",
+                    b.start, b.count
+                ),
             );
             continue;
         }
@@ -429,12 +475,20 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", pt.id));
             ok = false;
         } else if !ids.insert(pt.id.as_str()) {
-            problems.add(file, format!("{key}.id"), format!("duplicate point id {:?}", pt.id));
+            problems.add(
+                file,
+                format!("{key}.id"),
+                format!("duplicate point id {:?}", pt.id),
+            );
             ok = false;
         }
         let function = Function::from_code(pt.function);
         if function.is_none() {
-            problems.add(file, format!("{key}.function"), format!("function code {} is not 1, 2, 3 or 4", pt.function));
+            problems.add(
+                file,
+                format!("{key}.function"),
+                format!("function code {} is not 1, 2, 3 or 4", pt.function),
+            );
             ok = false;
         }
         let data_type = DataType::parse(&pt.data_type);
@@ -442,20 +496,31 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             problems.add(
                 file,
                 format!("{key}.type"),
-                format!("unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64", pt.data_type),
+                format!(
+                    "unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64",
+                    pt.data_type
+                ),
             );
             ok = false;
         }
         let byte_order = match &pt.byte_order {
             None => default_order,
             Some(s) => ByteOrder::parse(s).unwrap_or_else(|| {
-                problems.add(file, format!("{key}.byte_order"), format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"));
+                problems.add(
+                    file,
+                    format!("{key}.byte_order"),
+                    format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"),
+                );
                 ok = false;
                 default_order
             }),
         };
         if !pt.scale.is_finite() || pt.scale == 0.0 {
-            problems.add(file, format!("{key}.scale"), "must be a finite, non-zero number");
+            problems.add(
+                file,
+                format!("{key}.scale"),
+                "must be a finite, non-zero number",
+            );
             ok = false;
         }
         if !pt.offset.is_finite() {
@@ -469,7 +534,11 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
                     enum_labels.insert(c, label.clone());
                 }
                 Err(_) => {
-                    problems.add(file, format!("{key}.enum.{code}"), "enum keys must be integer status codes");
+                    problems.add(
+                        file,
+                        format!("{key}.enum.{code}"),
+                        "enum keys must be integer status codes",
+                    );
                     ok = false;
                 }
             }
@@ -480,11 +549,19 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         let mut bit = None;
         if function.is_bit_access() {
             if data_type != DataType::Bool {
-                problems.add(file, format!("{key}.type"), format!("{function} reads bits: type must be bool, not {data_type}"));
+                problems.add(
+                    file,
+                    format!("{key}.type"),
+                    format!("{function} reads bits: type must be bool, not {data_type}"),
+                );
                 ok = false;
             }
             if pt.bit.is_some() {
-                problems.add(file, format!("{key}.bit"), format!("bit applies to registers (FC03/FC04), not {function}"));
+                problems.add(
+                    file,
+                    format!("{key}.bit"),
+                    format!("bit applies to registers (FC03/FC04), not {function}"),
+                );
                 ok = false;
             }
         } else if data_type == DataType::Bool {
@@ -495,20 +572,35 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
                     ok = false;
                 }
                 None => {
-                    problems.add(file, format!("{key}.bit"), "a bool point read from a register needs `bit` (0..=15)");
+                    problems.add(
+                        file,
+                        format!("{key}.bit"),
+                        "a bool point read from a register needs `bit` (0..=15)",
+                    );
                     ok = false;
                 }
             }
         } else if pt.bit.is_some() {
-            problems.add(file, format!("{key}.bit"), "bit applies only to bool points");
+            problems.add(
+                file,
+                format!("{key}.bit"),
+                "bit applies only to bool points",
+            );
             ok = false;
         }
-        let len = if function.is_bit_access() { 1 } else { i64::from(data_type.words()) };
+        let len = if function.is_bit_access() {
+            1
+        } else {
+            i64::from(data_type.words())
+        };
         if pt.address < 0 || pt.address + len > 65536 {
             problems.add(
                 file,
                 format!("{key}.address"),
-                format!("address {} with {len} register(s) does not fit in 0..=65535", pt.address),
+                format!(
+                    "address {} with {len} register(s) does not fit in 0..=65535",
+                    pt.address
+                ),
             );
             ok = false;
         }
@@ -538,15 +630,23 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             if !overlap {
                 continue;
             }
-            let bits_of_one_register = point.bit.is_some() && other.bit.is_some() && o.start == span.start;
+            let bits_of_one_register =
+                point.bit.is_some() && other.bit.is_some() && o.start == span.start;
             if bits_of_one_register && point.bit == other.bit {
-                problems.add(file, format!("{key}.bit"), format!("same register and bit as point {:?}", other.id));
+                problems.add(
+                    file,
+                    format!("{key}.bit"),
+                    format!("same register and bit as point {:?}", other.id),
+                );
                 ok = false;
             } else if !bits_of_one_register {
                 problems.add(
                     file,
                     format!("{key}.address"),
-                    format!("{} {} overlaps point {:?} at {}", span.function, span.start, other.id, o.start),
+                    format!(
+                        "{} {} overlaps point {:?} at {}",
+                        span.function, span.start, other.id, o.start
+                    ),
                 );
                 ok = false;
             }
@@ -556,7 +656,10 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             problems.add(
                 file,
                 format!("{key}.address"),
-                format!("{function} {} lies outside every declared block for {function}", span.start),
+                format!(
+                    "{function} {} lies outside every declared block for {function}",
+                    span.start
+                ),
             );
             ok = false;
         }
@@ -592,7 +695,12 @@ fn compile_site(
         problems.add(file, "site.id", format!("{:?} {ID_RULE}", f.site.id));
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
-    let simulator_http_listen = parse_listen(file, "simulator.http_listen", &f.simulator.http_listen, problems);
+    let simulator_http_listen = parse_listen(
+        file,
+        "simulator.http_listen",
+        &f.simulator.http_listen,
+        problems,
+    );
 
     let mut connections: Vec<Connection> = Vec::new();
     let mut conn_index: HashMap<&str, usize> = HashMap::new();
@@ -601,31 +709,57 @@ fn compile_site(
         if !valid_id(&c.id) {
             problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", c.id));
         } else if conn_index.contains_key(c.id.as_str()) {
-            problems.add(file, format!("{key}.id"), format!("duplicate connection id {:?}", c.id));
+            problems.add(
+                file,
+                format!("{key}.id"),
+                format!("duplicate connection id {:?}", c.id),
+            );
         }
         let address = |problems: &mut Problems| -> String {
             match &c.address {
-                Some(a) if a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)) => a.clone(),
+                Some(a)
+                    if a.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    }) =>
+                {
+                    a.clone()
+                }
                 Some(a) => {
-                    problems.add(file, format!("{key}.address"), format!("{a:?} is not host:port"));
+                    problems.add(
+                        file,
+                        format!("{key}.address"),
+                        format!("{a:?} is not host:port"),
+                    );
                     String::new()
                 }
                 None => {
-                    problems.add(file, format!("{key}.address"), format!("transport {:?} needs address = \"host:port\"", c.transport));
+                    problems.add(
+                        file,
+                        format!("{key}.address"),
+                        format!("transport {:?} needs address = \"host:port\"", c.transport),
+                    );
                     String::new()
                 }
             }
         };
         let transport = match c.transport.as_str() {
-            "tcp" => Transport::Tcp { address: address(problems) },
-            "rtu_over_tcp" => Transport::RtuOverTcp { address: address(problems) },
+            "tcp" => Transport::Tcp {
+                address: address(problems),
+            },
+            "rtu_over_tcp" => Transport::RtuOverTcp {
+                address: address(problems),
+            },
             "rtu" => {
                 let parity = match c.parity.as_str() {
                     "none" => Parity::None,
                     "even" => Parity::Even,
                     "odd" => Parity::Odd,
                     other => {
-                        problems.add(file, format!("{key}.parity"), format!("{other:?} is not none, even or odd"));
+                        problems.add(
+                            file,
+                            format!("{key}.parity"),
+                            format!("{other:?} is not none, even or odd"),
+                        );
                         Parity::None
                     }
                 };
@@ -636,7 +770,11 @@ fn compile_site(
                     problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
                 }
                 let port = c.serial_port.clone().unwrap_or_else(|| {
-                    problems.add(file, format!("{key}.serial_port"), "transport \"rtu\" needs serial_port");
+                    problems.add(
+                        file,
+                        format!("{key}.serial_port"),
+                        "transport \"rtu\" needs serial_port",
+                    );
                     String::new()
                 });
                 Transport::Rtu(SerialSettings {
@@ -648,24 +786,46 @@ fn compile_site(
                 })
             }
             other => {
-                problems.add(file, format!("{key}.transport"), format!("{other:?} is not tcp, rtu or rtu_over_tcp"));
-                Transport::Tcp { address: String::new() }
+                problems.add(
+                    file,
+                    format!("{key}.transport"),
+                    format!("{other:?} is not tcp, rtu or rtu_over_tcp"),
+                );
+                Transport::Tcp {
+                    address: String::new(),
+                }
             }
         };
         if c.baud_rate < 300 || c.baud_rate > 4_000_000 {
-            problems.add(file, format!("{key}.baud_rate"), format!("{} is not a plausible baud rate", c.baud_rate));
+            problems.add(
+                file,
+                format!("{key}.baud_rate"),
+                format!("{} is not a plausible baud rate", c.baud_rate),
+            );
         }
         if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
             problems.add(file, format!("{key}.timeout_ms"), "must be 1..=60000");
         }
         if c.connect_timeout_ms == 0 || c.connect_timeout_ms > 60_000 {
-            problems.add(file, format!("{key}.connect_timeout_ms"), "must be 1..=60000");
+            problems.add(
+                file,
+                format!("{key}.connect_timeout_ms"),
+                "must be 1..=60000",
+            );
         }
         if c.retries > 5 {
-            problems.add(file, format!("{key}.retries"), "more than 5 retries stalls a bus; use 0..=5");
+            problems.add(
+                file,
+                format!("{key}.retries"),
+                "more than 5 retries stalls a bus; use 0..=5",
+            );
         }
         if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
-            problems.add(file, format!("{key}.max_registers_per_read"), "must be 1..=125");
+            problems.add(
+                file,
+                format!("{key}.max_registers_per_read"),
+                "must be 1..=125",
+            );
         }
         if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
             problems.add(file, format!("{key}.max_bits_per_read"), "must be 1..=2000");
@@ -697,16 +857,30 @@ fn compile_site(
     let mut room_ids: HashSet<&str> = HashSet::new();
     let mut device_ids: HashMap<&str, String> = HashMap::new();
     let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
-    const ROOM_KINDS: [&str; 5] = ["pump_room", "distribution_room", "elevator", "fire_control", "other"];
+    const ROOM_KINDS: [&str; 5] = [
+        "pump_room",
+        "distribution_room",
+        "elevator",
+        "fire_control",
+        "other",
+    ];
     for (ri, r) in f.rooms.iter().enumerate() {
         let rkey = format!("rooms[{ri}]");
         if !valid_id(&r.id) {
             problems.add(file, format!("{rkey}.id"), format!("{:?} {ID_RULE}", r.id));
         } else if !room_ids.insert(r.id.as_str()) {
-            problems.add(file, format!("{rkey}.id"), format!("duplicate room id {:?}", r.id));
+            problems.add(
+                file,
+                format!("{rkey}.id"),
+                format!("duplicate room id {:?}", r.id),
+            );
         }
         if !ROOM_KINDS.contains(&r.kind.as_str()) {
-            problems.add(file, format!("{rkey}.kind"), format!("{:?} is not one of {}", r.kind, ROOM_KINDS.join(", ")));
+            problems.add(
+                file,
+                format!("{rkey}.kind"),
+                format!("{:?} is not one of {}", r.kind, ROOM_KINDS.join(", ")),
+            );
         }
         let room_index = rooms.len();
         rooms.push(Room {
@@ -719,25 +893,45 @@ fn compile_site(
             if !valid_id(&d.id) {
                 problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", d.id));
             } else if let Some(other) = device_ids.get(d.id.as_str()) {
-                problems.add(file, format!("{key}.id"), format!("duplicate device id {:?} (also {other})", d.id));
+                problems.add(
+                    file,
+                    format!("{key}.id"),
+                    format!("duplicate device id {:?} (also {other})", d.id),
+                );
             } else {
                 device_ids.insert(d.id.as_str(), key.clone());
             }
             let profile = profiles.get(&d.profile).cloned();
             if profile.is_none() {
                 let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
-                problems.add(file, format!("{key}.profile"), format!("unknown profile {:?} (known: {})", d.profile, known.join(", ")));
+                problems.add(
+                    file,
+                    format!("{key}.profile"),
+                    format!(
+                        "unknown profile {:?} (known: {})",
+                        d.profile,
+                        known.join(", ")
+                    ),
+                );
             }
             let connection = match &d.connection {
                 Some(c) => match conn_index.get(c.as_str()) {
                     Some(&ci) => Some(ci),
                     None => {
-                        problems.add(file, format!("{key}.connection"), format!("unknown connection {c:?}"));
+                        problems.add(
+                            file,
+                            format!("{key}.connection"),
+                            format!("unknown connection {c:?}"),
+                        );
                         None
                     }
                 },
                 None => {
-                    problems.add(file, format!("{key}.connection"), "a Modbus device needs a connection");
+                    problems.add(
+                        file,
+                        format!("{key}.connection"),
+                        "a Modbus device needs a connection",
+                    );
                     None
                 }
             };
@@ -749,7 +943,12 @@ fn compile_site(
                 problems.add(
                     file,
                     format!("{key}.unit_id"),
-                    format!("unit id {} out of range {}..={} for this transport", d.unit_id, unit_range.start(), unit_range.end()),
+                    format!(
+                        "unit id {} out of range {}..={} for this transport",
+                        d.unit_id,
+                        unit_range.start(),
+                        unit_range.end()
+                    ),
                 );
             }
             let unit_id = d.unit_id.clamp(0, 255) as u8;
@@ -759,7 +958,10 @@ fn compile_site(
                         problems.add(
                             file,
                             format!("{key}.unit_id"),
-                            format!("unit id {unit_id} is already used on connection {:?} by {other}", connections[ci].id),
+                            format!(
+                                "unit id {unit_id} is already used on connection {:?} by {other}",
+                                connections[ci].id
+                            ),
                         );
                     } else {
                         units_on_conn.insert((ci, unit_id), key.clone());
@@ -767,10 +969,18 @@ fn compile_site(
                 }
             }
             if d.poll_interval_ms < 50 || d.poll_interval_ms > 86_400_000 {
-                problems.add(file, format!("{key}.poll_interval_ms"), "must be 50..=86400000");
+                problems.add(
+                    file,
+                    format!("{key}.poll_interval_ms"),
+                    "must be 50..=86400000",
+                );
             }
             if d.offline_after_failures == 0 {
-                problems.add(file, format!("{key}.offline_after_failures"), "must be at least 1");
+                problems.add(
+                    file,
+                    format!("{key}.offline_after_failures"),
+                    "must be at least 1",
+                );
             }
             let (Some(profile), true) = (profile, d.enabled) else {
                 continue;
@@ -785,10 +995,16 @@ fn compile_site(
                     id: pp.id.clone(),
                 });
             }
-            let limits = connection.map(|ci| connections[ci].limits).unwrap_or_default();
+            let limits = connection
+                .map(|ci| connections[ci].limits)
+                .unwrap_or_default();
             let limits = Limits {
-                max_registers: profile.max_registers_per_read.map_or(limits.max_registers, |m| m.min(limits.max_registers)),
-                max_bits: profile.max_bits_per_read.map_or(limits.max_bits, |m| m.min(limits.max_bits)),
+                max_registers: profile
+                    .max_registers_per_read
+                    .map_or(limits.max_registers, |m| m.min(limits.max_registers)),
+                max_bits: profile
+                    .max_bits_per_read
+                    .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
                 ..limits
             };
             let spans: Vec<Span> = profile.points.iter().map(ProfilePoint::span).collect();
@@ -830,11 +1046,20 @@ fn compile_site(
     })
 }
 
-fn parse_listen(file: &Path, key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+fn parse_listen(
+    file: &Path,
+    key: &str,
+    value: &str,
+    problems: &mut Problems,
+) -> Option<SocketAddr> {
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            problems.add(file, key, format!("{value:?} is not ip:port (e.g. 127.0.0.1:9780)"));
+            problems.add(
+                file,
+                key,
+                format!("{value:?} is not ip:port (e.g. 127.0.0.1:9780)"),
+            );
             None
         }
     }

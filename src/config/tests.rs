@@ -107,8 +107,15 @@ fn a_valid_site_compiles() {
     assert_eq!(site.points.len(), 4);
     let d = &site.devices[0];
     // one holding read (f32 at 0..2 + status word at 2) and one coil read
-    let reads: Vec<_> = d.reads.iter().map(|r| (r.function, r.start, r.count)).collect();
-    assert_eq!(reads, vec![(Function::Coils, 0, 1), (Function::HoldingRegisters, 0, 3)]);
+    let reads: Vec<_> = d
+        .reads
+        .iter()
+        .map(|r| (r.function, r.start, r.count))
+        .collect();
+    assert_eq!(
+        reads,
+        vec![(Function::Coils, 0, 1), (Function::HoldingRegisters, 0, 3)]
+    );
     assert_eq!(site.connections[0].devices, vec![0]);
     assert_eq!(site.http_listen.to_string(), "127.0.0.1:9780");
 }
@@ -227,7 +234,11 @@ fn profile_problems_are_all_reported_with_keys() {
     for (text, expected) in cases {
         // a problem in a profile is reported even though the site itself is fine; the
         // invalid-TOML case yields one problem whose text carries both fragments
-        let n = if expected.len() == 2 && expected[0].contains("invalid TOML") { 1 } else { expected.len() };
+        let n = if expected.len() == 2 && expected[0].contains("invalid TOML") {
+            1
+        } else {
+            expected.len()
+        };
         let dir = profiles_dir(&[("p2.toml", &text)]);
         let errors = from_str(Path::new("site.toml"), &site(DEVICE), dir.path())
             .err()
@@ -235,9 +246,18 @@ fn profile_problems_are_all_reported_with_keys() {
             .unwrap_or_default();
         let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         for want in &expected {
-            assert!(rendered.iter().any(|r| r.contains(want)), "expected {want:?} in:\n{}", rendered.join("\n"));
+            assert!(
+                rendered.iter().any(|r| r.contains(want)),
+                "expected {want:?} in:\n{}",
+                rendered.join("\n")
+            );
         }
-        assert_eq!(rendered.len(), n, "for profile:\n{text}\ngot:\n{}", rendered.join("\n"));
+        assert_eq!(
+            rendered.len(),
+            n,
+            "for profile:\n{text}\ngot:\n{}",
+            rendered.join("\n")
+        );
     }
 }
 

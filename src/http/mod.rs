@@ -45,7 +45,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serve until `shutdown` fires.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -61,7 +65,13 @@ struct ApiError {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: message.into() })).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -73,9 +83,19 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    s.telemetry.http_requests.with_label_values(&["/metrics", "2xx"]).inc();
+    s.telemetry
+        .http_requests
+        .with_label_values(&["/metrics", "2xx"])
+        .inc();
     let body = crate::sinks::prometheus::render(&s.site, &s.table, &s.telemetry.registry);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -91,7 +111,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64)
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
 }
 
 #[derive(Serialize)]
@@ -182,7 +203,8 @@ fn point_dtos(s: &AppState, device: Option<usize>) -> Vec<PointDto> {
                 let st = states[p.index as usize];
                 let value = st.value.map(|v| match v {
                     Value::Bool(b) => serde_json::Value::Bool(b),
-                    Value::Num(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+                    Value::Num(n) => serde_json::Number::from_f64(n)
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
                 });
                 let label = match st.value {
                     Some(Value::Num(n)) => pp.label_for(n).map(str::to_string),
@@ -243,7 +265,11 @@ async fn status(State(s): State<AppState>) -> Json<StatusDto> {
 }
 
 async fn devices(State(s): State<AppState>) -> Json<Vec<DeviceDto>> {
-    Json((0..s.site.devices.len()).map(|i| device_dto(&s, i, false)).collect())
+    Json(
+        (0..s.site.devices.len())
+            .map(|i| device_dto(&s, i, false))
+            .collect(),
+    )
 }
 
 async fn device(State(s): State<AppState>, Path(id): Path<String>) -> Response {

@@ -12,12 +12,19 @@ use super::scenario::{ActiveScenario, ScenarioKind};
 use super::SimDevice;
 
 pub enum ModelState {
-    PumpRoom { tank_level: f64, water_total: f64 },
-    PowerMeter { energy: f64 },
+    PumpRoom {
+        tank_level: f64,
+        water_total: f64,
+    },
+    PowerMeter {
+        energy: f64,
+    },
     Switchgear,
     Elevator(Car),
     FirePanel,
-    Generic { values: Vec<f64> },
+    Generic {
+        values: Vec<f64>,
+    },
     /// Values stay as they are (tests).
     Frozen,
 }
@@ -54,7 +61,13 @@ impl ModelState {
                     .points
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| if p.is_bool() { 0.0 } else { 10.0 + ((seed * 31 + i * 7) % 90) as f64 })
+                    .map(|(i, p)| {
+                        if p.is_bool() {
+                            0.0
+                        } else {
+                            10.0 + ((seed * 31 + i * 7) % 90) as f64
+                        }
+                    })
                     .collect(),
             },
         }
@@ -63,7 +76,10 @@ impl ModelState {
 
 /// Water demand 0..1 over the day in China Standard Time: morning and evening peaks.
 fn demand() -> f64 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let hour = ((secs + 8 * 3600) % 86_400) as f64 / 3600.0;
     let peak = |h: f64, w: f64| (-((hour - h) / w).powi(2)).exp();
     (0.25 + 0.55 * peak(7.5, 1.5) + 0.65 * peak(19.5, 2.0)).min(1.0)
@@ -78,24 +94,43 @@ fn active(scenarios: &[&ActiveScenario], kind: ScenarioKind) -> Option<f64> {
 
 /// Whether a scenario of this kind names this device explicitly.
 fn targeted(scenarios: &[&ActiveScenario], kind: ScenarioKind, device: &str) -> bool {
-    scenarios.iter().any(|s| s.kind == kind && s.device.as_deref() == Some(device))
+    scenarios
+        .iter()
+        .any(|s| s.kind == kind && s.device.as_deref() == Some(device))
 }
 
 /// Advance one device by `dt` seconds (`dt == 0` just re-applies the current state).
 pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f64) {
     let mut rng = rand::rng();
-    let mut noise = |a: f64| if a == 0.0 { 0.0 } else { rng.random_range(-a..a) };
+    let mut noise = |a: f64| {
+        if a == 0.0 {
+            0.0
+        } else {
+            rng.random_range(-a..a)
+        }
+    };
     let power_out = active(scenarios, ScenarioKind::PowerOutage);
     let d = demand();
     let mut state = std::mem::replace(&mut dev.state, ModelState::Frozen);
     match &mut state {
         ModelState::Frozen => {}
-        ModelState::PumpRoom { tank_level, water_total } => {
+        ModelState::PumpRoom {
+            tank_level,
+            water_total,
+        } => {
             let water_out = active(scenarios, ScenarioKind::WaterOutage).is_some();
             let burst = active(scenarios, ScenarioKind::BurstPipe).is_some();
             let flooding = active(scenarios, ScenarioKind::Flooding).is_some();
             let setpoints = [("low", 0.30), ("mid", 0.38), ("high", 0.45)];
-            let mut freqs = [30.0 + 18.0 * d, if d > 0.7 { 30.0 + 50.0 * (d - 0.7) } else { 0.0 }, 0.0];
+            let mut freqs = [
+                30.0 + 18.0 * d,
+                if d > 0.7 {
+                    30.0 + 50.0 * (d - 0.7)
+                } else {
+                    0.0
+                },
+                0.0,
+            ];
             if burst {
                 freqs = [50.0, 50.0, 50.0];
             }
@@ -104,7 +139,11 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
             }
             for (i, f) in freqs.iter().enumerate() {
                 let n = i + 1;
-                let f = if *f > 0.0 { (f + noise(0.2)).min(50.0) } else { 0.0 };
+                let f = if *f > 0.0 {
+                    (f + noise(0.2)).min(50.0)
+                } else {
+                    0.0
+                };
                 dev.set(&format!("pump{n}_freq"), f);
                 dev.set(&format!("pump{n}_current"), f * 0.42);
                 dev.set_bool(&format!("pump{n}_run"), f > 0.0);
@@ -131,7 +170,11 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
                 flow = 0.0;
             }
             // the tank refills from the mains below 2.6 m; outflow follows the pumps
-            let inflow = if water_out || *tank_level > 2.6 { 0.0 } else { 0.0025 };
+            let inflow = if water_out || *tank_level > 2.6 {
+                0.0
+            } else {
+                0.0025
+            };
             let outflow = flow / 80.0 * 0.0015 * if water_out { 4.0 } else { 1.0 };
             *tank_level = (*tank_level + (inflow - outflow) * dt).clamp(0.0, 3.0);
             *water_total += flow * dt / 3600.0;
@@ -140,7 +183,10 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
             dev.set("water_total", water_total.floor());
             dev.set("fire_tank_level", 4.5);
             dev.set("hydrant_pressure", 0.35 + noise(0.002));
-            dev.set("sump_level", if flooding { 0.95 } else { 0.15 + noise(0.005) });
+            dev.set(
+                "sump_level",
+                if flooding { 0.95 } else { 0.15 + noise(0.005) },
+            );
             dev.set_bool("flood", flooding);
             dev.set_bool("flood_sensor", flooding);
             dev.set_bool("smoke", false);
@@ -176,8 +222,19 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
             let gen_on = power_out.is_some_and(|t| t >= 10.0);
             // flooding hits the pump room unless a distribution room is named as the target
             let flooding = targeted(scenarios, ScenarioKind::Flooding, &dev.id);
-            for (i, p) in ["transformer_temp_a", "transformer_temp_b", "transformer_temp_c"].iter().enumerate() {
-                let t = if power_out.is_some() { 45.0 } else { 60.0 + 35.0 * d + i as f64 };
+            for (i, p) in [
+                "transformer_temp_a",
+                "transformer_temp_b",
+                "transformer_temp_c",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let t = if power_out.is_some() {
+                    45.0
+                } else {
+                    60.0 + 35.0 * d + i as f64
+                };
                 dev.set(p, t + noise(0.4));
             }
             dev.set("dc_voltage", 220.0 + noise(0.5));
@@ -210,8 +267,13 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
                 car.door_open = false;
                 (speed, direction, door_state, door_zone, running) = (0.0, 0, 0, false, false);
             } else if power_out.is_some() {
-                (speed, direction, door_state, door_zone, running) =
-                    (0.0, 0, if car.door_open { 1 } else { 0 }, car.position.fract().abs() < 0.05, false);
+                (speed, direction, door_state, door_zone, running) = (
+                    0.0,
+                    0,
+                    if car.door_open { 1 } else { 0 },
+                    car.position.fract().abs() < 0.05,
+                    false,
+                );
             } else {
                 let target = f64::from(car.target);
                 if (car.position - target).abs() < 1e-6 {
@@ -223,13 +285,24 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
                         car.target = rng.random_range(1..=car.floors);
                         car.occupied = rng.random_bool(0.6);
                     }
-                    (speed, direction, door_state, door_zone, running) = (0.0, 0, if car.door_open { 1 } else { 0 }, true, false);
+                    (speed, direction, door_state, door_zone, running) =
+                        (0.0, 0, if car.door_open { 1 } else { 0 }, true, false);
                 } else {
                     let step = 0.5 * dt; // floors per second at 1.5 m/s and 3 m per floor
                     let up = target > car.position;
-                    car.position = if up { (car.position + step).min(target) } else { (car.position - step).max(target) };
+                    car.position = if up {
+                        (car.position + step).min(target)
+                    } else {
+                        (car.position - step).max(target)
+                    };
                     car.door_open = false;
-                    (speed, direction, door_state, door_zone, running) = (1.5, if up { 1 } else { 2 }, 0, (car.position - car.position.round()).abs() < 0.05, true);
+                    (speed, direction, door_state, door_zone, running) = (
+                        1.5,
+                        if up { 1 } else { 2 },
+                        0,
+                        (car.position - car.position.round()).abs() < 0.05,
+                        true,
+                    );
                 }
             }
             dev.set("floor", car.position.round());
@@ -251,9 +324,23 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
             dev.set_bool("started", fire);
             dev.set_bool("zone1_fire", fire);
             for p in [
-                "fault", "disabled", "supervisory", "feedback", "delay", "mains_fault", "battery_fault", "bus_fault",
-                "manual", "reset", "zone2_fire", "zone3_fire", "zone4_fire", "zone1_fault", "zone2_fault",
-                "zone3_fault", "zone4_fault",
+                "fault",
+                "disabled",
+                "supervisory",
+                "feedback",
+                "delay",
+                "mains_fault",
+                "battery_fault",
+                "bus_fault",
+                "manual",
+                "reset",
+                "zone2_fire",
+                "zone3_fire",
+                "zone4_fire",
+                "zone1_fault",
+                "zone2_fault",
+                "zone3_fault",
+                "zone4_fault",
             ] {
                 dev.set_bool(p, false);
             }
@@ -266,7 +353,14 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
                     values[i] = (values[i] + noise(0.5)).clamp(0.0, 1000.0);
                 }
                 if let Some(v) = values.get(i) {
-                    dev.image.write_point(p, if p.is_bool() { f64::from(u8::from(*v > 0.5)) } else { *v });
+                    dev.image.write_point(
+                        p,
+                        if p.is_bool() {
+                            f64::from(u8::from(*v > 0.5))
+                        } else {
+                            *v
+                        },
+                    );
                 }
             }
         }

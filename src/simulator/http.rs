@@ -44,7 +44,11 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         .with_state(sim)
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, sim: Arc<Simulator>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sim: Arc<Simulator>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(sim))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -66,24 +70,40 @@ fn list_dto(sim: &Simulator) -> ListDto {
 }
 
 fn bad_request(e: ScenarioError) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
 }
 
 async fn list(State(sim): State<Arc<Simulator>>) -> Json<ListDto> {
     Json(list_dto(&sim))
 }
 
-async fn start(State(sim): State<Arc<Simulator>>, Path(kind): Path<String>, Query(q): Query<TargetQuery>) -> Response {
+async fn start(
+    State(sim): State<Arc<Simulator>>,
+    Path(kind): Path<String>,
+    Query(q): Query<TargetQuery>,
+) -> Response {
     let Some(kind) = ScenarioKind::parse(&kind) else {
         return bad_request(ScenarioError::UnknownScenario(kind));
     };
-    match sim.inject(kind, q.device.as_deref(), q.delay_ms.map(Duration::from_millis)) {
+    match sim.inject(
+        kind,
+        q.device.as_deref(),
+        q.delay_ms.map(Duration::from_millis),
+    ) {
         Ok(()) => Json(list_dto(&sim)).into_response(),
         Err(e) => bad_request(e),
     }
 }
 
-async fn stop(State(sim): State<Arc<Simulator>>, Path(kind): Path<String>, Query(q): Query<TargetQuery>) -> Response {
+async fn stop(
+    State(sim): State<Arc<Simulator>>,
+    Path(kind): Path<String>,
+    Query(q): Query<TargetQuery>,
+) -> Response {
     let Some(kind) = ScenarioKind::parse(&kind) else {
         return bad_request(ScenarioError::UnknownScenario(kind));
     };
@@ -96,9 +116,17 @@ async fn clear_all(State(sim): State<Arc<Simulator>>) -> Json<ListDto> {
     Json(list_dto(&sim))
 }
 
-async fn value(State(sim): State<Arc<Simulator>>, Path((device, point)): Path<(String, String)>) -> Response {
+async fn value(
+    State(sim): State<Arc<Simulator>>,
+    Path((device, point)): Path<(String, String)>,
+) -> Response {
     match sim.value(&device, &point) {
-        Some(v) => Json(serde_json::json!({ "device": device, "point": point, "value": v })).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such device or point" }))).into_response(),
+        Some(v) => Json(serde_json::json!({ "device": device, "point": point, "value": v }))
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no such device or point" })),
+        )
+            .into_response(),
     }
 }

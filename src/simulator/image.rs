@@ -57,25 +57,42 @@ impl RegisterImage {
             Function::Coils => Some(f64::from(u8::from(*self.coils.get(&p.address)?))),
             Function::DiscreteInputs => Some(f64::from(u8::from(*self.discrete.get(&p.address)?))),
             f => {
-                let map = if f == Function::InputRegisters { &self.input } else { &self.holding };
+                let map = if f == Function::InputRegisters {
+                    &self.input
+                } else {
+                    &self.holding
+                };
                 if let Some(bit) = p.bit {
                     return Some(f64::from(map.get(&p.address)? >> bit & 1));
                 }
                 let words: Vec<u16> = (0..p.data_type.words())
                     .map(|i| map.get(&p.address.wrapping_add(i)).copied().unwrap_or(0))
                     .collect();
-                codec::decode_raw(&words, p.data_type, p.byte_order).map(|raw| codec::scale(raw, p.scale, p.offset))
+                codec::decode_raw(&words, p.data_type, p.byte_order)
+                    .map(|raw| codec::scale(raw, p.scale, p.offset))
             }
         }
     }
 
     pub fn read_words(&self, f: Function, start: u16, count: u16) -> Vec<u16> {
-        let map = if f == Function::InputRegisters { &self.input } else { &self.holding };
-        (0..count).map(|i| map.get(&start.wrapping_add(i)).copied().unwrap_or(0)).collect()
+        let map = if f == Function::InputRegisters {
+            &self.input
+        } else {
+            &self.holding
+        };
+        (0..count)
+            .map(|i| map.get(&start.wrapping_add(i)).copied().unwrap_or(0))
+            .collect()
     }
 
     pub fn read_bits(&self, f: Function, start: u16, count: u16) -> Vec<bool> {
-        let map = if f == Function::Coils { &self.coils } else { &self.discrete };
-        (0..count).map(|i| map.get(&start.wrapping_add(i)).copied().unwrap_or(false)).collect()
+        let map = if f == Function::Coils {
+            &self.coils
+        } else {
+            &self.discrete
+        };
+        (0..count)
+            .map(|i| map.get(&start.wrapping_add(i)).copied().unwrap_or(false))
+            .collect()
     }
 }

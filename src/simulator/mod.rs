@@ -23,7 +23,14 @@ use crate::config::{Profile, Site, Transport};
 pub use scenario::{ActiveScenario, ScenarioError, ScenarioKind};
 
 /// Simulator behaviours a profile may ask for with `sim_model`.
-pub const MODELS: &[&str] = &["pump_room", "power_meter", "switchgear", "elevator", "fire_panel", "generic"];
+pub const MODELS: &[&str] = &[
+    "pump_room",
+    "power_meter",
+    "switchgear",
+    "elevator",
+    "fire_panel",
+    "generic",
+];
 
 /// How a simulated device misbehaves right now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +83,11 @@ impl Simulator {
         let mut by_unit = HashMap::new();
         for d in &site.devices {
             let Some(conn) = d.connection else { continue };
-            let model = d.profile.sim_model.clone().unwrap_or_else(|| "generic".to_string());
+            let model = d
+                .profile
+                .sim_model
+                .clone()
+                .unwrap_or_else(|| "generic".to_string());
             by_unit.insert((conn, d.unit_id), devices.len());
             let mut dev = SimDevice {
                 id: d.id.clone(),
@@ -106,11 +117,16 @@ impl Simulator {
 
     /// Advance the dynamics by `dt` seconds.
     pub fn tick(&self, dt: f64) {
-        let scenarios = self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let scenarios = self
+            .scenarios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let now = self.started.elapsed().as_secs_f64();
         let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         for dev in devices.iter_mut() {
-            let active: Vec<&ActiveScenario> = scenarios.iter().filter(|s| s.applies_to(dev)).collect();
+            let active: Vec<&ActiveScenario> =
+                scenarios.iter().filter(|s| s.applies_to(dev)).collect();
             dynamics::step(dev, &active, dt, now);
         }
     }
@@ -118,7 +134,10 @@ impl Simulator {
     pub fn fault_of(&self, device: &SimDevice) -> Fault {
         let scenarios = self.scenarios.lock().unwrap_or_else(|e| e.into_inner());
         let mut fault = Fault::None;
-        for s in scenarios.iter().filter(|s| s.device.as_deref() == Some(device.id.as_str())) {
+        for s in scenarios
+            .iter()
+            .filter(|s| s.device.as_deref() == Some(device.id.as_str()))
+        {
             fault = match s.kind {
                 ScenarioKind::Offline => Fault::Offline,
                 ScenarioKind::Garbage => Fault::Garbage,
@@ -130,7 +149,12 @@ impl Simulator {
     }
 
     /// Start a scenario (idempotent for the same kind and device).
-    pub fn inject(&self, kind: ScenarioKind, device: Option<&str>, delay: Option<Duration>) -> Result<(), ScenarioError> {
+    pub fn inject(
+        &self,
+        kind: ScenarioKind,
+        device: Option<&str>,
+        delay: Option<Duration>,
+    ) -> Result<(), ScenarioError> {
         let active = scenario::validate(&self.site, kind, device, delay)?;
         let mut s = self.scenarios.lock().unwrap_or_else(|e| e.into_inner());
         s.retain(|a| !(a.kind == active.kind && a.device == active.device));
@@ -148,19 +172,30 @@ impl Simulator {
         s.retain(|a| !(a.kind == kind && (device.is_none() || a.device.as_deref() == device)));
         let n = before - s.len();
         drop(s);
-        info!(scenario = kind.as_str(), ?device, cleared = n, "scenario cleared");
+        info!(
+            scenario = kind.as_str(),
+            ?device,
+            cleared = n,
+            "scenario cleared"
+        );
         self.tick(0.0);
         n
     }
 
     pub fn clear_all(&self) {
-        self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.scenarios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         info!("all scenarios cleared");
         self.tick(0.0);
     }
 
     pub fn active(&self) -> Vec<ActiveScenario> {
-        self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.scenarios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Run `f` on the simulated device with this id (tests read expected values this way).
@@ -216,7 +251,10 @@ pub async fn start(
                     Err(e) => {
                         return Err(std::io::Error::new(
                             e.kind(),
-                            format!("simulator cannot listen on {address} for connection {}: {e}", conn.id),
+                            format!(
+                                "simulator cannot listen on {address} for connection {}: {e}",
+                                conn.id
+                            ),
                         ))
                     }
                 };
@@ -226,13 +264,23 @@ pub async fn start(
                 Some(path) => {
                     let server = server::serial_server(path, conn)?;
                     let span = tracing::info_span!("sim_rtu", connection = %conn.id, %path);
-                    tasks.spawn(server::serve_serial(sim.clone(), ci, server, shutdown.clone()).instrument(span));
+                    tasks.spawn(
+                        server::serve_serial(sim.clone(), ci, server, shutdown.clone())
+                            .instrument(span),
+                    );
                 }
-                None => warn!(connection = %conn.id, "RTU connection not simulated (no --serial-peer given)"),
+                None => {
+                    warn!(connection = %conn.id, "RTU connection not simulated (no --serial-peer given)")
+                }
             },
         }
     }
-    spawn_dynamics(&sim, opts.tick.unwrap_or(Duration::from_millis(500)), shutdown, tasks);
+    spawn_dynamics(
+        &sim,
+        opts.tick.unwrap_or(Duration::from_millis(500)),
+        shutdown,
+        tasks,
+    );
     Ok(sim)
 }
 
@@ -250,11 +298,25 @@ pub fn spawn_tcp(
     if let Ok(addr) = listener.local_addr() {
         info!(connection = %c.id, transport = c.transport.kind(), %addr, devices = c.devices.len(), "simulator listening");
     }
-    tasks.spawn(server::serve_tcp(sim.clone(), conn, listener, opts.emulate_line_timing, shutdown).instrument(span));
+    tasks.spawn(
+        server::serve_tcp(
+            sim.clone(),
+            conn,
+            listener,
+            opts.emulate_line_timing,
+            shutdown,
+        )
+        .instrument(span),
+    );
 }
 
 /// Run the dynamics every `tick` until shutdown.
-pub fn spawn_dynamics(sim: &Arc<Simulator>, tick: Duration, shutdown: CancellationToken, tasks: &mut tokio::task::JoinSet<()>) {
+pub fn spawn_dynamics(
+    sim: &Arc<Simulator>,
+    tick: Duration,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
     let sim = sim.clone();
     tasks.spawn(async move {
         let mut interval = tokio::time::interval(tick);

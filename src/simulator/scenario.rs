@@ -66,7 +66,10 @@ impl ScenarioKind {
 
     /// Device faults need a target device; emergencies default to every device they touch.
     pub fn needs_device(self) -> bool {
-        matches!(self, ScenarioKind::Offline | ScenarioKind::Garbage | ScenarioKind::Slow)
+        matches!(
+            self,
+            ScenarioKind::Offline | ScenarioKind::Garbage | ScenarioKind::Slow
+        )
     }
 }
 
@@ -157,6 +160,7 @@ pub fn parse_cli(s: &str) -> Result<(ScenarioKind, Option<String>), ScenarioErro
         Some((k, d)) => (k, Some(d.to_string())),
         None => (s, None),
     };
-    let kind = ScenarioKind::parse(kind).ok_or_else(|| ScenarioError::UnknownScenario(kind.to_string()))?;
+    let kind = ScenarioKind::parse(kind)
+        .ok_or_else(|| ScenarioError::UnknownScenario(kind.to_string()))?;
     Ok((kind, device))
 }

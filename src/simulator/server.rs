@@ -74,17 +74,36 @@ impl SimService {
             return (fault, Err(ExceptionCode::IllegalDataValue), 8);
         }
         // Devices that reject reads across undefined addresses: reads must stay in a block.
-        let span = Span { function, start, len: count };
-        let blocks: Vec<_> = dev_ref.profile.blocks.iter().filter(|b| b.function == function).collect();
+        let span = Span {
+            function,
+            start,
+            len: count,
+        };
+        let blocks: Vec<_> = dev_ref
+            .profile
+            .blocks
+            .iter()
+            .filter(|b| b.function == function)
+            .collect();
         if !blocks.is_empty() && !blocks.iter().any(|b| b.contains(&span)) {
             return (fault, Err(ExceptionCode::IllegalDataAddress), 8);
         }
-        let reply_bytes = if function.is_bit_access() { 5 + u32::from(count).div_ceil(8) } else { 5 + 2 * u32::from(count) };
+        let reply_bytes = if function.is_bit_access() {
+            5 + u32::from(count).div_ceil(8)
+        } else {
+            5 + 2 * u32::from(count)
+        };
         let reply = match function {
             Function::Coils => Response::ReadCoils(dev_ref.image.read_bits(function, start, count)),
-            Function::DiscreteInputs => Response::ReadDiscreteInputs(dev_ref.image.read_bits(function, start, count)),
-            Function::HoldingRegisters => Response::ReadHoldingRegisters(dev_ref.image.read_words(function, start, count)),
-            Function::InputRegisters => Response::ReadInputRegisters(dev_ref.image.read_words(function, start, count)),
+            Function::DiscreteInputs => {
+                Response::ReadDiscreteInputs(dev_ref.image.read_bits(function, start, count))
+            }
+            Function::HoldingRegisters => {
+                Response::ReadHoldingRegisters(dev_ref.image.read_words(function, start, count))
+            }
+            Function::InputRegisters => {
+                Response::ReadInputRegisters(dev_ref.image.read_words(function, start, count))
+            }
         };
         let reply = if fault == Fault::Garbage {
             dev_ref.garbage_toggle = !dev_ref.garbage_toggle;
@@ -116,10 +135,17 @@ fn garble(short: bool, reply: Response) -> Response {
 }
 
 fn line_bit(conn: &Connection, emulate: bool) -> Option<Duration> {
-    (emulate && conn.transport.is_rtu()).then(|| Duration::from_secs_f64(1.0 / f64::from(conn.baud_rate.max(1))))
+    (emulate && conn.transport.is_rtu())
+        .then(|| Duration::from_secs_f64(1.0 / f64::from(conn.baud_rate.max(1))))
 }
 
-pub async fn serve_tcp(sim: Arc<Simulator>, conn: usize, listener: TcpListener, emulate_line_timing: bool, shutdown: CancellationToken) {
+pub async fn serve_tcp(
+    sim: Arc<Simulator>,
+    conn: usize,
+    listener: TcpListener,
+    emulate_line_timing: bool,
+    shutdown: CancellationToken,
+) {
     let c = &sim.site.connections[conn];
     let service = SimService {
         line_bit: line_bit(c, emulate_line_timing),
@@ -138,12 +164,16 @@ pub async fn serve_tcp(sim: Arc<Simulator>, conn: usize, listener: TcpListener, 
     let result = match c.transport {
         Transport::RtuOverTcp { .. } => {
             tokio_modbus::server::rtu_over_tcp::Server::new(listener)
-                .serve_until(&on_connected, on_error, async move { shutdown.cancelled().await })
+                .serve_until(&on_connected, on_error, async move {
+                    shutdown.cancelled().await
+                })
                 .await
         }
         _ => {
             tokio_modbus::server::tcp::Server::new(listener)
-                .serve_until(&on_connected, on_error, async move { shutdown.cancelled().await })
+                .serve_until(&on_connected, on_error, async move {
+                    shutdown.cancelled().await
+                })
                 .await
         }
     };
@@ -152,7 +182,10 @@ pub async fn serve_tcp(sim: Arc<Simulator>, conn: usize, listener: TcpListener, 
     }
 }
 
-pub fn serial_server(path: &str, conn: &Connection) -> io::Result<tokio_modbus::server::rtu::Server> {
+pub fn serial_server(
+    path: &str,
+    conn: &Connection,
+) -> io::Result<tokio_modbus::server::rtu::Server> {
     use tokio_serial::SerialPortBuilderExt;
     let Transport::Rtu(s) = &conn.transport else {
         return Err(io::Error::other("not an RTU connection"));
@@ -168,9 +201,21 @@ pub fn serial_server(path: &str, conn: &Connection) -> io::Result<tokio_modbus::
     Ok(tokio_modbus::server::rtu::Server::new(port))
 }
 
-pub async fn serve_serial(sim: Arc<Simulator>, conn: usize, server: tokio_modbus::server::rtu::Server, shutdown: CancellationToken) {
-    let service = SimService { sim, conn, line_bit: None };
-    if let Err(e) = server.serve_until(service, async move { shutdown.cancelled().await }).await {
+pub async fn serve_serial(
+    sim: Arc<Simulator>,
+    conn: usize,
+    server: tokio_modbus::server::rtu::Server,
+    shutdown: CancellationToken,
+) {
+    let service = SimService {
+        sim,
+        conn,
+        line_bit: None,
+    };
+    if let Err(e) = server
+        .serve_until(service, async move { shutdown.cancelled().await })
+        .await
+    {
         warn!(error = %e, "simulated serial bus stopped");
     }
 }

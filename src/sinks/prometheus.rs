@@ -47,7 +47,13 @@ pub fn unit_suffix(unit: Option<&str>) -> String {
         other => {
             let s: String = other
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let s = s.trim_matches('_').to_string();
             return if s.is_empty() { "value".to_string() } else { s };
@@ -88,14 +94,19 @@ pub fn point_families(site: &Site, table: &LiveTable) -> Vec<MetricFamily> {
                 label("site", &site.id),
             ]);
             m.set_gauge(g);
-            families.entry(point_metric_name(pp.unit.as_deref())).or_default().push(m);
+            families
+                .entry(point_metric_name(pp.unit.as_deref()))
+                .or_default()
+                .push(m);
         }
     });
     families
         .into_iter()
         .map(|(name, metrics)| {
             let mut f = MetricFamily::default();
-            f.set_help(format!("Point values measured in the unit named by the metric ({name})."));
+            f.set_help(format!(
+                "Point values measured in the unit named by the metric ({name})."
+            ));
             f.set_name(name);
             f.set_field_type(MetricType::GAUGE);
             f.set_metric(metrics);

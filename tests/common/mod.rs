@@ -20,7 +20,10 @@ pub fn repo() -> PathBuf {
 
 /// Write `site_toml` into a fresh temp dir whose `profiles/` holds the shipped profiles plus
 /// `extra_profiles`, and compile it.
-pub fn site_in_tempdir(site_toml: &str, extra_profiles: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Site>) {
+pub fn site_in_tempdir(
+    site_toml: &str,
+    extra_profiles: &[(&str, &str)],
+) -> (tempfile::TempDir, Arc<Site>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
@@ -33,7 +36,8 @@ pub fn site_in_tempdir(site_toml: &str, extra_profiles: &[(&str, &str)]) -> (tem
     }
     let path = dir.path().join("site.toml");
     std::fs::write(&path, site_toml).unwrap();
-    let site = config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{site_toml}"));
+    let site =
+        config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{site_toml}"));
     (dir, Arc::new(site))
 }
 
@@ -50,12 +54,21 @@ pub async fn listeners(n: usize) -> Vec<(TcpListener, SocketAddr)> {
 
 /// A port that was free a moment ago (for things we do not bind ourselves).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Serve the site's TCP / RTU-over-TCP connections from the simulator on the given
 /// pre-bound listeners (in connection order).
-pub fn serve_simulator(site: &Arc<Site>, listeners: Vec<TcpListener>, stop: &CancellationToken, tasks: &mut tokio::task::JoinSet<()>) -> Arc<Simulator> {
+pub fn serve_simulator(
+    site: &Arc<Site>,
+    listeners: Vec<TcpListener>,
+    stop: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Arc<Simulator> {
     let sim = Simulator::new(site.clone());
     for (ci, l) in listeners.into_iter().enumerate() {
         simulator::spawn_tcp(&sim, ci, l, &SimOptions::default(), stop.clone(), tasks);
@@ -89,12 +102,15 @@ pub async fn get_text(url: &str) -> Option<String> {
     r.text().await.ok()
 }
 
-/// Parsed /metrics: (name, sorted labels) -> value.
-pub struct Metrics(pub HashMap<String, Vec<(HashMap<String, String>, f64)>>);
+/// One series: its labels and value.
+pub type Series = (HashMap<String, String>, f64);
+
+/// Parsed /metrics: metric name -> its series.
+pub struct Metrics(pub HashMap<String, Vec<Series>>);
 
 impl Metrics {
     pub fn parse(text: &str) -> Self {
-        let mut map: HashMap<String, Vec<(HashMap<String, String>, f64)>> = HashMap::new();
+        let mut map: HashMap<String, Vec<Series>> = HashMap::new();
         for line in text.lines() {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
@@ -103,7 +119,9 @@ impl Metrics {
                 Some(x) => x,
                 None => continue,
             };
-            let Ok(value) = value.parse::<f64>() else { continue };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
             let (name, labels) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
                 None => (series, ""),
@@ -111,7 +129,12 @@ impl Metrics {
             let mut lm = HashMap::new();
             for pair in split_labels(labels) {
                 if let Some((k, v)) = pair.split_once('=') {
-                    lm.insert(k.to_string(), v.trim_matches('"').replace("\\\"", "\"").replace("\\\\", "\\"));
+                    lm.insert(
+                        k.to_string(),
+                        v.trim_matches('"')
+                            .replace("\\\"", "\"")
+                            .replace("\\\\", "\\"),
+                    );
                 }
             }
             map.entry(name.to_string()).or_default().push((lm, value));
@@ -121,14 +144,31 @@ impl Metrics {
 
     /// The value of `name` whose labels include all of `labels`.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.get(name)?.iter().find(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))).map(|(_, v)| *v)
+        self.0
+            .get(name)?
+            .iter()
+            .find(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| *v)
     }
 
     /// Sum of `name` over series whose labels include all of `labels`.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.0
             .get(name)
-            .map(|v| v.iter().filter(|(l, _)| labels.iter().all(|(k, val)| l.get(*k).map(String::as_str) == Some(*val))).map(|(_, v)| v).sum())
+            .map(|v| {
+                v.iter()
+                    .filter(|(l, _)| {
+                        labels
+                            .iter()
+                            .all(|(k, val)| l.get(*k).map(String::as_str) == Some(*val))
+                    })
+                    .map(|(_, v)| v)
+                    .sum()
+            })
             .unwrap_or(0.0)
     }
 
@@ -137,7 +177,15 @@ impl Metrics {
         self.0
             .iter()
             .filter(|(name, _)| name.starts_with("propwatch_point_"))
-            .find_map(|(_, series)| series.iter().find(|(l, _)| l.get("device").map(String::as_str) == Some(device) && l.get("point").map(String::as_str) == Some(point)).map(|(_, v)| *v))
+            .find_map(|(_, series)| {
+                series
+                    .iter()
+                    .find(|(l, _)| {
+                        l.get("device").map(String::as_str) == Some(device)
+                            && l.get("point").map(String::as_str) == Some(point)
+                    })
+                    .map(|(_, v)| *v)
+            })
     }
 }
 
@@ -172,7 +220,9 @@ fn split_labels(s: &str) -> Vec<String> {
 }
 
 pub async fn metrics(addr: SocketAddr) -> Option<Metrics> {
-    get_text(&format!("http://{addr}/metrics")).await.map(|t| Metrics::parse(&t))
+    get_text(&format!("http://{addr}/metrics"))
+        .await
+        .map(|t| Metrics::parse(&t))
 }
 
 pub fn profiles_dir_of(dir: &Path) -> PathBuf {

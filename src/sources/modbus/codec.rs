@@ -125,7 +125,11 @@ fn to_be_bytes(words: &[u16], order: ByteOrder, out: &mut [u8]) {
         } else {
             words[i]
         };
-        let w = if order.swap_bytes() { w.swap_bytes() } else { w };
+        let w = if order.swap_bytes() {
+            w.swap_bytes()
+        } else {
+            w
+        };
         out[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
     }
 }
@@ -236,9 +240,13 @@ mod tests {
 
     #[test]
     fn thirty_two_bit_types_in_every_order() {
-        // 0x4048F5C3 = 3.14f32, 0xFFFFFFFE = -2i32, 0x12345678 = 305419896u32
+        // 0x4048F5C3 = 3.14f32 (a sensor reading, not pi), 0xFFFFFFFE = -2i32, 0x12345678 = 305419896u32
         let cases: [(DataType, u32, f64); 3] = [
-            (DataType::F32, 0x4048_F5C3, f64::from(3.14f32)),
+            (
+                DataType::F32,
+                0x4048_F5C3,
+                f64::from(f32::from_bits(0x4048_F5C3)),
+            ),
             (DataType::I32, 0xFFFF_FFFE, -2.0),
             (DataType::U32, 0x1234_5678, 305_419_896.0),
         ];
@@ -257,7 +265,11 @@ mod tests {
         let cases: [(DataType, u64, f64); 3] = [
             (DataType::F64, 0x4009_21FB_5444_2D18, std::f64::consts::PI),
             (DataType::I64, 0xFFFF_FFFF_FFFF_FFFE, -2.0),
-            (DataType::U64, 0x0001_0203_0405_0607, 0x0001_0203_0405_0607u64 as f64),
+            (
+                DataType::U64,
+                0x0001_0203_0405_0607,
+                0x0001_0203_0405_0607u64 as f64,
+            ),
         ];
         for (dt, bits, value) in cases {
             let b = bits.to_be_bytes();
@@ -290,7 +302,11 @@ mod tests {
                 if n == usize::from(dt.words()) && dt != DataType::Bool {
                     continue;
                 }
-                assert_eq!(decode_raw(&words, dt, ByteOrder::Abcd), None, "{dt} with {n} words");
+                assert_eq!(
+                    decode_raw(&words, dt, ByteOrder::Abcd),
+                    None,
+                    "{dt} with {n} words"
+                );
             }
         }
     }

@@ -28,14 +28,20 @@ impl fmt::Display for DecodeError {
             DecodeError::WrongLength { expected, got } => {
                 write!(f, "expected {expected} values, got {got}")
             }
-            DecodeError::WrongKind => write!(f, "registers where bits were expected or the reverse"),
+            DecodeError::WrongKind => {
+                write!(f, "registers where bits were expected or the reverse")
+            }
         }
     }
 }
 
 /// Decode the points a read serves. Yields `(profile point index, value)`; the value is
 /// `None` when it decoded to NaN or infinity.
-pub fn decode_read(profile: &Profile, read: &Read, data: &ReadData) -> Result<Vec<(usize, Option<Value>)>, DecodeError> {
+pub fn decode_read(
+    profile: &Profile,
+    read: &Read,
+    data: &ReadData,
+) -> Result<Vec<(usize, Option<Value>)>, DecodeError> {
     let mut out = Vec::with_capacity(read.points.len());
     match data {
         ReadData::Words(words) => {
@@ -68,7 +74,9 @@ pub fn decode_read(profile: &Profile, read: &Read, data: &ReadData) -> Result<Ve
                 return Err(DecodeError::WrongKind);
             }
             // Bits come packed in bytes: a reply may carry padding up to the next multiple of 8.
-            if bits.len() < usize::from(read.count) || bits.len() > usize::from(read.count).div_ceil(8) * 8 {
+            if bits.len() < usize::from(read.count)
+                || bits.len() > usize::from(read.count).div_ceil(8) * 8
+            {
                 return Err(DecodeError::WrongLength {
                     expected: read.count,
                     got: bits.len(),

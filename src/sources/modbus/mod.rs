@@ -44,7 +44,8 @@ pub fn spawn_all(
             continue;
         }
         let poller = ConnectionPoller::new(site.clone(), index, out.clone(), telemetry.clone());
-        let span = tracing::info_span!("modbus", connection = %conn.id, transport = conn.transport.kind());
+        let span =
+            tracing::info_span!("modbus", connection = %conn.id, transport = conn.transport.kind());
         tasks.spawn(poller.run(shutdown.clone()).instrument(span));
     }
 }
@@ -78,7 +79,12 @@ struct ConnectionPoller {
 }
 
 impl ConnectionPoller {
-    fn new(site: Arc<Site>, conn: usize, out: mpsc::Sender<SourceEvent>, telemetry: Arc<Telemetry>) -> Self {
+    fn new(
+        site: Arc<Site>,
+        conn: usize,
+        out: mpsc::Sender<SourceEvent>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             site,
             conn,
@@ -108,17 +114,17 @@ impl ConnectionPoller {
                 let interval = self.site.devices[device as usize].poll_interval;
                 DeviceSlot {
                     device,
-                    next_due: start + interval.mul_f64(f64::from(i as u32) / f64::from(n.max(1))).min(interval),
+                    next_due: start
+                        + interval
+                            .mul_f64(f64::from(i as u32) / f64::from(n.max(1)))
+                            .min(interval),
                     consecutive_failures: 0,
                     online: None,
                 }
             })
             .collect();
         info!(devices = slots.len(), "polling started");
-        loop {
-            let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_due) else {
-                break;
-            };
+        while let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_due) {
             let due = slots[i].next_due;
             tokio::select! {
                 biased;
@@ -127,7 +133,9 @@ impl ConnectionPoller {
             }
             let site = self.site.clone();
             let device = &site.devices[slots[i].device as usize];
-            let outcome = self.poll_device(device, slots[i].consecutive_failures == 0, &shutdown).await;
+            let outcome = self
+                .poll_device(device, slots[i].consecutive_failures == 0, &shutdown)
+                .await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -138,8 +146,10 @@ impl ConnectionPoller {
                     slot.consecutive_failures = 0;
                     let mut next = slot.next_due + device.poll_interval;
                     if next <= now {
-                        self.telemetry.modbus_poll_overrun(&self.site.connections[self.conn].id);
-                        let missed = (now - next).as_nanos() / device.poll_interval.as_nanos().max(1) + 1;
+                        self.telemetry
+                            .modbus_poll_overrun(&self.site.connections[self.conn].id);
+                        let missed =
+                            (now - next).as_nanos() / device.poll_interval.as_nanos().max(1) + 1;
                         next += device.poll_interval * missed as u32;
                     }
                     slot.next_due = next;
@@ -151,13 +161,19 @@ impl ConnectionPoller {
                 }
                 PollOutcome::Failed(reason) => {
                     slot.consecutive_failures = slot.consecutive_failures.saturating_add(1);
-                    let over = slot.consecutive_failures.saturating_sub(device.offline_after_failures);
+                    let over = slot
+                        .consecutive_failures
+                        .saturating_sub(device.offline_after_failures);
                     if slot.consecutive_failures >= device.offline_after_failures {
                         // offline: probe with exponential backoff, capped
                         let backoff = device
                             .poll_interval
                             .saturating_mul(1u32 << over.min(16))
-                            .min(self.site.connections[self.conn].device_backoff_max.max(device.poll_interval));
+                            .min(
+                                self.site.connections[self.conn]
+                                    .device_backoff_max
+                                    .max(device.poll_interval),
+                            );
                         slot.next_due = now + backoff;
                         if slot.online != Some(false) {
                             slot.online = Some(false);
@@ -244,14 +260,25 @@ impl ConnectionPoller {
     }
 
     /// Poll one device: every planned read, in order. Returns whether it answered.
-    async fn poll_device(&mut self, device: &Device, healthy: bool, shutdown: &CancellationToken) -> PollOutcome {
+    async fn poll_device(
+        &mut self,
+        device: &Device,
+        healthy: bool,
+        shutdown: &CancellationToken,
+    ) -> PollOutcome {
         let conn_id = self.site.connections[self.conn].id.clone();
         if let Err(reason) = self.ensure_connected().await {
-            self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::IoError);
-            self.send_bad(device, &device.reads.iter().collect::<Vec<_>>()).await;
+            self.telemetry
+                .modbus_request(&conn_id, &device.id, ModbusResult::IoError);
+            self.send_bad(device, &device.reads.iter().collect::<Vec<_>>())
+                .await;
             return PollOutcome::Failed(reason);
         }
-        let attempts = if healthy { 1 + self.site.connections[self.conn].retries } else { 1 };
+        let attempts = if healthy {
+            1 + self.site.connections[self.conn].retries
+        } else {
+            1
+        };
         let mut answered = false;
         let mut failure: Option<String> = None;
         let mut samples = Vec::with_capacity(device.point_count as usize);
@@ -266,7 +293,9 @@ impl ConnectionPoller {
                     break Err(("io_error", "connection lost".to_string()));
                 }
                 self.frame_gap().await;
-                let result = self.transact(device, read.function, read.start, read.count).await;
+                let result = self
+                    .transact(device, read.function, read.start, read.count)
+                    .await;
                 self.last_frame = Some(Instant::now());
                 match result {
                     Err((class @ ("timeout" | "io_error"), _)) if attempt < attempts => {
@@ -281,7 +310,8 @@ impl ConnectionPoller {
                 Ok(Ok(data)) => match decode::decode_read(&device.profile, read, &data) {
                     Ok(values) => {
                         answered = true;
-                        self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Ok);
+                        self.telemetry
+                            .modbus_request(&conn_id, &device.id, ModbusResult::Ok);
                         for (pi, value) in values {
                             let point = device.first_point + pi as u32;
                             match value {
@@ -299,17 +329,30 @@ impl ConnectionPoller {
                         }
                     }
                     Err(e) => {
-                        self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Malformed);
+                        self.telemetry.modbus_request(
+                            &conn_id,
+                            &device.id,
+                            ModbusResult::Malformed,
+                        );
                         warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, error = %e, "malformed reply");
-                        samples.extend(read.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                        samples.extend(
+                            read.points
+                                .iter()
+                                .map(|&pi| bad(device.first_point + pi as u32, now)),
+                        );
                         failure.get_or_insert_with(|| format!("malformed reply: {e}"));
                     }
                 },
                 Ok(Err(exception)) => {
                     answered = true;
-                    self.telemetry.modbus_request(&conn_id, &device.id, ModbusResult::Exception);
+                    self.telemetry
+                        .modbus_request(&conn_id, &device.id, ModbusResult::Exception);
                     warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, %exception, "exception reply");
-                    samples.extend(read.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                    samples.extend(
+                        read.points
+                            .iter()
+                            .map(|&pi| bad(device.first_point + pi as u32, now)),
+                    );
                 }
                 Err((class, message)) => {
                     let result = match class {
@@ -323,7 +366,11 @@ impl ConnectionPoller {
                     // give up on this poll so the rest of the bus keeps its rate.
                     let rest: Vec<_> = device.reads[ri..].iter().collect();
                     for r in &rest {
-                        samples.extend(r.points.iter().map(|&pi| bad(device.first_point + pi as u32, now)));
+                        samples.extend(
+                            r.points
+                                .iter()
+                                .map(|&pi| bad(device.first_point + pi as u32, now)),
+                        );
                     }
                     break;
                 }
@@ -343,7 +390,11 @@ impl ConnectionPoller {
         let now = SystemTime::now();
         let samples: Vec<Sample> = reads
             .iter()
-            .flat_map(|r| r.points.iter().map(move |&pi| bad(device.first_point + pi as u32, now)))
+            .flat_map(|r| {
+                r.points
+                    .iter()
+                    .map(move |&pi| bad(device.first_point + pi as u32, now))
+            })
             .collect();
         if !samples.is_empty() {
             let _ = self.out.send(SourceEvent::Samples(samples)).await;
@@ -376,15 +427,22 @@ impl ConnectionPoller {
         let call = async {
             ctx.call(request).await.map(|r| {
                 r.map(|response| match response {
-                    Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => ReadData::Bits(bits),
-                    Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => ReadData::Words(words),
+                    Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+                        ReadData::Bits(bits)
+                    }
+                    Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+                        ReadData::Words(words)
+                    }
                     // call() rejects replies whose function differs from the request's
                     _ => ReadData::Words(Vec::new()),
                 })
             })
         };
         let result = match timeout(deadline, call).await {
-            Err(_) => Err(("timeout", format!("no reply within {} ms", deadline.as_millis()))),
+            Err(_) => Err((
+                "timeout",
+                format!("no reply within {} ms", deadline.as_millis()),
+            )),
             Ok(Err(tokio_modbus::Error::Transport(e))) => Err(("io_error", e.to_string())),
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(("garbled", e.to_string())),
             Ok(Ok(r)) => Ok(r),
@@ -414,7 +472,10 @@ pub fn rtu_silence(conn: &Connection) -> Duration {
     let (baud, bits) = match &conn.transport {
         crate::config::Transport::Rtu(s) => {
             let parity = u32::from(s.parity != crate::config::Parity::None);
-            (s.baud_rate, 1 + u32::from(s.data_bits) + parity + u32::from(s.stop_bits))
+            (
+                s.baud_rate,
+                1 + u32::from(s.data_bits) + parity + u32::from(s.stop_bits),
+            )
         }
         _ => (conn.baud_rate, 11),
     };

@@ -118,7 +118,10 @@ pub fn plan(spans: &[Span], blocks: &[Block], limits: &Limits) -> Vec<Read> {
         let (max_count, max_gap) = if span.function.is_bit_access() {
             (u32::from(limits.max_bits), u32::from(limits.max_gap_bits))
         } else {
-            (u32::from(limits.max_registers), u32::from(limits.max_gap_registers))
+            (
+                u32::from(limits.max_registers),
+                u32::from(limits.max_gap_registers),
+            )
         };
         if let Some((read, read_block)) = current.as_mut() {
             let read_end = u32::from(read.start) + u32::from(read.count);
@@ -169,7 +172,10 @@ mod tests {
     /// (function, start, count) of each read.
     fn check(spans: &[Span], blocks: &[Block], limits: Limits, expected: &[(Function, u16, u16)]) {
         let reads = plan(spans, blocks, &limits);
-        let got: Vec<_> = reads.iter().map(|r| (r.function, r.start, r.count)).collect();
+        let got: Vec<_> = reads
+            .iter()
+            .map(|r| (r.function, r.start, r.count))
+            .collect();
         assert_eq!(got, expected, "spans {spans:?}");
         // every point is served exactly once, by a read that covers it
         let mut served = vec![0; spans.len()];
@@ -198,47 +204,159 @@ mod tests {
             ..d
         };
         // (spans, blocks, limits, expected reads)
-        let cases: Vec<(Vec<Span>, Vec<Block>, Limits, Vec<(Function, u16, u16)>)> = vec![
+        type Case = (Vec<Span>, Vec<Block>, Limits, Vec<(Function, u16, u16)>);
+        let cases: Vec<Case> = vec![
             // nothing to read
             (vec![], vec![], d, vec![]),
             // adjacent registers merge
-            (vec![s(HoldingRegisters, 0, 2), s(HoldingRegisters, 2, 2)], vec![], d, vec![(HoldingRegisters, 0, 4)]),
+            (
+                vec![s(HoldingRegisters, 0, 2), s(HoldingRegisters, 2, 2)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 0, 4)],
+            ),
             // input order does not matter
-            (vec![s(HoldingRegisters, 2, 2), s(HoldingRegisters, 0, 2)], vec![], d, vec![(HoldingRegisters, 0, 4)]),
+            (
+                vec![s(HoldingRegisters, 2, 2), s(HoldingRegisters, 0, 2)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 0, 4)],
+            ),
             // a gap within max_gap is read through
-            (vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 11, 1)], vec![], d, vec![(HoldingRegisters, 0, 12)]),
+            (
+                vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 11, 1)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 0, 12)],
+            ),
             // a gap beyond max_gap splits
-            (vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 12, 1)], vec![], d, vec![(HoldingRegisters, 0, 1), (HoldingRegisters, 12, 1)]),
+            (
+                vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 12, 1)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 0, 1), (HoldingRegisters, 12, 1)],
+            ),
             // gap 0 allowed: adjacent still merge, a one-register hole splits
-            (vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 1, 1), s(HoldingRegisters, 3, 1)], vec![], tight, vec![(HoldingRegisters, 0, 2), (HoldingRegisters, 3, 1)]),
+            (
+                vec![
+                    s(HoldingRegisters, 0, 1),
+                    s(HoldingRegisters, 1, 1),
+                    s(HoldingRegisters, 3, 1),
+                ],
+                vec![],
+                tight,
+                vec![(HoldingRegisters, 0, 2), (HoldingRegisters, 3, 1)],
+            ),
             // function codes never merge
-            (vec![s(HoldingRegisters, 0, 1), s(InputRegisters, 1, 1)], vec![], d, vec![(HoldingRegisters, 0, 1), (InputRegisters, 1, 1)]),
+            (
+                vec![s(HoldingRegisters, 0, 1), s(InputRegisters, 1, 1)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 0, 1), (InputRegisters, 1, 1)],
+            ),
             // bits of one register share the read
-            (vec![s(HoldingRegisters, 5, 1), s(HoldingRegisters, 5, 1), s(HoldingRegisters, 5, 1)], vec![], d, vec![(HoldingRegisters, 5, 1)]),
+            (
+                vec![
+                    s(HoldingRegisters, 5, 1),
+                    s(HoldingRegisters, 5, 1),
+                    s(HoldingRegisters, 5, 1),
+                ],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 5, 1)],
+            ),
             // the 125-register limit splits a long map
-            ((0..130).map(|a| s(InputRegisters, a, 1)).collect(), vec![], d, vec![(InputRegisters, 0, 125), (InputRegisters, 125, 5)]),
+            (
+                (0..130).map(|a| s(InputRegisters, a, 1)).collect(),
+                vec![],
+                d,
+                vec![(InputRegisters, 0, 125), (InputRegisters, 125, 5)],
+            ),
             // a 2-register value is never split across reads
-            (vec![s(HoldingRegisters, 0, 9), s(HoldingRegisters, 9, 2)], vec![], small, vec![(HoldingRegisters, 0, 9), (HoldingRegisters, 9, 2)]),
+            (
+                vec![s(HoldingRegisters, 0, 9), s(HoldingRegisters, 9, 2)],
+                vec![],
+                small,
+                vec![(HoldingRegisters, 0, 9), (HoldingRegisters, 9, 2)],
+            ),
             // coils: 2000-bit limit and bit gap
-            ((0..2001).map(|a| s(Coils, a, 1)).collect(), vec![], d, vec![(Coils, 0, 2000), (Coils, 2000, 1)]),
-            (vec![s(DiscreteInputs, 0, 1), s(DiscreteInputs, 64, 1), s(DiscreteInputs, 200, 1)], vec![], d, vec![(DiscreteInputs, 0, 65), (DiscreteInputs, 200, 1)]),
-            (vec![s(Coils, 0, 1), s(Coils, 17, 1)], vec![], small, vec![(Coils, 0, 1), (Coils, 17, 1)]),
+            (
+                (0..2001).map(|a| s(Coils, a, 1)).collect(),
+                vec![],
+                d,
+                vec![(Coils, 0, 2000), (Coils, 2000, 1)],
+            ),
+            (
+                vec![
+                    s(DiscreteInputs, 0, 1),
+                    s(DiscreteInputs, 64, 1),
+                    s(DiscreteInputs, 200, 1),
+                ],
+                vec![],
+                d,
+                vec![(DiscreteInputs, 0, 65), (DiscreteInputs, 200, 1)],
+            ),
+            (
+                vec![s(Coils, 0, 1), s(Coils, 17, 1)],
+                vec![],
+                small,
+                vec![(Coils, 0, 1), (Coils, 17, 1)],
+            ),
             // blocks: two points 1 apart but in different blocks stay apart
             (
-                vec![s(HoldingRegisters, 0x1FFF, 1), s(HoldingRegisters, 0x2000, 2)],
-                vec![Block { function: HoldingRegisters, start: 0x1F00, count: 0x100 }, Block { function: HoldingRegisters, start: 0x2000, count: 0x50 }],
+                vec![
+                    s(HoldingRegisters, 0x1FFF, 1),
+                    s(HoldingRegisters, 0x2000, 2),
+                ],
+                vec![
+                    Block {
+                        function: HoldingRegisters,
+                        start: 0x1F00,
+                        count: 0x100,
+                    },
+                    Block {
+                        function: HoldingRegisters,
+                        start: 0x2000,
+                        count: 0x50,
+                    },
+                ],
                 d,
                 vec![(HoldingRegisters, 0x1FFF, 1), (HoldingRegisters, 0x2000, 2)],
             ),
             // blocks of one function do not constrain another function
             (
-                vec![s(HoldingRegisters, 0, 1), s(HoldingRegisters, 1, 1), s(InputRegisters, 0, 1), s(InputRegisters, 1, 1)],
-                vec![Block { function: HoldingRegisters, start: 0, count: 1 }, Block { function: HoldingRegisters, start: 1, count: 1 }],
+                vec![
+                    s(HoldingRegisters, 0, 1),
+                    s(HoldingRegisters, 1, 1),
+                    s(InputRegisters, 0, 1),
+                    s(InputRegisters, 1, 1),
+                ],
+                vec![
+                    Block {
+                        function: HoldingRegisters,
+                        start: 0,
+                        count: 1,
+                    },
+                    Block {
+                        function: HoldingRegisters,
+                        start: 1,
+                        count: 1,
+                    },
+                ],
                 d,
-                vec![(HoldingRegisters, 0, 1), (HoldingRegisters, 1, 1), (InputRegisters, 0, 2)],
+                vec![
+                    (HoldingRegisters, 0, 1),
+                    (HoldingRegisters, 1, 1),
+                    (InputRegisters, 0, 2),
+                ],
             ),
             // the top of the address space
-            (vec![s(HoldingRegisters, 65534, 2)], vec![], d, vec![(HoldingRegisters, 65534, 2)]),
+            (
+                vec![s(HoldingRegisters, 65534, 2)],
+                vec![],
+                d,
+                vec![(HoldingRegisters, 65534, 2)],
+            ),
         ];
         for (spans, blocks, limits, expected) in cases {
             check(&spans, &blocks, limits, &expected);
@@ -248,9 +366,15 @@ mod tests {
     #[test]
     fn dtsu666_map_is_one_read() {
         // Uab..Ubc..Ua..Ia..P..PF..Hz of a DTSU666: 0x2000..0x2045 in float32 pairs
-        let addrs = [0x2000, 0x2002, 0x2004, 0x2006, 0x2008, 0x200A, 0x200C, 0x200E, 0x2010, 0x2012, 0x202A, 0x2044];
+        let addrs = [
+            0x2000, 0x2002, 0x2004, 0x2006, 0x2008, 0x200A, 0x200C, 0x200E, 0x2010, 0x2012, 0x202A,
+            0x2044,
+        ];
         let spans: Vec<_> = addrs.iter().map(|&a| s(HoldingRegisters, a, 2)).collect();
-        let l = Limits { max_gap_registers: 30, ..Limits::default() };
+        let l = Limits {
+            max_gap_registers: 30,
+            ..Limits::default()
+        };
         check(&spans, &[], l, &[(HoldingRegisters, 0x2000, 0x46)]);
     }
 }
