@@ -256,20 +256,17 @@ async fn simulate_takes_scenarios_by_flag_and_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_check() {
-    let ls = listeners(2).await;
-    let toml = format!(
-        "[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[connections]]\nid = \"a\"\ntransport = \"tcp\"\naddress = \"{}\"\n[[connections]]\nid = \"b\"\ntransport = \"rtu_over_tcp\"\naddress = \"{}\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"pump\"\nprofile = \"sim-pump-room\"\nconnection = \"a\"\npoll_interval_ms = 200\n[[rooms.devices]]\nid = \"meter\"\nprofile = \"chnt-dtsu666\"\nconnection = \"a\"\nunit_id = 2\npoll_interval_ms = 200\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"b\"\npoll_interval_ms = 200\n",
-        ls[0].1, ls[1].1
-    );
-    let (_dir, site) = site_in_tempdir(&toml, &[]);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let _sim = serve_simulator(
-        &site,
-        ls.into_iter().map(|(l, _)| l).collect(),
-        &stop,
-        &mut tasks,
-    );
+    let served = SimulatedSite::start(
+        2,
+        |a| {
+            format!("[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[connections]]\nid = \"a\"\ntransport = \"tcp\"\naddress = \"{}\"\n[[connections]]\nid = \"b\"\ntransport = \"rtu_over_tcp\"\naddress = \"{}\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"pump\"\nprofile = \"sim-pump-room\"\nconnection = \"a\"\npoll_interval_ms = 200\n[[rooms.devices]]\nid = \"meter\"\nprofile = \"chnt-dtsu666\"\nconnection = \"a\"\nunit_id = 2\npoll_interval_ms = 200\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"b\"\npoll_interval_ms = 200\n",
+                a[0], a[1]
+            )
+        },
+        &[],
+    )
+    .await;
+    let site = served.site.clone();
     let daemon = propwatch::app::start(site).await.unwrap();
     let addr = daemon.http_addr;
     let text = wait_for("points on /metrics", Duration::from_secs(20), || async {
@@ -299,5 +296,4 @@ async fn metrics_pass_promtool_check() {
         String::from_utf8_lossy(&out.stderr)
     );
     daemon.stop(Duration::from_secs(5)).await;
-    stop.cancel();
 }

@@ -100,17 +100,8 @@ poll_interval_ms = 200
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_point_arrives_with_the_value_the_simulator_serves() {
-    let ls = listeners(4).await;
-    let addrs: Vec<_> = ls.iter().map(|(_, a)| *a).collect();
-    let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(
-        &site,
-        ls.into_iter().map(|(l, _)| l).collect(),
-        &stop,
-        &mut tasks,
-    );
+    let estate = SimulatedSite::start(4, estate_toml, &[]).await;
+    let (site, sim) = (estate.site.clone(), estate.sim.clone());
     for d in &site.devices {
         sim.freeze(&d.id);
     }
@@ -159,22 +150,12 @@ async fn every_point_arrives_with_the_value_the_simulator_serves() {
         0.0
     );
     daemon.stop(Duration::from_secs(5)).await;
-    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_reach_the_daemon() {
-    let ls = listeners(4).await;
-    let addrs: Vec<_> = ls.iter().map(|(_, a)| *a).collect();
-    let (_dir, site) = site_in_tempdir(&estate_toml(&addrs), &[]);
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(
-        &site,
-        ls.into_iter().map(|(l, _)| l).collect(),
-        &stop,
-        &mut tasks,
-    );
+    let estate = SimulatedSite::start(4, estate_toml, &[]).await;
+    let (site, sim) = (estate.site.clone(), estate.sim.clone());
     let daemon = propwatch::app::start(site.clone()).await.unwrap();
     let addr = daemon.http_addr;
     wait_for("meter voltage present", DEADLINE, || async {
@@ -234,7 +215,6 @@ async fn scenarios_reach_the_daemon() {
     })
     .await;
     daemon.stop(Duration::from_secs(5)).await;
-    stop.cancel();
 }
 
 /// Three generic devices on one RTU-over-TCP bus.
@@ -288,11 +268,9 @@ scale = 0.1
 "#;
 
 struct Bus {
-    _dir: tempfile::TempDir,
     sim: std::sync::Arc<propwatch::simulator::Simulator>,
     daemon: propwatch::app::Daemon,
-    stop: CancellationToken,
-    _tasks: tokio::task::JoinSet<()>,
+    _served: SimulatedSite,
 }
 
 async fn bus(
@@ -300,28 +278,22 @@ async fn bus(
     timeout_ms: u64,
     before_start: impl FnOnce(&propwatch::simulator::Simulator),
 ) -> Bus {
-    let ls = listeners(1).await;
-    let addr = ls[0].1;
-    let (dir, site) = site_in_tempdir(&bus_toml(addr, poll_ms, timeout_ms), &[("tiny.toml", TINY)]);
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let sim = serve_simulator(
-        &site,
-        ls.into_iter().map(|(l, _)| l).collect(),
-        &stop,
-        &mut tasks,
-    );
+    let served = SimulatedSite::start(
+        1,
+        |a| bus_toml(a[0], poll_ms, timeout_ms),
+        &[("tiny.toml", TINY)],
+    )
+    .await;
+    let sim = served.sim.clone();
     for d in ["d1", "d2", "d3"] {
         sim.freeze(d);
     }
     before_start(&sim);
-    let daemon = propwatch::app::start(site).await.unwrap();
+    let daemon = propwatch::app::start(served.site.clone()).await.unwrap();
     Bus {
-        _dir: dir,
         sim,
         daemon,
-        stop,
-        _tasks: tasks,
+        _served: served,
     }
 }
 
@@ -388,7 +360,6 @@ async fn a_dead_unit_never_stalls_its_neighbours() {
     })
     .await;
     b.daemon.stop(Duration::from_secs(5)).await;
-    b.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +400,6 @@ async fn malformed_replies_are_counted_and_harmless() {
     })
     .await;
     b.daemon.stop(Duration::from_secs(5)).await;
-    b.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,7 +446,6 @@ async fn replies_later_than_the_timeout_do_not_desynchronise_the_bus() {
         "a late reply was mistaken for another"
     );
     b.daemon.stop(Duration::from_secs(5)).await;
-    b.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

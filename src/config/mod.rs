@@ -264,9 +264,20 @@ pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    compile(path, &text, None)
+}
+
+/// Compile a site from TOML text, with profiles from `profiles_dir` (tests and generators).
+pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, ConfigErrors> {
+    compile(path, text, Some(profiles_dir))
+}
+
+/// Parse and compile; profiles come from `profiles_dir`, else from the file's own
+/// `profiles_dir` relative to it. Problems in the site file and in every profile are all
+/// collected before returning.
+fn compile(path: &Path, text: &str, profiles_dir: Option<&Path>) -> Result<Site, ConfigErrors> {
     let mut problems = Problems { list: Vec::new() };
-    let site_file: Option<raw::SiteFile> = match toml::from_str(&text) {
+    let site_file: Option<raw::SiteFile> = match toml::from_str(text) {
         Ok(f) => Some(f),
         Err(e) => {
             problems.add(
@@ -277,35 +288,16 @@ pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
             None
         }
     };
-    let profiles_dir = base.join(
-        site_file
-            .as_ref()
-            .map(|f| f.profiles_dir.as_str())
-            .unwrap_or("profiles"),
-    );
+    let profiles_dir = match profiles_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => path.parent().unwrap_or(Path::new(".")).join(
+            site_file
+                .as_ref()
+                .map_or("profiles", |f| f.profiles_dir.as_str()),
+        ),
+    };
     let profiles = load_profiles(&profiles_dir, &mut problems);
     let site = site_file.and_then(|f| compile_site(path, f, &profiles, &mut problems));
-    match site {
-        Some(site) if problems.list.is_empty() => Ok(site),
-        _ => Err(ConfigErrors(problems.list)),
-    }
-}
-
-/// Compile a site from TOML text and already-parsed profiles; used by tests and generators.
-pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, ConfigErrors> {
-    let mut problems = Problems { list: Vec::new() };
-    let profiles = load_profiles(profiles_dir, &mut problems);
-    let site = match toml::from_str::<raw::SiteFile>(text) {
-        Ok(f) => compile_site(path, f, &profiles, &mut problems),
-        Err(e) => {
-            problems.add(
-                path,
-                "",
-                format!("invalid TOML: {}", e.to_string().trim_end()),
-            );
-            None
-        }
-    };
     match site {
         Some(site) if problems.list.is_empty() => Ok(site),
         _ => Err(ConfigErrors(problems.list)),

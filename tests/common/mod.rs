@@ -228,3 +228,48 @@ pub async fn metrics(addr: SocketAddr) -> Option<Metrics> {
 pub fn profiles_dir_of(dir: &Path) -> PathBuf {
     dir.join("profiles")
 }
+
+/// A site config served by the in-process simulator on OS-assigned loopback ports.
+/// Everything stops when it is dropped.
+pub struct SimulatedSite {
+    pub dir: tempfile::TempDir,
+    pub site: Arc<Site>,
+    pub sim: Arc<Simulator>,
+    pub stop: CancellationToken,
+    pub tasks: tokio::task::JoinSet<()>,
+}
+
+impl SimulatedSite {
+    /// Bind `connections` listeners, write the config `toml(addresses)` (plus `extra_profiles`)
+    /// and serve connection i on listener i.
+    pub async fn start(
+        connections: usize,
+        toml: impl FnOnce(&[SocketAddr]) -> String,
+        extra_profiles: &[(&str, &str)],
+    ) -> Self {
+        let ls = listeners(connections).await;
+        let addrs: Vec<_> = ls.iter().map(|(_, a)| *a).collect();
+        let (dir, site) = site_in_tempdir(&toml(&addrs), extra_profiles);
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let sim = serve_simulator(
+            &site,
+            ls.into_iter().map(|(l, _)| l).collect(),
+            &stop,
+            &mut tasks,
+        );
+        Self {
+            dir,
+            site,
+            sim,
+            stop,
+            tasks,
+        }
+    }
+}
+
+impl Drop for SimulatedSite {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
