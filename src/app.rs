@@ -45,6 +45,7 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
         telemetry: telemetry.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
+        point_families: Arc::new(crate::sinks::prometheus::PointFamilies::new(&site)),
     };
 
     // Bounded: if the core falls behind, sources wait (back-pressure) rather than buffer

@@ -27,6 +27,7 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
     pub started: Instant,
+    pub point_families: Arc<crate::sinks::prometheus::PointFamilies>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -87,7 +88,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .http_requests
         .with_label_values(&["/metrics", "2xx"])
         .inc();
-    let body = crate::sinks::prometheus::render(&s.site, &s.table, &s.telemetry.registry);
+    let body = crate::sinks::prometheus::render(
+        &s.site,
+        &s.point_families,
+        &s.table,
+        &s.telemetry.registry,
+    );
     (
         [(
             header::CONTENT_TYPE,

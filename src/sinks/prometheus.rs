@@ -1,15 +1,18 @@
 //! Prometheus exposition of point values: one gauge family per unit, named with the unit
 //! (`propwatch_point_volts`, `propwatch_point_megapascals`, ...), labelled
-//! site/room/device/point. Built from the live table at scrape time, so 100k points cost no
-//! per-point metric objects. Points without a good value are left out (stale, not zero).
+//! site/room/device/point. Written as text straight from the live table at scrape time: no
+//! per-point metric objects, and no per-scrape allocation per label (measured: building
+//! protobuf families for 20k points cost ~15 MiB per scrape). Points without a good value
+//! are left out (stale, not zero).
 //! Unit names avoid the non-base units `promtool check metrics` rejects (hours, milligrams):
 //! kWh is `kilowatthours`, mg/L is `grams_per_cubic_meter` (numerically identical).
 
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use crate::config::Site;
 use crate::live::LiveTable;
-use crate::model::Quality;
+use crate::model::{PointId, Quality};
 
 /// Metric-name suffix for a unit string as written in profiles.
 pub fn unit_suffix(unit: Option<&str>) -> String {
@@ -66,70 +69,101 @@ pub fn point_metric_name(unit: Option<&str>) -> String {
     format!("propwatch_point_{}", unit_suffix(unit))
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_string());
-    l.set_value(value.to_string());
-    l
+/// The point gauge families of a site, grouped once at startup: which points go under which
+/// unit-named metric. Rendering then writes text directly, without building a metric object
+/// (and four owned label strings) per point on every scrape.
+pub struct PointFamilies {
+    families: Vec<(String, Vec<PointId>)>,
 }
 
-/// Gauge families for every point with a good value.
-pub fn point_families(site: &Site, table: &LiveTable) -> Vec<MetricFamily> {
-    let mut families: std::collections::BTreeMap<String, Vec<Metric>> = Default::default();
-    table.with_points(|states| {
+impl PointFamilies {
+    pub fn new(site: &Site) -> Self {
+        let mut by_name: BTreeMap<String, Vec<PointId>> = BTreeMap::new();
         for p in &site.points {
-            let state = states[p.index as usize];
-            let (Quality::Good, Some(value)) = (state.quality, state.value) else {
-                continue;
-            };
             let device = &site.devices[p.device as usize];
-            let pp = &device.profile.points[p.profile_point];
-            let mut g = Gauge::default();
-            g.set_value(value.as_f64());
-            let mut m = Metric::default();
-            m.set_label(vec![
-                label("device", &device.id),
-                label("point", &p.id),
-                label("room", &site.rooms[device.room].id),
-                label("site", &site.id),
-            ]);
-            m.set_gauge(g);
-            families
-                .entry(point_metric_name(pp.unit.as_deref()))
+            let unit = device.profile.points[p.profile_point].unit.as_deref();
+            by_name
+                .entry(point_metric_name(unit))
                 .or_default()
-                .push(m);
+                .push(p.index);
         }
-    });
-    families
-        .into_iter()
-        .map(|(name, metrics)| {
-            let mut f = MetricFamily::default();
-            f.set_help(format!(
-                "Point values measured in the unit named by the metric ({name})."
-            ));
-            f.set_name(name);
-            f.set_field_type(MetricType::GAUGE);
-            f.set_metric(metrics);
-            f
-        })
-        .collect()
+        Self {
+            families: by_name.into_iter().collect(),
+        }
+    }
+
+    /// Append the text exposition of every point with a good value.
+    pub fn render(&self, site: &Site, table: &LiveTable, out: &mut String) {
+        table.with_points(|states| {
+            for (name, points) in &self.families {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} Point values in the unit the metric name gives."
+                );
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                for &pi in points {
+                    let state = states[pi as usize];
+                    let (Quality::Good, Some(value)) = (state.quality, state.value) else {
+                        continue;
+                    };
+                    let p = &site.points[pi as usize];
+                    let device = &site.devices[p.device as usize];
+                    out.push_str(name);
+                    out.push_str("{device=\"");
+                    escape_label(&device.id, out);
+                    out.push_str("\",point=\"");
+                    escape_label(&p.id, out);
+                    out.push_str("\",room=\"");
+                    escape_label(&site.rooms[device.room].id, out);
+                    out.push_str("\",site=\"");
+                    escape_label(&site.id, out);
+                    let _ = writeln!(out, "\"}} {}", value.as_f64());
+                }
+            }
+        });
+    }
+}
+
+/// Label-value escaping of the text exposition format: backslash, double quote, newline.
+fn escape_label(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// The full /metrics text: the daemon's own metrics and every point.
-pub fn render(site: &Site, table: &LiveTable, registry: &prometheus::Registry) -> String {
+pub fn render(
+    site: &Site,
+    points: &PointFamilies,
+    table: &LiveTable,
+    registry: &prometheus::Registry,
+) -> String {
     use prometheus::Encoder;
-    let mut families = registry.gather();
-    families.extend(point_families(site, table));
     let mut buf = Vec::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut buf) {
+    if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
-    String::from_utf8(buf).unwrap_or_default()
+    let mut out = String::from_utf8(buf).unwrap_or_default();
+    out.reserve(site.points.len() * 96);
+    points.render(site, table, &mut out);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        escape_label("a\\b\"c\nd", &mut out);
+        assert_eq!(out, "a\\\\b\\\"c\\nd");
+    }
 
     #[test]
     fn unit_names() {
