@@ -485,3 +485,68 @@ pub fn rtu_silence(conn: &Connection) -> Duration {
         Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(baud.max(1)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Parity, SerialSettings, Transport};
+
+    fn conn(transport: Transport, baud_rate: u32) -> Connection {
+        Connection {
+            id: "c".into(),
+            transport,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            retries: 0,
+            inter_request_delay: Duration::ZERO,
+            baud_rate,
+            reconnect_backoff_max: Duration::from_secs(1),
+            device_backoff_max: Duration::from_secs(1),
+            limits: Default::default(),
+            devices: vec![],
+        }
+    }
+
+    fn serial(baud_rate: u32, parity: Parity, stop_bits: u8) -> Transport {
+        Transport::Rtu(SerialSettings {
+            port: "/dev/null".into(),
+            baud_rate,
+            parity,
+            data_bits: 8,
+            stop_bits,
+        })
+    }
+
+    #[test]
+    fn rtu_silence_is_three_and_a_half_characters() {
+        // (transport, baud, expected microseconds)
+        let cases = [
+            (serial(9600, Parity::None, 1), 9600, 3646), // 10-bit characters
+            (serial(9600, Parity::Even, 1), 9600, 4010), // 11-bit characters
+            (serial(2400, Parity::None, 2), 2400, 16042),
+            (serial(19200, Parity::Even, 1), 19200, 2005),
+            (serial(38400, Parity::Even, 1), 38400, 1750), // fixed above 19200 baud
+            (
+                Transport::RtuOverTcp {
+                    address: "x:1".into(),
+                },
+                9600,
+                4010,
+            ),
+            (
+                Transport::RtuOverTcp {
+                    address: "x:1".into(),
+                },
+                115200,
+                1750,
+            ),
+        ];
+        for (t, baud, micros) in cases {
+            let got = rtu_silence(&conn(t.clone(), baud)).as_micros();
+            assert!(
+                got.abs_diff(micros) <= 1,
+                "{t:?} at {baud}: {got} us, expected {micros}"
+            );
+        }
+    }
+}
