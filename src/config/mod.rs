@@ -2,6 +2,7 @@
 //! result into the immutable [`Site`] the daemon runs on. `compile` reports *every* problem
 //! at once, each with its file and key; `check-config` and systemd's `ExecStartPre` use it.
 
+pub mod mqtt;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,6 +60,8 @@ pub struct Site {
     pub http_listen: SocketAddr,
     pub simulator_http_listen: SocketAddr,
     pub connections: Vec<Connection>,
+    /// The MQTT broker, when any device uses an MQTT profile (or the section is present).
+    pub mqtt: Option<mqtt::MqttBroker>,
     pub rooms: Vec<Room>,
     pub devices: Vec<Device>,
     pub points: Vec<Point>,
@@ -152,6 +155,8 @@ pub struct Device {
     pub profile: Arc<Profile>,
     pub connection: Option<usize>,
     pub unit_id: u8,
+    /// The device's `{device}` level in MQTT topics.
+    pub topic_id: String,
     pub poll_interval: Duration,
     pub offline_after_failures: u32,
     pub tags: BTreeMap<String, String>,
@@ -178,6 +183,8 @@ pub struct Profile {
     pub manufacturer: Option<String>,
     pub sim_model: Option<String>,
     pub file: PathBuf,
+    /// Set for MQTT profiles (`protocol = "mqtt"`); Modbus profiles have none.
+    pub mqtt: Option<mqtt::MqttProfile>,
     pub points: Vec<ProfilePoint>,
     pub blocks: Vec<Block>,
     pub max_registers_per_read: Option<u16>,
@@ -194,18 +201,42 @@ impl Profile {
 pub struct ProfilePoint {
     pub id: String,
     pub name: String,
-    pub function: Function,
-    pub address: u16,
-    pub data_type: DataType,
-    pub byte_order: ByteOrder,
-    pub bit: Option<u8>,
+    pub source: PointSource,
     pub scale: f64,
     pub offset: f64,
     pub unit: Option<String>,
     pub enum_labels: BTreeMap<i64, String>,
 }
 
-impl ProfilePoint {
+/// Where a point's value comes from.
+#[derive(Debug, Clone)]
+pub enum PointSource {
+    Modbus(ModbusAddr),
+    /// A value in an MQTT JSON payload.
+    Json {
+        pointer: String,
+        kind: JsonKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Number,
+    Bool,
+    /// A string matched against the point's enum labels (numbers are taken as codes).
+    Enum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusAddr {
+    pub function: Function,
+    pub address: u16,
+    pub data_type: DataType,
+    pub byte_order: ByteOrder,
+    pub bit: Option<u8>,
+}
+
+impl ModbusAddr {
     pub fn span(&self) -> Span {
         Span {
             function: self.function,
@@ -217,9 +248,21 @@ impl ProfilePoint {
             },
         }
     }
+}
+
+impl ProfilePoint {
+    pub fn modbus(&self) -> Option<&ModbusAddr> {
+        match &self.source {
+            PointSource::Modbus(m) => Some(m),
+            PointSource::Json { .. } => None,
+        }
+    }
 
     pub fn is_bool(&self) -> bool {
-        self.data_type == DataType::Bool
+        match &self.source {
+            PointSource::Modbus(m) => m.data_type == DataType::Bool,
+            PointSource::Json { kind, .. } => *kind == JsonKind::Bool,
+        }
     }
 
     pub fn label_for(&self, code: f64) -> Option<&str> {
@@ -227,6 +270,14 @@ impl ProfilePoint {
             return None;
         }
         self.enum_labels.get(&(code as i64)).map(String::as_str)
+    }
+
+    /// The code of an enum label (MQTT payloads that send the label).
+    pub fn code_for(&self, label: &str) -> Option<i64> {
+        self.enum_labels
+            .iter()
+            .find(|(_, l)| l.as_str() == label)
+            .map(|(c, _)| *c)
     }
 }
 
@@ -458,6 +509,42 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         blocks.push(block);
     }
 
+    let is_mqtt = match p.profile.protocol.as_str() {
+        "modbus" => false,
+        "mqtt" => true,
+        other => {
+            problems.add(
+                file,
+                "profile.protocol",
+                format!("{other:?} is not modbus or mqtt"),
+            );
+            false
+        }
+    };
+    let mqtt = match (&p.mqtt, is_mqtt) {
+        (Some(m), true) => mqtt::compile_profile_mqtt(file, m, problems),
+        (None, true) => {
+            problems.add(
+                file,
+                "mqtt",
+                "an MQTT profile needs an [mqtt] section with its topic",
+            );
+            None
+        }
+        (Some(_), false) => {
+            problems.add(
+                file,
+                "mqtt",
+                "[mqtt] needs protocol = \"mqtt\" in [profile]",
+            );
+            None
+        }
+        (None, false) => None,
+    };
+    if is_mqtt && !p.blocks.is_empty() {
+        problems.add(file, "blocks", "blocks apply to Modbus profiles only");
+    }
+
     let mut points: Vec<ProfilePoint> = Vec::new();
     let mut ids: HashSet<&str> = HashSet::new();
     for (i, pt) in p.points.iter().enumerate() {
@@ -474,39 +561,6 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             );
             ok = false;
         }
-        let function = Function::from_code(pt.function);
-        if function.is_none() {
-            problems.add(
-                file,
-                format!("{key}.function"),
-                format!("function code {} is not 1, 2, 3 or 4", pt.function),
-            );
-            ok = false;
-        }
-        let data_type = DataType::parse(&pt.data_type);
-        if data_type.is_none() {
-            problems.add(
-                file,
-                format!("{key}.type"),
-                format!(
-                    "unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64",
-                    pt.data_type
-                ),
-            );
-            ok = false;
-        }
-        let byte_order = match &pt.byte_order {
-            None => default_order,
-            Some(s) => ByteOrder::parse(s).unwrap_or_else(|| {
-                problems.add(
-                    file,
-                    format!("{key}.byte_order"),
-                    format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"),
-                );
-                ok = false;
-                default_order
-            }),
-        };
         if !pt.scale.is_finite() || pt.scale == 0.0 {
             problems.add(
                 file,
@@ -535,129 +589,23 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
                 }
             }
         }
-        let (Some(function), Some(data_type)) = (function, data_type) else {
-            continue;
-        };
-        let mut bit = None;
-        if function.is_bit_access() {
-            if data_type != DataType::Bool {
-                problems.add(
-                    file,
-                    format!("{key}.type"),
-                    format!("{function} reads bits: type must be bool, not {data_type}"),
-                );
-                ok = false;
-            }
-            if pt.bit.is_some() {
-                problems.add(
-                    file,
-                    format!("{key}.bit"),
-                    format!("bit applies to registers (FC03/FC04), not {function}"),
-                );
-                ok = false;
-            }
-        } else if data_type == DataType::Bool {
-            match pt.bit {
-                Some(b @ 0..=15) => bit = Some(b as u8),
-                Some(b) => {
-                    problems.add(file, format!("{key}.bit"), format!("bit {b} is not 0..=15"));
-                    ok = false;
-                }
-                None => {
-                    problems.add(
-                        file,
-                        format!("{key}.bit"),
-                        "a bool point read from a register needs `bit` (0..=15)",
-                    );
-                    ok = false;
-                }
-            }
-        } else if pt.bit.is_some() {
-            problems.add(
-                file,
-                format!("{key}.bit"),
-                "bit applies only to bool points",
-            );
-            ok = false;
-        }
-        let len = if function.is_bit_access() {
-            1
+        let source = if is_mqtt {
+            json_source(file, &key, pt, &enum_labels, problems)
         } else {
-            i64::from(data_type.words())
+            modbus_source(file, &key, pt, default_order, &blocks, &points, problems)
         };
-        if pt.address < 0 || pt.address + len > 65536 {
-            problems.add(
-                file,
-                format!("{key}.address"),
-                format!(
-                    "address {} with {len} register(s) does not fit in 0..=65535",
-                    pt.address
-                ),
-            );
-            ok = false;
-        }
-        if !ok {
+        let (Some(source), true) = (source, ok) else {
             continue;
-        }
-        let point = ProfilePoint {
+        };
+        points.push(ProfilePoint {
             id: pt.id.clone(),
             name: pt.name.clone().unwrap_or_else(|| pt.id.clone()),
-            function,
-            address: pt.address as u16,
-            data_type,
-            byte_order,
-            bit,
+            source,
             scale: pt.scale,
             offset: pt.offset,
             unit: pt.unit.clone().filter(|u| !u.is_empty()),
             enum_labels,
-        };
-        // overlaps with earlier points: only different bits of one register may share it
-        let span = point.span();
-        for other in &points {
-            let o = other.span();
-            let overlap = o.function == span.function
-                && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
-                && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
-            if !overlap {
-                continue;
-            }
-            let bits_of_one_register =
-                point.bit.is_some() && other.bit.is_some() && o.start == span.start;
-            if bits_of_one_register && point.bit == other.bit {
-                problems.add(
-                    file,
-                    format!("{key}.bit"),
-                    format!("same register and bit as point {:?}", other.id),
-                );
-                ok = false;
-            } else if !bits_of_one_register {
-                problems.add(
-                    file,
-                    format!("{key}.address"),
-                    format!(
-                        "{} {} overlaps point {:?} at {}",
-                        span.function, span.start, other.id, o.start
-                    ),
-                );
-                ok = false;
-            }
-        }
-        let blocks_for_fn: Vec<&Block> = blocks.iter().filter(|b| b.function == function).collect();
-        if !blocks_for_fn.is_empty() && !blocks_for_fn.iter().any(|b| b.contains(&span)) {
-            problems.add(
-                file,
-                format!("{key}.address"),
-                format!(
-                    "{function} {} lies outside every declared block for {function}",
-                    span.start
-                ),
-            );
-            ok = false;
-        }
-        if ok {
-            points.push(point);
-        }
+        });
     }
     if problems.list.len() > before {
         return None;
@@ -669,11 +617,244 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         manufacturer: p.profile.manufacturer,
         sim_model: p.profile.sim_model,
         file: file.to_path_buf(),
+        mqtt,
         points,
         blocks,
         max_registers_per_read: p.profile.max_registers_per_read,
         max_bits_per_read: p.profile.max_bits_per_read,
     })
+}
+
+/// A point of an MQTT profile: where in the JSON payload, and what kind of value.
+fn json_source(
+    file: &Path,
+    key: &str,
+    pt: &raw::PointCfg,
+    enum_labels: &BTreeMap<i64, String>,
+    problems: &mut Problems,
+) -> Option<PointSource> {
+    let before = problems.list.len();
+    if pt.function.is_some() || pt.address.is_some() || pt.bit.is_some() || pt.byte_order.is_some()
+    {
+        problems.add(
+            file,
+            key,
+            "function, address, bit and byte_order apply to Modbus profiles; use json_pointer",
+        );
+    }
+    let pointer = match &pt.json_pointer {
+        Some(p) if p.is_empty() || p.starts_with('/') => p.clone(),
+        Some(p) => {
+            problems.add(
+                file,
+                format!("{key}.json_pointer"),
+                format!("{p:?} is not a JSON pointer (\"/floor\", or \"\" for the whole payload)"),
+            );
+            String::new()
+        }
+        None => {
+            problems.add(
+                file,
+                format!("{key}.json_pointer"),
+                "an MQTT point needs json_pointer",
+            );
+            String::new()
+        }
+    };
+    let kind = match pt.data_type.as_str() {
+        "number" => JsonKind::Number,
+        "bool" => JsonKind::Bool,
+        "enum" => {
+            if enum_labels.is_empty() {
+                problems.add(
+                    file,
+                    format!("{key}.enum"),
+                    "type \"enum\" needs enum labels",
+                );
+            }
+            JsonKind::Enum
+        }
+        other => {
+            problems.add(
+                file,
+                format!("{key}.type"),
+                format!("unknown type {other:?} for an MQTT point; use number, bool or enum"),
+            );
+            JsonKind::Number
+        }
+    };
+    (problems.list.len() == before).then_some(PointSource::Json { pointer, kind })
+}
+
+/// A point of a Modbus profile: function, address, type, byte order, bit; checked against
+/// the points before it (overlaps) and the profile's blocks.
+fn modbus_source(
+    file: &Path,
+    key: &str,
+    pt: &raw::PointCfg,
+    default_order: ByteOrder,
+    blocks: &[Block],
+    earlier: &[ProfilePoint],
+    problems: &mut Problems,
+) -> Option<PointSource> {
+    let before = problems.list.len();
+    if pt.json_pointer.is_some() {
+        problems.add(
+            file,
+            format!("{key}.json_pointer"),
+            "json_pointer applies to MQTT profiles (protocol = \"mqtt\")",
+        );
+    }
+    let function = match pt.function {
+        Some(code) => {
+            let f = Function::from_code(code);
+            if f.is_none() {
+                problems.add(
+                    file,
+                    format!("{key}.function"),
+                    format!("function code {code} is not 1, 2, 3 or 4"),
+                );
+            }
+            f
+        }
+        None => {
+            problems.add(
+                file,
+                format!("{key}.function"),
+                "a Modbus point needs function (1, 2, 3 or 4)",
+            );
+            None
+        }
+    };
+    let Some(address) = pt.address else {
+        problems.add(
+            file,
+            format!("{key}.address"),
+            "a Modbus point needs address",
+        );
+        return None;
+    };
+    let data_type = DataType::parse(&pt.data_type);
+    if data_type.is_none() {
+        problems.add(
+            file,
+            format!("{key}.type"),
+            format!(
+                "unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64",
+                pt.data_type
+            ),
+        );
+    }
+    let byte_order = match &pt.byte_order {
+        None => default_order,
+        Some(s) => ByteOrder::parse(s).unwrap_or_else(|| {
+            problems.add(
+                file,
+                format!("{key}.byte_order"),
+                format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"),
+            );
+            default_order
+        }),
+    };
+    let (Some(function), Some(data_type)) = (function, data_type) else {
+        return None;
+    };
+    let mut bit = None;
+    if function.is_bit_access() {
+        if data_type != DataType::Bool {
+            problems.add(
+                file,
+                format!("{key}.type"),
+                format!("{function} reads bits: type must be bool, not {data_type}"),
+            );
+        }
+        if pt.bit.is_some() {
+            problems.add(
+                file,
+                format!("{key}.bit"),
+                format!("bit applies to registers (FC03/FC04), not {function}"),
+            );
+        }
+    } else if data_type == DataType::Bool {
+        match pt.bit {
+            Some(b @ 0..=15) => bit = Some(b as u8),
+            Some(b) => problems.add(file, format!("{key}.bit"), format!("bit {b} is not 0..=15")),
+            None => problems.add(
+                file,
+                format!("{key}.bit"),
+                "a bool point read from a register needs `bit` (0..=15)",
+            ),
+        }
+    } else if pt.bit.is_some() {
+        problems.add(
+            file,
+            format!("{key}.bit"),
+            "bit applies only to bool points",
+        );
+    }
+    let len = if function.is_bit_access() {
+        1
+    } else {
+        i64::from(data_type.words())
+    };
+    if address < 0 || address + len > 65536 {
+        problems.add(
+            file,
+            format!("{key}.address"),
+            format!("address {address} with {len} register(s) does not fit in 0..=65535"),
+        );
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    let addr = ModbusAddr {
+        function,
+        address: address as u16,
+        data_type,
+        byte_order,
+        bit,
+    };
+    // overlaps with earlier points: only different bits of one register may share it
+    let span = addr.span();
+    for other in earlier {
+        let Some(om) = other.modbus() else { continue };
+        let o = om.span();
+        let overlap = o.function == span.function
+            && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
+            && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
+        if !overlap {
+            continue;
+        }
+        let bits_of_one_register = addr.bit.is_some() && om.bit.is_some() && o.start == span.start;
+        if bits_of_one_register && addr.bit == om.bit {
+            problems.add(
+                file,
+                format!("{key}.bit"),
+                format!("same register and bit as point {:?}", other.id),
+            );
+        } else if !bits_of_one_register {
+            problems.add(
+                file,
+                format!("{key}.address"),
+                format!(
+                    "{} {} overlaps point {:?} at {}",
+                    span.function, span.start, other.id, o.start
+                ),
+            );
+        }
+    }
+    let blocks_for_fn: Vec<&Block> = blocks.iter().filter(|b| b.function == function).collect();
+    if !blocks_for_fn.is_empty() && !blocks_for_fn.iter().any(|b| b.contains(&span)) {
+        problems.add(
+            file,
+            format!("{key}.address"),
+            format!(
+                "{function} {} lies outside every declared block for {function}",
+                span.start
+            ),
+        );
+    }
+    (problems.list.len() == before).then_some(PointSource::Modbus(addr))
 }
 
 fn compile_site(
@@ -849,6 +1030,12 @@ fn compile_site(
     let mut room_ids: HashSet<&str> = HashSet::new();
     let mut device_ids: HashMap<&str, String> = HashMap::new();
     let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
+    let mut topic_ids: HashMap<(String, String), String> = HashMap::new();
+    let mqtt_broker_declared = f.mqtt.as_ref();
+    let mqtt = f
+        .mqtt
+        .as_ref()
+        .and_then(|m| mqtt::compile_broker(file, &f.site.id, m, problems));
     const ROOM_KINDS: [&str; 5] = [
         "pump_room",
         "distribution_room",
@@ -906,57 +1093,94 @@ fn compile_site(
                     ),
                 );
             }
-            let connection = match &d.connection {
-                Some(c) => match conn_index.get(c.as_str()) {
-                    Some(&ci) => Some(ci),
+            let is_mqtt = profile.as_ref().is_some_and(|p| p.mqtt.is_some());
+            let topic_id = d.topic_id.clone().unwrap_or_else(|| d.id.clone());
+            let mut connection = None;
+            let mut unit_id = 0;
+            if is_mqtt {
+                if d.connection.is_some() {
+                    problems.add(
+                        file,
+                        format!("{key}.connection"),
+                        format!(
+                            "profile {:?} is an MQTT profile: no Modbus connection",
+                            d.profile
+                        ),
+                    );
+                }
+                if mqtt_broker_declared.is_none() {
+                    problems.add(
+                        file,
+                        format!("{key}.profile"),
+                        "an MQTT device needs the site's [mqtt] broker section",
+                    );
+                }
+                if topic_id.is_empty() || topic_id.contains(['/', '+', '#']) {
+                    problems.add(
+                        file,
+                        format!("{key}.topic_id"),
+                        format!("{topic_id:?} cannot stand as one topic level"),
+                    );
+                } else if d.enabled {
+                    if let Some(other) =
+                        topic_ids.insert((d.profile.clone(), topic_id.clone()), key.clone())
+                    {
+                        problems.add(file, format!("{key}.topic_id"), format!("topic id {topic_id:?} is already used by {other} with the same profile"));
+                    }
+                }
+            } else {
+                connection = match &d.connection {
+                    Some(c) => match conn_index.get(c.as_str()) {
+                        Some(&ci) => Some(ci),
+                        None => {
+                            problems.add(
+                                file,
+                                format!("{key}.connection"),
+                                format!("unknown connection {c:?}"),
+                            );
+                            None
+                        }
+                    },
                     None => {
                         problems.add(
                             file,
                             format!("{key}.connection"),
-                            format!("unknown connection {c:?}"),
+                            "a Modbus device needs a connection",
                         );
                         None
                     }
-                },
-                None => {
+                };
+                let unit_range = match connection.map(|ci| &connections[ci].transport) {
+                    Some(Transport::Tcp { .. }) => 0..=255,
+                    _ => 1..=247,
+                };
+                if !unit_range.contains(&d.unit_id) {
                     problems.add(
                         file,
-                        format!("{key}.connection"),
-                        "a Modbus device needs a connection",
+                        format!("{key}.unit_id"),
+                        format!(
+                            "unit id {} out of range {}..={} for this transport",
+                            d.unit_id,
+                            unit_range.start(),
+                            unit_range.end()
+                        ),
                     );
-                    None
                 }
-            };
-            let unit_range = match connection.map(|ci| &connections[ci].transport) {
-                Some(Transport::Tcp { .. }) => 0..=255,
-                _ => 1..=247,
-            };
-            if !unit_range.contains(&d.unit_id) {
-                problems.add(
-                    file,
-                    format!("{key}.unit_id"),
-                    format!(
-                        "unit id {} out of range {}..={} for this transport",
-                        d.unit_id,
-                        unit_range.start(),
-                        unit_range.end()
-                    ),
-                );
-            }
-            let unit_id = d.unit_id.clamp(0, 255) as u8;
-            if let Some(ci) = connection {
-                if d.enabled {
-                    if let Some(other) = units_on_conn.get(&(ci, unit_id)) {
-                        problems.add(
-                            file,
-                            format!("{key}.unit_id"),
-                            format!(
-                                "unit id {unit_id} is already used on connection {:?} by {other}",
-                                connections[ci].id
-                            ),
-                        );
-                    } else {
-                        units_on_conn.insert((ci, unit_id), key.clone());
+                unit_id = d.unit_id.clamp(0, 255) as u8;
+                if let Some(ci) = connection {
+                    if d.enabled {
+                        if let Some(other) = units_on_conn.get(&(ci, unit_id)) {
+                            problems.add(
+                                file,
+                                format!("{key}.unit_id"),
+                                format!(
+                                    "unit id {unit_id} is already used on connection {:?} by {other}",
+                                    connections[ci].id
+                                ),
+                            );
+                        } else {
+                            units_on_conn.insert((ci, unit_id), key.clone());
+                        }
                     }
                 }
             }
@@ -999,8 +1223,19 @@ fn compile_site(
                     .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
                 ..limits
             };
-            let spans: Vec<Span> = profile.points.iter().map(ProfilePoint::span).collect();
-            let reads = plan::plan(&spans, &profile.blocks, &limits);
+            // plan the Modbus points; `Read::points` index the profile's points
+            let (point_of_span, spans): (Vec<usize>, Vec<Span>) = profile
+                .points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
+                .unzip();
+            let mut reads = plan::plan(&spans, &profile.blocks, &limits);
+            for r in &mut reads {
+                for p in &mut r.points {
+                    *p = point_of_span[*p];
+                }
+            }
             if let Some(ci) = connection {
                 connections[ci].devices.push(index);
             }
@@ -1013,6 +1248,7 @@ fn compile_site(
                 profile,
                 connection,
                 unit_id,
+                topic_id,
                 poll_interval: Duration::from_millis(d.poll_interval_ms.max(50)),
                 offline_after_failures: d.offline_after_failures.max(1),
                 tags: d.tags.clone(),
@@ -1031,6 +1267,7 @@ fn compile_site(
         http_listen: http_listen?,
         simulator_http_listen: simulator_http_listen?,
         connections,
+        mqtt,
         rooms,
         devices,
         points,

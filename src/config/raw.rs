@@ -17,6 +17,9 @@ pub struct SiteFile {
     pub site: SiteSection,
     #[serde(default)]
     pub http: HttpSection,
+    /// The MQTT broker devices with MQTT profiles publish to.
+    #[serde(default)]
+    pub mqtt: Option<MqttCfg>,
     #[serde(default)]
     pub simulator: SimulatorSection,
     #[serde(default)]
@@ -169,6 +172,49 @@ fn default_max_bits_per_read() -> u16 {
     2000
 }
 
+/// The MQTT broker the daemon subscribes to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttCfg {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Default `propwatch-<site id>`. Must be stable: the broker keeps the session by it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the password (never the password itself).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a systemd credential).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// CA certificate (PEM): enables TLS.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default = "default_keep_alive_seconds")]
+    pub keep_alive_seconds: u64,
+    /// Off by default: a persistent session keeps QoS 1 messages while the daemon is away.
+    #[serde(default)]
+    pub clean_session: bool,
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+    /// Larger payloads are rejected (counted as `oversize`).
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive_seconds() -> u64 {
+    30
+}
+fn default_max_payload_bytes() -> usize {
+    64 * 1024
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomCfg {
@@ -209,6 +255,9 @@ pub struct DeviceCfg {
     /// Extra labels/tags carried with the device's data.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The device's name in its MQTT topics (`{device}`), if not its id (e.g. a serial number).
+    #[serde(default)]
+    pub topic_id: Option<String>,
 }
 
 fn default_unit_id() -> i64 {
@@ -229,6 +278,9 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ProfileFile {
     pub profile: ProfileSection,
+    /// For `protocol = "mqtt"`: where and how the device publishes.
+    #[serde(default)]
+    pub mqtt: Option<MqttProfileCfg>,
     #[serde(default)]
     pub blocks: Vec<BlockCfg>,
     #[serde(default)]
@@ -241,6 +293,9 @@ pub struct ProfileSection {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// `modbus` (points have function/address) or `mqtt` (points have json_pointer).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     /// Device kind, e.g. `power_meter`; names the InfluxDB measurement.
     #[serde(default = "default_device_kind")]
     pub kind: String,
@@ -258,6 +313,54 @@ pub struct ProfileSection {
     pub max_registers_per_read: Option<u16>,
     #[serde(default)]
     pub max_bits_per_read: Option<u16>,
+}
+
+fn default_protocol() -> String {
+    "modbus".to_string()
+}
+
+/// How a device of an MQTT profile publishes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttProfileCfg {
+    /// Topic template; `{site}` and `{device}` (required) stand for whole levels, e.g.
+    /// `estate/{site}/elevator/{device}/status`.
+    pub topic: String,
+    /// Last-will / availability topic template, same placeholders.
+    #[serde(default)]
+    pub will_topic: Option<String>,
+    #[serde(default = "default_online_payload")]
+    pub online_payload: String,
+    #[serde(default = "default_offline_payload")]
+    pub offline_payload: String,
+    /// JSON pointer to the message's own timestamp (Unix time).
+    #[serde(default)]
+    pub timestamp_pointer: Option<String>,
+    /// `ms` or `s`.
+    #[serde(default = "default_timestamp_unit")]
+    pub timestamp_unit: String,
+    /// How often the device normally reports.
+    #[serde(default = "default_report_interval_ms")]
+    pub report_interval_ms: u64,
+    /// Silent for this many report intervals -> offline.
+    #[serde(default = "default_stale_after_intervals")]
+    pub stale_after_intervals: u32,
+}
+
+fn default_online_payload() -> String {
+    "online".to_string()
+}
+fn default_offline_payload() -> String {
+    "offline".to_string()
+}
+fn default_timestamp_unit() -> String {
+    "ms".to_string()
+}
+fn default_report_interval_ms() -> u64 {
+    10_000
+}
+fn default_stale_after_intervals() -> u32 {
+    3
 }
 
 fn default_device_kind() -> String {
@@ -285,9 +388,15 @@ pub struct PointCfg {
     pub name: Option<String>,
     /// Modbus function code used to read it: 1 coils, 2 discrete inputs, 3 holding registers,
     /// 4 input registers.
-    pub function: i64,
-    pub address: i64,
-    /// bool, u16, i16, u32, i32, u64, i64, f32, f64.
+    #[serde(default)]
+    pub function: Option<i64>,
+    #[serde(default)]
+    pub address: Option<i64>,
+    /// MQTT profiles: JSON pointer (RFC 6901) to the value; `""` is the whole payload.
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+    /// Modbus: bool, u16, i16, u32, i32, u64, i64, f32, f64. MQTT: number, bool, enum (a
+    /// string matched against the enum labels).
     #[serde(rename = "type")]
     pub data_type: String,
     /// Overrides the profile's byte order.

@@ -24,7 +24,10 @@ impl RegisterImage {
         }
     }
 
-    pub fn write_point(&mut self, p: &ProfilePoint, value: f64) {
+    pub fn write_point(&mut self, pp: &ProfilePoint, value: f64) {
+        let Some(p) = pp.modbus() else {
+            return;
+        };
         match p.function {
             Function::Coils => {
                 self.coils.insert(p.address, value != 0.0);
@@ -41,7 +44,7 @@ impl RegisterImage {
                         *w &= !(1 << bit);
                     }
                 } else {
-                    let raw = codec::unscale(value, p.scale, p.offset);
+                    let raw = codec::unscale(value, pp.scale, pp.offset);
                     let words = codec::encode_raw(raw, p.data_type, p.byte_order);
                     let map = self.words_mut(f);
                     for (i, w) in words.into_iter().enumerate() {
@@ -52,7 +55,8 @@ impl RegisterImage {
         }
     }
 
-    pub fn read_point(&self, p: &ProfilePoint) -> Option<f64> {
+    pub fn read_point(&self, pp: &ProfilePoint) -> Option<f64> {
+        let p = pp.modbus()?;
         match p.function {
             Function::Coils => Some(f64::from(u8::from(*self.coils.get(&p.address)?))),
             Function::DiscreteInputs => Some(f64::from(u8::from(*self.discrete.get(&p.address)?))),
@@ -69,7 +73,7 @@ impl RegisterImage {
                     .map(|i| map.get(&p.address.wrapping_add(i)).copied().unwrap_or(0))
                     .collect();
                 codec::decode_raw(&words, p.data_type, p.byte_order)
-                    .map(|raw| codec::scale(raw, p.scale, p.offset))
+                    .map(|raw| codec::scale(raw, pp.scale, pp.offset))
             }
         }
     }

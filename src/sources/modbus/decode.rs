@@ -55,7 +55,8 @@ pub fn decode_read(
                 });
             }
             for &pi in &read.points {
-                let p = &profile.points[pi];
+                let pp = &profile.points[pi];
+                let Some(p) = pp.modbus() else { continue };
                 let off = usize::from(p.address - read.start);
                 if let Some(bit) = p.bit {
                     out.push((pi, Some(Value::Bool(words[off] >> bit & 1 == 1))));
@@ -63,7 +64,7 @@ pub fn decode_read(
                 }
                 let n = usize::from(p.data_type.words());
                 let value = codec::decode_raw(&words[off..off + n], p.data_type, p.byte_order)
-                    .map(|raw| codec::scale(raw, p.scale, p.offset))
+                    .map(|raw| codec::scale(raw, pp.scale, pp.offset))
                     .filter(|v| v.is_finite())
                     .map(Value::Num);
                 out.push((pi, value));
@@ -83,7 +84,9 @@ pub fn decode_read(
                 });
             }
             for &pi in &read.points {
-                let p = &profile.points[pi];
+                let Some(p) = profile.points[pi].modbus() else {
+                    continue;
+                };
                 let off = usize::from(p.address - read.start);
                 out.push((pi, Some(Value::Bool(bits[off]))));
             }
