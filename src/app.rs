@@ -72,6 +72,7 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
 
     let sources_stop = CancellationToken::new();
     let mut sources = JoinSet::new();
+    crate::sources::mqtt::spawn(&site, tx.clone(), &telemetry, &sources_stop, &mut sources);
     crate::sources::modbus::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Release);
     info!(site = %site.id, devices = site.devices.len(), points = site.points.len(), %http_addr, "propwatch running");

@@ -107,8 +107,8 @@ pub async fn run_core(
         telemetry.core_queue_depth.set(rx.len() as i64);
         let timer = telemetry.cycle_duration.start_timer();
         match event {
-            SourceEvent::Samples(samples) => {
-                telemetry.samples_received("modbus", samples.len());
+            SourceEvent::Samples { source, samples } => {
+                telemetry.samples_received(source, samples.len());
                 let mut good_devices: Vec<(u32, SystemTime)> = Vec::new();
                 {
                     let mut points = table.points.write().unwrap_or_else(|e| e.into_inner());

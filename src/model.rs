@@ -47,7 +47,11 @@ pub struct Sample {
 /// What sources tell the core: samples, and changes of a device's reachability.
 #[derive(Debug, Clone)]
 pub enum SourceEvent {
-    Samples(Vec<Sample>),
+    Samples {
+        /// `modbus` or `mqtt`: the `source` label of the sample counters.
+        source: &'static str,
+        samples: Vec<Sample>,
+    },
     DeviceStatus {
         device: DeviceId,
         online: bool,

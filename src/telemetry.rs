@@ -45,6 +45,10 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     pub events_dropped: IntCounter,
     pub cycle_duration: Histogram,
+    pub mqtt_connected: IntGauge,
+    mqtt_connects: IntCounterVec,
+    mqtt_messages: IntCounterVec,
+    mqtt_rejected: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -133,6 +137,31 @@ impl Telemetry {
             )
             .buckets(vec![0.00001, 0.0001, 0.001, 0.01, 0.1]),
         ));
+        let mqtt_connected = must(IntGauge::new(
+            "propwatch_mqtt_connected",
+            "1 while the MQTT session is up (after CONNACK), else 0.",
+        ));
+        let mqtt_connects = must(IntCounterVec::new(
+            Opts::new(
+                "propwatch_mqtt_connects_total",
+                "MQTT connection attempts by result.",
+            ),
+            &["result"],
+        ));
+        let mqtt_messages = must(IntCounterVec::new(
+            Opts::new(
+                "propwatch_mqtt_messages_total",
+                "MQTT messages received by outcome (accepted, rejected).",
+            ),
+            &["outcome"],
+        ));
+        let mqtt_rejected = must(IntCounterVec::new(
+            Opts::new(
+                "propwatch_mqtt_rejected_total",
+                "MQTT messages or fields refused, by reason (oversize, not_json, wrong_type, not_finite, ...).",
+            ),
+            &["reason"],
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new("propwatch_build_info", "Build information."),
             &["version"],
@@ -153,6 +182,10 @@ impl Telemetry {
             Box::new(http_requests.clone()),
             Box::new(events_dropped.clone()),
             Box::new(cycle_duration.clone()),
+            Box::new(mqtt_connected.clone()),
+            Box::new(mqtt_connects.clone()),
+            Box::new(mqtt_messages.clone()),
+            Box::new(mqtt_rejected.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::new(
                 std::process::id() as i32,
@@ -175,6 +208,10 @@ impl Telemetry {
             http_requests,
             events_dropped,
             cycle_duration,
+            mqtt_connected,
+            mqtt_connects,
+            mqtt_messages,
+            mqtt_rejected,
         }
     }
 
@@ -200,6 +237,22 @@ impl Telemetry {
         self.modbus_poll_overruns
             .with_label_values(&[connection])
             .inc();
+    }
+
+    pub fn mqtt_connect(&self, ok: bool) {
+        self.mqtt_connects
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub fn mqtt_message(&self, accepted: bool) {
+        self.mqtt_messages
+            .with_label_values(&[if accepted { "accepted" } else { "rejected" }])
+            .inc();
+    }
+
+    pub fn mqtt_rejected(&self, reason: &str) {
+        self.mqtt_rejected.with_label_values(&[reason]).inc();
     }
 
     pub fn samples_received(&self, source: &str, n: usize) {

@@ -2,3 +2,4 @@
 //! [`SourceEvent`](crate::model::SourceEvent)s for the core.
 
 pub mod modbus;
+pub mod mqtt;

@@ -377,7 +377,13 @@ impl ConnectionPoller {
             }
         }
         if !samples.is_empty() {
-            let _ = self.out.send(SourceEvent::Samples(samples)).await;
+            let _ = self
+                .out
+                .send(SourceEvent::Samples {
+                    source: "modbus",
+                    samples,
+                })
+                .await;
         }
         match (answered, failure) {
             (true, None) => PollOutcome::Answered,
@@ -397,7 +403,13 @@ impl ConnectionPoller {
             })
             .collect();
         if !samples.is_empty() {
-            let _ = self.out.send(SourceEvent::Samples(samples)).await;
+            let _ = self
+                .out
+                .send(SourceEvent::Samples {
+                    source: "modbus",
+                    samples,
+                })
+                .await;
         }
     }
 
