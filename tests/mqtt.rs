@@ -1,0 +1,463 @@
+//! MQTT ingestion against a real Mosquitto broker (Debian package) started here on a free
+//! loopback port in a temp dir: wildcard topic mapping, every class of bad payload, a broker
+//! killed and restarted mid-stream, QoS 1 messages kept by the persistent session while the
+//! daemon was stopped, and presence from staleness and last will.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use propwatch::config::Site;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    async fn start(dir: &Path, port: u16) -> Self {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is needed (scripts/test installs it)");
+        wait_for("mosquitto listening", DEADLINE, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL: no chance to save sessions.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        let dir = self.dir.clone();
+        *self = Mosquitto::start(&dir, self.port).await;
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test publisher that waits for the broker's PUBACK of every QoS 1 message.
+struct Publisher {
+    client: AsyncClient,
+    acks: mpsc::UnboundedReceiver<()>,
+}
+
+impl Publisher {
+    async fn connect(port: u16, id: &str) -> Self {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(o, 64);
+        let (tx, acks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        let _ = tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self { client, acks }
+    }
+
+    async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .await
+            .unwrap();
+        tokio::time::timeout(DEADLINE, self.acks.recv())
+            .await
+            .expect("PUBACK")
+            .expect("publisher alive");
+    }
+}
+
+/// Publish `payload` to `topic` until `done` holds on /metrics (the daemon subscribes right
+/// after its CONNACK, so the first messages may arrive before the subscription).
+async fn publish_until(
+    p: &mut Publisher,
+    addr: std::net::SocketAddr,
+    topic: &str,
+    payload: &str,
+    what: &str,
+    done: impl Fn(&Metrics) -> bool,
+) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        p.publish(topic, payload, false).await;
+        if metrics(addr).await.is_some_and(|m| done(&m)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const FAST_LIFT: &str = r#"
+[profile]
+id = "fast-lift"
+protocol = "mqtt"
+[mqtt]
+topic = "estate/{site}/lift/{device}/status"
+will_topic = "estate/{site}/lift/{device}/lwt"
+report_interval_ms = 300
+stale_after_intervals = 2
+[[points]]
+id = "floor"
+json_pointer = "/floor"
+type = "number"
+unit = "floor"
+"#;
+
+fn site_toml(port: u16, client_id: &str) -> String {
+    format!(
+        r#"
+[site]
+id = "lvyuan"
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "{client_id}"
+keep_alive_seconds = 5
+reconnect_backoff_max_ms = 1000
+max_payload_bytes = 1024
+[[rooms]]
+id = "lifts"
+kind = "elevator"
+[[rooms.devices]]
+id = "lift-1"
+profile = "mqtt-lift-terminal"
+topic_id = "SN1001"
+[[rooms.devices]]
+id = "lift-2"
+profile = "mqtt-lift-terminal"
+[[rooms.devices]]
+id = "lift-3"
+profile = "mqtt-lift-terminal"
+[[rooms.devices]]
+id = "quick"
+profile = "fast-lift"
+[[rooms.devices]]
+id = "quick-2"
+profile = "fast-lift"
+"#
+    )
+}
+
+async fn setup(client_id: &str) -> (tempfile::TempDir, Mosquitto, Arc<Site>, tempfile::TempDir) {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Mosquitto::start(broker_dir.path(), port).await;
+    let (cfg_dir, site) = site_in_tempdir(
+        &site_toml(port, client_id),
+        &[("fast-lift.toml", FAST_LIFT)],
+    );
+    (broker_dir, broker, site, cfg_dir)
+}
+
+fn status(device: &str) -> String {
+    format!("estate/lvyuan/elevator/{device}/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_topics_map_several_devices_with_units() {
+    let (_bd, broker, site, _cd) = setup("pw-wildcard").await;
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("subscribed", DEADLINE, || async {
+        (metrics(addr).await?.get("propwatch_mqtt_connected", &[])? == 1.0).then_some(())
+    })
+    .await;
+    let mut p = Publisher::connect(broker.port, "pub-wildcard").await;
+    // the daemon subscribes right after CONNACK; publish until the first message lands
+    publish_until(&mut p, addr, &status("SN1001"), r#"{"floor": 7, "dir": "up", "speed": 1.5, "door": "closed", "passenger": true, "leveling": false}"#, "first message received", |m| m.point("lift-1", "floor") == Some(7.0)).await;
+    p.publish(&status("lift-2"), r#"{"floor": -1, "dir": "down", "speed": 0.5, "door": "open", "passenger": false, "alarm": true}"#, false).await;
+    p.publish(&status("lift-3"), r#"{"floor": 12, "dir": "stop", "speed": 0, "mode": "inspection", "fault": 8, "power_loss": true}"#, false).await;
+    let m = wait_for("three lifts on /metrics", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.point("lift-2", "floor")? == -1.0 && m.point("lift-3", "floor")? == 12.0).then_some(m)
+    })
+    .await;
+    let expect: &[(&str, &str, &str, f64)] = &[
+        ("lift-1", "speed", "propwatch_point_meters_per_second", 1.5),
+        ("lift-1", "direction", "propwatch_point_value", 1.0),
+        ("lift-1", "occupied", "propwatch_point_value", 1.0),
+        ("lift-1", "door_zone", "propwatch_point_value", 0.0),
+        ("lift-2", "direction", "propwatch_point_value", 2.0),
+        ("lift-2", "door_state", "propwatch_point_value", 1.0),
+        ("lift-2", "alarm_button", "propwatch_point_value", 1.0),
+        ("lift-3", "service_mode", "propwatch_point_value", 1.0),
+        ("lift-3", "fault_code", "propwatch_point_value", 8.0),
+        ("lift-3", "power_loss", "propwatch_point_value", 1.0),
+        ("lift-3", "floor", "propwatch_point_floor", 12.0),
+    ];
+    for (dev, point, metric, want) in expect {
+        assert_eq!(
+            m.get(metric, &[("device", dev), ("point", point)]),
+            Some(*want),
+            "{dev}/{point} as {metric}"
+        );
+    }
+    for dev in ["lift-1", "lift-2", "lift-3"] {
+        assert_eq!(
+            m.get("propwatch_device_up", &[("device", dev)]),
+            Some(1.0),
+            "{dev}"
+        );
+    }
+    assert!(m.sum("propwatch_samples_total", &[("source", "mqtt")]) >= 15.0);
+    daemon.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_class_of_bad_payload_is_counted_and_harmless() {
+    let (_bd, broker, site, _cd) = setup("pw-bad").await;
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    let mut p = Publisher::connect(broker.port, "pub-bad").await;
+    publish_until(
+        &mut p,
+        addr,
+        &status("SN1001"),
+        r#"{"floor": 3, "speed": 1.0}"#,
+        "first message received",
+        |m| m.point("lift-1", "floor") == Some(3.0),
+    )
+    .await;
+    p.publish(&status("SN1001"), "floor=4", false).await; // not JSON
+    p.publish(
+        &status("SN1001"),
+        format!(r#"{{"floor": 5, "pad": "{}"}}"#, "x".repeat(2000)),
+        false,
+    )
+    .await; // oversize
+    p.publish(
+        &status("SN1001"),
+        r#"{"floor": "fifth", "speed": 2.0}"#,
+        false,
+    )
+    .await; // wrong type (speed still taken)
+    p.publish(&status("SN1001"), r#"{"speed": "NaN"}"#, false)
+        .await; // not finite
+    p.publish(&status("SN1001"), r#"{"floor": 1e999}"#, false)
+        .await; // out of range: not valid JSON for serde
+    p.publish(&status("SN1001"), r#"{"dir": "sideways"}"#, false)
+        .await; // unknown enum label
+    p.publish(&status("SN1001"), r#"{"ts": "soon", "floor": 3}"#, false)
+        .await; // bad timestamp (value kept)
+    p.publish(&status("NOBODY"), r#"{"floor": 9}"#, false).await; // unknown device
+    p.publish("estate/lvyuan/elevator/SN1001/lwt", "maybe", false)
+        .await; // bad will payload
+    p.publish(&status("lift-2"), r#"{"floor": 6}"#, false).await; // and a good one after all that
+    let m = wait_for(
+        "every rejection counted and the good message after them applied",
+        DEADLINE,
+        || async {
+            let m = metrics(addr).await?;
+            let all = [
+                "not_json",
+                "oversize",
+                "wrong_type",
+                "not_finite",
+                "unknown_enum",
+                "bad_timestamp",
+                "unknown_device",
+                "bad_will_payload",
+            ]
+            .iter()
+            .all(|r| {
+                m.get("propwatch_mqtt_rejected_total", &[("reason", r)])
+                    .unwrap_or(0.0)
+                    >= 1.0
+            });
+            (all && m.point("lift-2", "floor")? == 6.0).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        m.get("propwatch_mqtt_rejected_total", &[("reason", "not_json")]),
+        Some(2.0)
+    );
+    // lift-1 kept its last good floor; the valid speed of the mixed message was taken
+    assert_eq!(m.point("lift-1", "floor"), Some(3.0));
+    assert_eq!(m.point("lift-1", "speed"), Some(2.0));
+    assert_eq!(
+        m.get("propwatch_device_up", &[("device", "lift-1")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("propwatch_mqtt_connected", &[]),
+        Some(1.0),
+        "still connected"
+    );
+    daemon.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_broker_restart_and_keeps_messages_while_stopped() {
+    let (_bd, mut broker, site, _cd) = setup("pw-restart").await;
+    let daemon = propwatch::app::start(site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    let mut p = Publisher::connect(broker.port, "pub-restart").await;
+    publish_until(
+        &mut p,
+        addr,
+        &status("lift-2"),
+        r#"{"floor": 1}"#,
+        "receiving",
+        |m| m.point("lift-2", "floor") == Some(1.0),
+    )
+    .await;
+
+    // SIGKILL the broker: it loses our session and subscriptions
+    broker.restart().await;
+    let mut p = Publisher::connect(broker.port, "pub-restart-2").await;
+    publish_until(
+        &mut p,
+        addr,
+        &status("lift-2"),
+        r#"{"floor": 2}"#,
+        "reconnected, resubscribed and receiving again",
+        |m| m.point("lift-2", "floor") == Some(2.0),
+    )
+    .await;
+    let m = metrics(addr).await.unwrap();
+    assert!(
+        m.get("propwatch_mqtt_connects_total", &[("result", "ok")])
+            .unwrap()
+            >= 2.0
+    );
+
+    // stop the daemon; QoS 1 messages published meanwhile wait in its persistent session
+    daemon.stop(Duration::from_secs(5)).await;
+    p.publish(&status("lift-3"), r#"{"floor": 33}"#, false)
+        .await;
+    p.publish(&status("lift-2"), r#"{"floor": 22}"#, false)
+        .await;
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for(
+        "messages from while the daemon was stopped",
+        DEADLINE,
+        || async {
+            let m = metrics(addr).await?;
+            (m.point("lift-3", "floor")? == 33.0 && m.point("lift-2", "floor")? == 22.0)
+                .then_some(())
+        },
+    )
+    .await;
+    daemon.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_and_last_will_mark_devices_offline() {
+    let (_bd, broker, site, _cd) = setup("pw-presence").await;
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    let mut p = Publisher::connect(broker.port, "pub-presence").await;
+    let quick = "estate/lvyuan/lift/quick/status";
+    // online on a message...
+    publish_until(
+        &mut p,
+        addr,
+        quick,
+        r#"{"floor": 4}"#,
+        "quick online",
+        |m| m.get("propwatch_device_up", &[("device", "quick")]) == Some(1.0),
+    )
+    .await;
+    // ...offline when silent for 2 x 300 ms, and its value is no longer exposed as current
+    wait_for("quick stale -> offline", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_device_up", &[("device", "quick")])? == 0.0
+            && m.point("quick", "floor").is_none())
+        .then_some(())
+    })
+    .await;
+    let st: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/devices/quick"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        st["reason"].as_str().unwrap().contains("no message for"),
+        "{st}"
+    );
+
+    // last will: offline at once, online again with the next message
+    let will = "estate/lvyuan/lift/quick-2/lwt";
+    let status2 = "estate/lvyuan/lift/quick-2/status";
+    let mut seen_online = false;
+    for _ in 0..3 {
+        p.publish(status2, r#"{"floor": 1}"#, false).await;
+        p.publish(will, "offline", false).await;
+        // wait until the will was applied (online first, then offline)
+        let m = wait_for("will applied", DEADLINE, || async {
+            let m = metrics(addr).await?;
+            (m.get("propwatch_device_up", &[("device", "quick-2")])? == 0.0).then_some(m)
+        })
+        .await;
+        let st: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/devices/quick-2"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["reason"] == "last will: offline" {
+            seen_online = m
+                .get("propwatch_mqtt_messages_total", &[("outcome", "accepted")])
+                .unwrap_or(0.0)
+                >= 2.0;
+            break;
+        }
+    }
+    assert!(seen_online, "the last will did not mark quick-2 offline");
+    daemon.stop(Duration::from_secs(5)).await;
+}
