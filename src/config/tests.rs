@@ -278,3 +278,68 @@ fn missing_file_is_a_config_error() {
     assert_eq!(e.0.len(), 1);
     assert!(e.0[0].message.contains("cannot read"));
 }
+
+const MQTT_PROFILE: &str = r#"
+[profile]
+id = "lift-json"
+protocol = "mqtt"
+[mqtt]
+topic = "estate/{site}/elevator/{device}/status"
+[[points]]
+id = "floor"
+json_pointer = "/floor"
+type = "number"
+"#;
+
+fn mqtt_site(broker: &str, devices: &str) -> String {
+    format!("[site]\nid = \"t\"\n{broker}\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n[[rooms]]\nid = \"r\"\n{devices}")
+}
+
+const BROKER: &str = "[mqtt]\nhost = \"127.0.0.1\"";
+
+#[test]
+fn mqtt_problems_are_all_reported_with_keys() {
+    let dev =
+        |extra: &str| format!("[[rooms.devices]]\nid = \"l1\"\nprofile = \"lift-json\"\n{extra}\n");
+    // (site text, extra profile text, expected problems)
+    let cases: Vec<(String, &str, Vec<&str>)> = vec![
+        (mqtt_site(BROKER, &dev("")), "", vec![]),
+        (mqtt_site("", &dev("")), "", vec!["rooms[0].devices[0].profile: an MQTT device needs the site's [mqtt] broker section"]),
+        (mqtt_site(BROKER, &dev("connection = \"gw\"")), "", vec!["rooms[0].devices[0].connection: profile \"lift-json\" is an MQTT profile"]),
+        (mqtt_site(BROKER, &dev("topic_id = \"a/b\"")), "", vec!["rooms[0].devices[0].topic_id: \"a/b\" cannot stand as one topic level"]),
+        (
+            mqtt_site(BROKER, &format!("{}[[rooms.devices]]\nid = \"l2\"\nprofile = \"lift-json\"\ntopic_id = \"l1\"\n", dev(""))),
+            "",
+            vec!["rooms[0].devices[1].topic_id: topic id \"l1\" is already used by rooms[0].devices[0]"],
+        ),
+        (mqtt_site("[mqtt]\nhost = \"h\"\npassword_env = \"PROPWATCH_TEST_UNSET_VAR\"\nusername = \"u\"", &dev("")), "", vec!["mqtt.password_env: environment variable PROPWATCH_TEST_UNSET_VAR is not set"]),
+        (mqtt_site("[mqtt]\nhost = \"h\"\nca_file = \"missing-ca.pem\"\nkeep_alive_seconds = 1", &dev("")), "", vec!["mqtt.ca_file: cannot read", "mqtt.keep_alive_seconds"]),
+        (
+            mqtt_site(BROKER, ""),
+            "[profile]\nid = \"p2\"\nprotocol = \"mqtt\"\n[mqtt]\ntopic = \"a/+/b\"\nwill_topic = \"a/{dev}\"\ntimestamp_unit = \"us\"\n[[points]]\nid = \"x\"\ntype = \"number\"\n[[points]]\nid = \"y\"\njson_pointer = \"floor\"\nfunction = 3\ntype = \"string\"\n[[points]]\nid = \"z\"\njson_pointer = \"/z\"\ntype = \"enum\"\n",
+            vec![
+                "p2.toml: mqtt.topic: wildcards are not allowed",
+                "p2.toml: mqtt.will_topic: unknown placeholder",
+                "p2.toml: mqtt.timestamp_unit",
+                "p2.toml: points[0].json_pointer: an MQTT point needs json_pointer",
+                "p2.toml: points[1]: function, address, bit and byte_order apply to Modbus profiles",
+                "p2.toml: points[1].json_pointer: \"floor\" is not a JSON pointer",
+                "p2.toml: points[1].type: unknown type \"string\" for an MQTT point",
+                "p2.toml: points[2].enum: type \"enum\" needs enum labels",
+            ],
+        ),
+        (mqtt_site(BROKER, ""), "[profile]\nid = \"p2\"\nprotocol = \"mqtt\"\n", vec!["p2.toml: mqtt: an MQTT profile needs an [mqtt] section"]),
+        (
+            mqtt_site(BROKER, ""),
+            "[profile]\nid = \"p2\"\n[mqtt]\ntopic = \"a/{device}\"\n[[points]]\nid = \"a\"\njson_pointer = \"/a\"\ntype = \"u16\"\n",
+            vec!["p2.toml: mqtt: [mqtt] needs protocol = \"mqtt\"", "p2.toml: points[0].json_pointer: json_pointer applies to MQTT profiles", "p2.toml: points[0].function", "p2.toml: points[0].address"],
+        ),
+    ];
+    for (site_text, profile_text, expected) in cases {
+        let mut extra = vec![("lift-json.toml", MQTT_PROFILE)];
+        if !profile_text.is_empty() {
+            extra.push(("p2.toml", profile_text));
+        }
+        check(&site_text, &extra, &expected);
+    }
+}
