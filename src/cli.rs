@@ -67,7 +67,8 @@ enum Command {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // the demo's embedded broker logs every client disconnect as an error
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -266,6 +267,10 @@ const DEMO_FILES: &[(&str, &str)] = &[
     (
         "profiles/gb26875-fire-panel.toml",
         include_str!("../config/profiles/gb26875-fire-panel.toml"),
+    ),
+    (
+        "profiles/mqtt-lift-terminal.toml",
+        include_str!("../config/profiles/mqtt-lift-terminal.toml"),
     ),
 ];
 

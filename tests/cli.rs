@@ -297,3 +297,93 @@ async fn metrics_pass_promtool_check() {
     );
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+/// `propwatch demo` on a copy of the demo estate with free ports: every device, Modbus and
+/// MQTT (through the embedded broker), comes online; a simulated MQTT terminal that drops
+/// its connection is reported offline by its last will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_whole_estate_including_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
+    let (http, sim_http) = (free_port(), free_port());
+    for (from, to) in [
+        ("127.0.0.1:9780", http),
+        ("127.0.0.1:9781", sim_http),
+        ("127.0.0.1:15020", free_port()),
+        ("127.0.0.1:15021", free_port()),
+        ("127.0.0.1:15022", free_port()),
+        ("127.0.0.1:15023", free_port()),
+    ] {
+        assert!(text.contains(from), "demo.toml no longer has {from}");
+        text = text.replace(from, &format!("127.0.0.1:{to}"));
+    }
+    assert!(text.contains("port = 18830"));
+    text = text.replace("port = 18830", &format!("port = {}", free_port()));
+    let path = write_site(dir.path(), &text);
+    let _demo = Proc(
+        Command::new(BIN)
+            .args(["demo", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status_url = format!("http://127.0.0.1:{http}/api/v1/status");
+    let status = || async {
+        let v: serde_json::Value = serde_json::from_str(&get_text(&status_url).await?).ok()?;
+        Some(v)
+    };
+    let st = wait_for(
+        "every demo device online",
+        Duration::from_secs(30),
+        || async {
+            let v = status().await?;
+            (v["devices_online"] == v["devices_total"]).then_some(v)
+        },
+    )
+    .await;
+    let mqtt_devices: Vec<&str> = st["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["devices"].as_array().unwrap())
+        .filter(|d| d["profile"] == "mqtt-lift-terminal")
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        mqtt_devices.len() >= 2,
+        "the demo has MQTT lifts: {mqtt_devices:?}"
+    );
+    let lift = mqtt_devices[0];
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{sim_http}/scenarios/offline?device={lift}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let device_url = format!("http://127.0.0.1:{http}/api/v1/devices/{lift}");
+    wait_for(
+        "the MQTT lift offline by its last will",
+        Duration::from_secs(30),
+        || async {
+            let v: serde_json::Value = serde_json::from_str(&get_text(&device_url).await?).ok()?;
+            (v["state"] == "offline" && v["reason"] == "last will: offline").then_some(())
+        },
+    )
+    .await;
+    let r = client
+        .delete(format!("http://127.0.0.1:{sim_http}/scenarios"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_for("back online", Duration::from_secs(30), || async {
+        let v: serde_json::Value = serde_json::from_str(&get_text(&device_url).await?).ok()?;
+        (v["state"] == "online").then_some(())
+    })
+    .await;
+}

@@ -59,6 +59,8 @@ pub struct Site {
     pub source_file: PathBuf,
     pub http_listen: SocketAddr,
     pub simulator_http_listen: SocketAddr,
+    /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
+    pub simulator_embedded_mqtt_broker: bool,
     pub connections: Vec<Connection>,
     /// The MQTT broker, when any device uses an MQTT profile (or the section is present).
     pub mqtt: Option<mqtt::MqttBroker>,
@@ -1266,6 +1268,7 @@ fn compile_site(
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
         simulator_http_listen: simulator_http_listen?,
+        simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
         connections,
         mqtt,
         rooms,

@@ -66,12 +66,16 @@ pub struct SimulatorSection {
     /// Where the simulator's scenario-injection HTTP endpoint listens.
     #[serde(default = "default_sim_http_listen")]
     pub http_listen: String,
+    /// Run an in-process MQTT broker on the `[mqtt]` address (demo: no external services).
+    #[serde(default)]
+    pub embedded_mqtt_broker: bool,
 }
 
 impl Default for SimulatorSection {
     fn default() -> Self {
         Self {
             http_listen: default_sim_http_listen(),
+            embedded_mqtt_broker: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod dynamics;
 pub mod http;
 mod image;
+mod mqtt;
 pub mod scenario;
 mod server;
 
@@ -48,9 +49,12 @@ pub struct SimDevice {
     pub id: String,
     pub model: String,
     pub unit_id: u8,
-    pub connection: usize,
+    /// The Modbus connection it is served on; `None` for MQTT devices.
+    pub connection: Option<usize>,
     pub profile: Arc<Profile>,
     image: image::RegisterImage,
+    /// What an MQTT device publishes, built through its profile's JSON pointers.
+    json: serde_json::Value,
     state: dynamics::ModelState,
     garbage_toggle: bool,
 }
@@ -59,8 +63,23 @@ impl SimDevice {
     /// Set a point by id (engineering value); unknown ids are ignored so any profile can be
     /// driven by a model that knows more points than it has.
     pub fn set(&mut self, point: &str, value: f64) {
-        if let Some((_, p)) = self.profile.point(point) {
-            self.image.write_point(p, value);
+        let profile = self.profile.clone();
+        if let Some((_, p)) = profile.point(point) {
+            self.write(p, value);
+        }
+    }
+
+    fn write(&mut self, p: &crate::config::ProfilePoint, value: f64) {
+        match &p.source {
+            crate::config::PointSource::Modbus(_) => self.image.write_point(p, value),
+            crate::config::PointSource::Json { .. } => mqtt::write_json(&mut self.json, p, value),
+        }
+    }
+
+    fn read(&self, p: &crate::config::ProfilePoint) -> Option<f64> {
+        match &p.source {
+            crate::config::PointSource::Modbus(_) => self.image.read_point(p),
+            crate::config::PointSource::Json { .. } => mqtt::read_json(&self.json, p),
         }
     }
 
@@ -82,21 +101,26 @@ impl Simulator {
         let mut devices = Vec::new();
         let mut by_unit = HashMap::new();
         for d in &site.devices {
-            let Some(conn) = d.connection else { continue };
+            if d.connection.is_none() && d.profile.mqtt.is_none() {
+                continue;
+            }
             let model = d
                 .profile
                 .sim_model
                 .clone()
                 .unwrap_or_else(|| "generic".to_string());
-            by_unit.insert((conn, d.unit_id), devices.len());
+            if let Some(conn) = d.connection {
+                by_unit.insert((conn, d.unit_id), devices.len());
+            }
             let mut dev = SimDevice {
                 id: d.id.clone(),
                 state: dynamics::ModelState::new(&model, &d.profile, devices.len()),
                 model,
                 unit_id: d.unit_id,
-                connection: conn,
+                connection: d.connection,
                 profile: d.profile.clone(),
                 image: image::RegisterImage::default(),
+                json: serde_json::Value::Object(Default::default()),
                 garbage_toggle: false,
             };
             dynamics::step(&mut dev, &[], 0.0, 0.0);
@@ -207,8 +231,9 @@ impl Simulator {
     /// Engineering value of a point as the simulator currently serves it.
     pub fn value(&self, device: &str, point: &str) -> Option<f64> {
         self.with_device(device, |d| {
-            let (_, p) = d.profile.point(point)?;
-            d.image.read_point(p)
+            let profile = d.profile.clone();
+            let (_, p) = profile.point(point)?;
+            d.read(p)
         })
         .flatten()
     }
@@ -274,6 +299,12 @@ pub async fn start(
                 }
             },
         }
+    }
+    if let Some(broker) = &site.mqtt {
+        if site.simulator_embedded_mqtt_broker {
+            mqtt::start_embedded_broker(broker).await?;
+        }
+        mqtt::spawn_publishers(&sim, broker, shutdown.clone(), tasks);
     }
     spawn_dynamics(
         &sim,
