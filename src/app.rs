@@ -22,8 +22,10 @@ pub struct Daemon {
     pub http_addr: SocketAddr,
     pub state: AppState,
     sources_stop: CancellationToken,
+    sinks_stop: CancellationToken,
     http_stop: CancellationToken,
     sources: JoinSet<()>,
+    sinks: JoinSet<()>,
     core: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
 }
@@ -72,6 +74,9 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
 
     let sources_stop = CancellationToken::new();
     let mut sources = JoinSet::new();
+    let sinks_stop = CancellationToken::new();
+    let mut sinks = JoinSet::new();
+    crate::sinks::northbound::spawn(&site, &table, &telemetry, &sinks_stop, &mut sinks);
     crate::sources::mqtt::spawn(&site, tx.clone(), &telemetry, &sources_stop, &mut sources);
     crate::sources::modbus::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Release);
@@ -80,8 +85,10 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
         http_addr,
         state,
         sources_stop,
+        sinks_stop,
         http_stop,
         sources,
+        sinks,
         core,
         http,
     })
@@ -104,6 +111,16 @@ impl Daemon {
             );
             self.sources.abort_all();
             self.core.abort();
+        }
+        self.sinks_stop.cancel();
+        let rest = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        if tokio::time::timeout_at(rest, async {
+            while self.sinks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            self.sinks.abort_all();
         }
         self.http_stop.cancel();
         if tokio::time::timeout(Duration::from_secs(2), &mut self.http)

@@ -49,6 +49,10 @@ pub struct Telemetry {
     mqtt_connects: IntCounterVec,
     mqtt_messages: IntCounterVec,
     mqtt_rejected: IntCounterVec,
+    pub northbound_connected: IntGauge,
+    pub northbound_published: IntCounter,
+    pub northbound_dropped: IntCounter,
+    pub northbound_buffered: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -162,6 +166,22 @@ impl Telemetry {
             ),
             &["reason"],
         ));
+        let northbound_connected = must(IntGauge::new(
+            "propwatch_northbound_connected",
+            "1 while the upstream (northbound) MQTT broker is connected.",
+        ));
+        let northbound_published = must(IntCounter::new(
+            "propwatch_northbound_published_total",
+            "Northbound messages acknowledged by the upstream broker.",
+        ));
+        let northbound_dropped = must(IntCounter::new(
+            "propwatch_northbound_dropped_total",
+            "Northbound messages dropped (oldest first) because the buffer was full.",
+        ));
+        let northbound_buffered = must(IntGauge::new(
+            "propwatch_northbound_buffered",
+            "Northbound messages waiting for the upstream broker.",
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new("propwatch_build_info", "Build information."),
             &["version"],
@@ -186,6 +206,10 @@ impl Telemetry {
             Box::new(mqtt_connects.clone()),
             Box::new(mqtt_messages.clone()),
             Box::new(mqtt_rejected.clone()),
+            Box::new(northbound_connected.clone()),
+            Box::new(northbound_published.clone()),
+            Box::new(northbound_dropped.clone()),
+            Box::new(northbound_buffered.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::new(
                 std::process::id() as i32,
@@ -212,6 +236,10 @@ impl Telemetry {
             mqtt_connects,
             mqtt_messages,
             mqtt_rejected,
+            northbound_connected,
+            northbound_published,
+            northbound_dropped,
+            northbound_buffered,
         }
     }
 

@@ -461,3 +461,136 @@ async fn staleness_and_last_will_mark_devices_offline() {
     assert!(seen_online, "the last will did not mark quick-2 offline");
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+/// Collects every message on an upstream broker.
+async fn collector(
+    port: u16,
+    id: &str,
+) -> mpsc::UnboundedReceiver<(String, serde_json::Value, bool)> {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut ev) = AsyncClient::new(o, 64);
+    client
+        .subscribe("propwatch/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                    if tx.send((p.topic.clone(), v, p.retain)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+async fn next_matching(
+    rx: &mut mpsc::UnboundedReceiver<(String, serde_json::Value, bool)>,
+    what: &str,
+    mut f: impl FnMut(&str, &serde_json::Value, bool) -> bool,
+) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((t, v, r))) if f(&t, &v, r) => return,
+            Ok(Some(_)) => continue,
+            _ => panic!("timed out waiting for upstream message: {what}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn northbound_publishes_telemetry_and_state_and_buffers_through_an_outage() {
+    let ingest_dir = tempfile::tempdir().unwrap();
+    let ingest = Mosquitto::start(ingest_dir.path(), free_port()).await;
+    let up_dir = tempfile::tempdir().unwrap();
+    let mut upstream = Mosquitto::start(up_dir.path(), free_port()).await;
+    let toml = format!(
+        "{}\n[northbound]\npublish_interval_ms = 200\nbuffer_messages = 5\n[northbound.broker]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_backoff_max_ms = 1000\n",
+        site_toml(ingest.port, "pw-north"),
+        upstream.port
+    );
+    // [northbound] must come before the [[rooms]] arrays of tables: put it first
+    let (head, rooms) = toml.split_at(toml.find("[[rooms]]").unwrap());
+    let (rooms, north) = rooms.split_at(rooms.find("[northbound]").unwrap());
+    let (_cd, site) = site_in_tempdir(
+        &format!("{head}{north}{rooms}"),
+        &[("fast-lift.toml", FAST_LIFT)],
+    );
+    let mut rx = collector(upstream.port, "upstream-watch").await;
+    let daemon = propwatch::app::start(site).await.unwrap();
+    let addr = daemon.http_addr;
+    let mut p = Publisher::connect(ingest.port, "pub-north").await;
+    publish_until(
+        &mut p,
+        addr,
+        &status("lift-2"),
+        r#"{"floor": 8, "speed": 1.25}"#,
+        "ingested",
+        |m| m.point("lift-2", "floor") == Some(8.0),
+    )
+    .await;
+    // both, in whatever order they come
+    let (mut telemetry_seen, mut state_seen) = (false, false);
+    next_matching(
+        &mut rx,
+        "lift-2 telemetry and retained state",
+        |t, v, retained| {
+            telemetry_seen |= t == "propwatch/lvyuan/lifts/lift-2/telemetry"
+                && v["points"]["floor"]["value"] == 8.0
+                && v["points"]["speed"]["unit"] == "m/s";
+            state_seen |=
+                t == "propwatch/lvyuan/lifts/lift-2/state" && v["state"] == "online" && !retained;
+            telemetry_seen && state_seen
+        },
+    )
+    .await;
+    // the state is retained: a late subscriber gets it at once
+    let mut late = collector(upstream.port, "upstream-late").await;
+    next_matching(
+        &mut late,
+        "retained state for a late subscriber",
+        |t, v, retained| t.ends_with("lift-2/state") && v["state"] == "online" && retained,
+    )
+    .await;
+
+    // upstream down: the buffer (5 messages) overflows and the oldest are dropped, counted
+    upstream.kill();
+    wait_for("drops counted while upstream is down", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_northbound_dropped_total", &[])? >= 3.0
+            && m.get("propwatch_northbound_buffered", &[])? == 5.0
+            && m.get("propwatch_northbound_connected", &[])? == 0.0)
+            .then_some(())
+    })
+    .await;
+    p.publish(&status("lift-2"), r#"{"floor": 9}"#, false).await;
+    // back: buffered messages flow again, with the newest values
+    let dir = upstream.dir.clone();
+    upstream = Mosquitto::start(&dir, upstream.port).await;
+    let mut rx = collector(upstream.port, "upstream-watch-2").await;
+    next_matching(&mut rx, "telemetry after the outage", |t, v, _| {
+        t.ends_with("lift-2/telemetry") && v["points"]["floor"]["value"] == 9.0
+    })
+    .await;
+    wait_for("buffer drained", DEADLINE, || async {
+        (metrics(addr)
+            .await?
+            .get("propwatch_northbound_buffered", &[])?
+            == 0.0)
+            .then_some(())
+    })
+    .await;
+    drop(upstream);
+    daemon.stop(Duration::from_secs(5)).await;
+}

@@ -64,6 +64,8 @@ pub struct Site {
     pub connections: Vec<Connection>,
     /// The MQTT broker, when any device uses an MQTT profile (or the section is present).
     pub mqtt: Option<mqtt::MqttBroker>,
+    /// Upstream publishing of normalized telemetry and device state.
+    pub northbound: Option<mqtt::Northbound>,
     pub rooms: Vec<Room>,
     pub devices: Vec<Device>,
     pub points: Vec<Point>,
@@ -1034,10 +1036,19 @@ fn compile_site(
     let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
     let mut topic_ids: HashMap<(String, String), String> = HashMap::new();
     let mqtt_broker_declared = f.mqtt.as_ref();
-    let mqtt = f
-        .mqtt
+    let mqtt = f.mqtt.as_ref().and_then(|m| {
+        mqtt::compile_broker(
+            file,
+            "mqtt",
+            &format!("propwatch-{}", f.site.id),
+            m,
+            problems,
+        )
+    });
+    let northbound = f
+        .northbound
         .as_ref()
-        .and_then(|m| mqtt::compile_broker(file, &f.site.id, m, problems));
+        .and_then(|n| mqtt::compile_northbound(file, &f.site.id, n, problems));
     const ROOM_KINDS: [&str; 5] = [
         "pump_room",
         "distribution_room",
@@ -1271,6 +1282,7 @@ fn compile_site(
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
         connections,
         mqtt,
+        northbound,
         rooms,
         devices,
         points,

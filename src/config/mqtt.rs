@@ -194,31 +194,96 @@ impl std::fmt::Debug for MqttBroker {
     }
 }
 
-pub(super) fn compile_broker(
+/// Northbound publishing settings.
+#[derive(Debug, Clone)]
+pub struct Northbound {
+    pub broker: MqttBroker,
+    pub telemetry_topic: String,
+    pub state_topic: String,
+    pub publish_interval: Duration,
+    pub buffer_messages: usize,
+}
+
+pub(super) fn compile_northbound(
     file: &Path,
     site_id: &str,
+    n: &raw::NorthboundCfg,
+    problems: &mut Problems,
+) -> Option<Northbound> {
+    let before = problems.list.len();
+    let broker = compile_broker(
+        file,
+        "northbound.broker",
+        &format!("propwatch-{site_id}-north"),
+        &n.broker,
+        problems,
+    );
+    for (key, t) in [
+        ("northbound.telemetry_topic", &n.telemetry_topic),
+        ("northbound.state_topic", &n.state_topic),
+    ] {
+        if t.is_empty() || t.contains(['+', '#']) {
+            problems.add(
+                file,
+                key,
+                format!("{t:?} must be a topic without wildcards"),
+            );
+        } else if !t.contains("{device}") {
+            problems.add(file, key, "must contain {device}");
+        }
+    }
+    if n.publish_interval_ms < 100 {
+        problems.add(
+            file,
+            "northbound.publish_interval_ms",
+            "must be at least 100",
+        );
+    }
+    if n.buffer_messages == 0 || n.buffer_messages > 10_000_000 {
+        problems.add(file, "northbound.buffer_messages", "must be 1..=10000000");
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Northbound {
+        broker: broker?,
+        telemetry_topic: n.telemetry_topic.clone(),
+        state_topic: n.state_topic.clone(),
+        publish_interval: Duration::from_millis(n.publish_interval_ms),
+        buffer_messages: n.buffer_messages,
+    })
+}
+
+pub(super) fn compile_broker(
+    file: &Path,
+    prefix: &str,
+    default_client_id: &str,
     m: &raw::MqttCfg,
     problems: &mut Problems,
 ) -> Option<MqttBroker> {
     let before = problems.list.len();
     if m.host.is_empty() {
-        problems.add(file, "mqtt.host", "must not be empty");
+        problems.add(file, format!("{prefix}.host"), "must not be empty");
     }
     if m.port == 0 {
-        problems.add(file, "mqtt.port", "must be 1..=65535");
+        problems.add(file, format!("{prefix}.port"), "must be 1..=65535");
     }
     let client_id = m
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("propwatch-{site_id}"));
+        .unwrap_or_else(|| default_client_id.to_string());
     if client_id.is_empty() || client_id.len() > 64 {
-        problems.add(file, "mqtt.client_id", "must be 1..=64 characters");
+        problems.add(
+            file,
+            format!("{prefix}.client_id"),
+            "must be 1..=64 characters",
+        );
     }
     let password = match (&m.password_env, &m.password_file) {
         (Some(_), Some(_)) => {
             problems.add(
                 file,
-                "mqtt.password_env",
+                format!("{prefix}.password_env"),
                 "give password_env or password_file, not both",
             );
             None
@@ -228,7 +293,7 @@ pub(super) fn compile_broker(
             Err(_) => {
                 problems.add(
                     file,
-                    "mqtt.password_env",
+                    format!("{prefix}.password_env"),
                     format!("environment variable {var} is not set"),
                 );
                 None
@@ -240,7 +305,7 @@ pub(super) fn compile_broker(
                 Err(e) => {
                     problems.add(
                         file,
-                        "mqtt.password_file",
+                        format!("{prefix}.password_file"),
                         format!("cannot read {path}: {e}"),
                     );
                     None
@@ -250,7 +315,11 @@ pub(super) fn compile_broker(
         (None, None) => None,
     };
     if password.is_some() && m.username.is_none() {
-        problems.add(file, "mqtt.username", "a password needs a username");
+        problems.add(
+            file,
+            format!("{prefix}.username"),
+            "a password needs a username",
+        );
     }
     let ca_file = m
         .ca_file
@@ -263,7 +332,7 @@ pub(super) fn compile_broker(
             Err(e) => {
                 problems.add(
                     file,
-                    "mqtt.ca_file",
+                    format!("{prefix}.ca_file"),
                     format!("cannot read {}: {e}", path.display()),
                 );
                 None
@@ -271,10 +340,18 @@ pub(super) fn compile_broker(
         },
     };
     if m.keep_alive_seconds < 5 || m.keep_alive_seconds > 3600 {
-        problems.add(file, "mqtt.keep_alive_seconds", "must be 5..=3600");
+        problems.add(
+            file,
+            format!("{prefix}.keep_alive_seconds"),
+            "must be 5..=3600",
+        );
     }
     if m.max_payload_bytes < 64 || m.max_payload_bytes > 16 * 1024 * 1024 {
-        problems.add(file, "mqtt.max_payload_bytes", "must be 64..=16777216");
+        problems.add(
+            file,
+            format!("{prefix}.max_payload_bytes"),
+            "must be 64..=16777216",
+        );
     }
     if problems.list.len() > before {
         return None;

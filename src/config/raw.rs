@@ -20,6 +20,9 @@ pub struct SiteFile {
     /// The MQTT broker devices with MQTT profiles publish to.
     #[serde(default)]
     pub mqtt: Option<MqttCfg>,
+    /// Optional upstream broker that receives normalized telemetry and device state.
+    #[serde(default)]
+    pub northbound: Option<NorthboundCfg>,
     #[serde(default)]
     pub simulator: SimulatorSection,
     #[serde(default)]
@@ -207,6 +210,37 @@ pub struct MqttCfg {
     /// Larger payloads are rejected (counted as `oversize`).
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+}
+
+/// Publishing normalized telemetry to an upstream broker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NorthboundCfg {
+    pub broker: MqttCfg,
+    /// `{site}`, `{room}`, `{device}` are filled in.
+    #[serde(default = "default_telemetry_topic")]
+    pub telemetry_topic: String,
+    /// Retained device state (online/offline).
+    #[serde(default = "default_state_topic")]
+    pub state_topic: String,
+    #[serde(default = "default_publish_interval_ms")]
+    pub publish_interval_ms: u64,
+    /// Messages kept while the upstream broker is unreachable; the oldest go first.
+    #[serde(default = "default_buffer_messages")]
+    pub buffer_messages: usize,
+}
+
+fn default_telemetry_topic() -> String {
+    "propwatch/{site}/{room}/{device}/telemetry".to_string()
+}
+fn default_state_topic() -> String {
+    "propwatch/{site}/{room}/{device}/state".to_string()
+}
+fn default_publish_interval_ms() -> u64 {
+    5000
+}
+fn default_buffer_messages() -> usize {
+    10_000
 }
 
 fn default_mqtt_port() -> u16 {

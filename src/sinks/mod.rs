@@ -1,4 +1,5 @@
 //! Sinks: where the live picture goes (Prometheus exposition now; InfluxDB and MQTT
 //! northbound build on the same samples).
 
+pub mod northbound;
 pub mod prometheus;
