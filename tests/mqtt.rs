@@ -594,3 +594,150 @@ async fn northbound_publishes_telemetry_and_state_and_buffers_through_an_outage(
     drop(upstream);
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// TLS with a private CA and password authentication, both ways round: the right CA and
+/// password connect and receive; a wrong password is refused (and retried, never fatal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_and_password_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // a CA and a server certificate for 127.0.0.1 (openssl from Debian)
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=propwatch test CA",
+        ])
+        .arg("-keyout")
+        .arg(d.join("ca.key"))
+        .arg("-out")
+        .arg(d.join("ca.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(d.join("server.key"))
+        .arg("-out")
+        .arg(d.join("server.csr")));
+    std::fs::write(d.join("ext.cnf"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(d.join("server.csr"))
+        .arg("-CA")
+        .arg(d.join("ca.pem"))
+        .arg("-CAkey")
+        .arg(d.join("ca.key"))
+        .arg("-out")
+        .arg(d.join("server.pem"))
+        .arg("-extfile")
+        .arg(d.join("ext.cnf")));
+    std::fs::write(d.join("passwd"), "").unwrap();
+    run(Command::new("mosquitto_passwd")
+        .args(["-b"])
+        .arg(d.join("passwd"))
+        .args(["propwatch", "s3cret-pw"]));
+    let port = free_port();
+    let conf = d.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nuser root\nallow_anonymous false\npassword_file {p}/passwd\ncafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\nlog_dest file {p}/mosquitto.log\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Mosquitto {
+        child,
+        port,
+        dir: d.to_path_buf(),
+    };
+    wait_for("TLS broker listening", DEADLINE, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    let site = |password_file: &str| {
+        format!(
+            "[site]\nid = \"lvyuan\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"propwatch\"\npassword_file = \"{password_file}\"\nca_file = \"{}\"\nreconnect_backoff_max_ms = 1000\n[[rooms]]\nid = \"lifts\"\n[[rooms.devices]]\nid = \"lift-1\"\nprofile = \"mqtt-lift-terminal\"\n",
+            d.join("ca.pem").display()
+        )
+    };
+    std::fs::write(d.join("good-pw"), "s3cret-pw\n").unwrap();
+    std::fs::write(d.join("bad-pw"), "guess\n").unwrap();
+
+    // wrong password: refused, counted, retried; the daemon stays up
+    let (_c1, bad_site) = site_in_tempdir(&site(&d.join("bad-pw").display().to_string()), &[]);
+    let daemon = propwatch::app::start(bad_site).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("refused connects counted", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_mqtt_connects_total", &[("result", "error")])? >= 2.0
+            && m.get("propwatch_mqtt_connected", &[])? == 0.0)
+            .then_some(())
+    })
+    .await;
+    daemon.stop(Duration::from_secs(5)).await;
+
+    // right password over TLS: connected and receiving
+    let (_c2, good_site) = site_in_tempdir(&site(&d.join("good-pw").display().to_string()), &[]);
+    let daemon = propwatch::app::start(good_site).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("connected over TLS", DEADLINE, || async {
+        (metrics(addr).await?.get("propwatch_mqtt_connected", &[])? == 1.0).then_some(())
+    })
+    .await;
+    // publish over TLS with the same credentials
+    let mut o = MqttOptions::new("pub-tls", "127.0.0.1", port);
+    o.set_credentials("propwatch", "s3cret-pw");
+    o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+        ca: std::fs::read(d.join("ca.pem")).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (client, mut ev) = AsyncClient::new(o, 16);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let topic = "estate/lvyuan/elevator/lift-1/status";
+    wait_for("a message over TLS", DEADLINE, || {
+        let c = client.clone();
+        async move {
+            c.publish(topic, QoS::AtLeastOnce, false, r#"{"floor": 15}"#)
+                .await
+                .ok()?;
+            (metrics(addr).await?.point("lift-1", "floor")? == 15.0).then_some(())
+        }
+    })
+    .await;
+    daemon.stop(Duration::from_secs(5)).await;
+}
