@@ -2,6 +2,7 @@
 //! result into the immutable [`Site`] the daemon runs on. `compile` reports *every* problem
 //! at once, each with its file and key; `check-config` and systemd's `ExecStartPre` use it.
 
+pub mod influx;
 pub mod mqtt;
 pub mod raw;
 
@@ -64,6 +65,8 @@ pub struct Site {
     pub connections: Vec<Connection>,
     /// The MQTT broker, when any device uses an MQTT profile (or the section is present).
     pub mqtt: Option<mqtt::MqttBroker>,
+    /// History in InfluxDB.
+    pub influx: Option<influx::Influx>,
     /// Upstream publishing of normalized telemetry and device state.
     pub northbound: Option<mqtt::Northbound>,
     pub rooms: Vec<Room>,
@@ -285,8 +288,54 @@ impl ProfilePoint {
     }
 }
 
+/// A secret from an environment variable (`<key>_env`) or a file (`<key>_file`, relative to
+/// the site file; a trailing newline is dropped), never from the config itself.
+pub(crate) fn resolve_secret(
+    file: &Path,
+    key: &str,
+    env: Option<&str>,
+    secret_file: Option<&str>,
+    problems: &mut Problems,
+) -> Option<String> {
+    match (env, secret_file) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                file,
+                format!("{key}_env"),
+                format!("give {key}_env or {key}_file, not both"),
+            );
+            None
+        }
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                problems.add(
+                    file,
+                    format!("{key}_env"),
+                    format!("environment variable {var} is not set"),
+                );
+                None
+            }
+        },
+        (None, Some(path)) => {
+            match std::fs::read_to_string(file.parent().unwrap_or(Path::new(".")).join(path)) {
+                Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    problems.add(
+                        file,
+                        format!("{key}_file"),
+                        format!("cannot read {path}: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
 /// Collects problems while compiling.
-struct Problems {
+pub(crate) struct Problems {
     list: Vec<ConfigError>,
 }
 
@@ -1045,6 +1094,10 @@ fn compile_site(
             problems,
         )
     });
+    let influx = f
+        .influx
+        .as_ref()
+        .and_then(|i| influx::compile(file, i, problems));
     let northbound = f
         .northbound
         .as_ref()
@@ -1283,6 +1336,7 @@ fn compile_site(
         connections,
         mqtt,
         northbound,
+        influx,
         rooms,
         devices,
         points,

@@ -279,41 +279,13 @@ pub(super) fn compile_broker(
             "must be 1..=64 characters",
         );
     }
-    let password = match (&m.password_env, &m.password_file) {
-        (Some(_), Some(_)) => {
-            problems.add(
-                file,
-                format!("{prefix}.password_env"),
-                "give password_env or password_file, not both",
-            );
-            None
-        }
-        (Some(var), None) => match std::env::var(var) {
-            Ok(p) => Some(p),
-            Err(_) => {
-                problems.add(
-                    file,
-                    format!("{prefix}.password_env"),
-                    format!("environment variable {var} is not set"),
-                );
-                None
-            }
-        },
-        (None, Some(path)) => {
-            match std::fs::read_to_string(file.parent().unwrap_or(Path::new(".")).join(path)) {
-                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
-                Err(e) => {
-                    problems.add(
-                        file,
-                        format!("{prefix}.password_file"),
-                        format!("cannot read {path}: {e}"),
-                    );
-                    None
-                }
-            }
-        }
-        (None, None) => None,
-    };
+    let password = super::resolve_secret(
+        file,
+        &format!("{prefix}.password"),
+        m.password_env.as_deref(),
+        m.password_file.as_deref(),
+        problems,
+    );
     if password.is_some() && m.username.is_none() {
         problems.add(
             file,

@@ -23,6 +23,9 @@ pub struct SiteFile {
     /// Optional upstream broker that receives normalized telemetry and device state.
     #[serde(default)]
     pub northbound: Option<NorthboundCfg>,
+    /// History in InfluxDB (v2/v3 `/api/v2/write` or 1.x `/write`).
+    #[serde(default)]
+    pub influx: Option<InfluxCfg>,
     #[serde(default)]
     pub simulator: SimulatorSection,
     #[serde(default)]
@@ -228,6 +231,77 @@ pub struct NorthboundCfg {
     /// Messages kept while the upstream broker is unreachable; the oldest go first.
     #[serde(default = "default_buffer_messages")]
     pub buffer_messages: usize,
+}
+
+/// The InfluxDB sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxCfg {
+    /// `v2` (InfluxDB 2.x/3.x, VictoriaMetrics: org, bucket, token) or `v1` (database,
+    /// retention policy, user/password).
+    pub api: String,
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub retention_policy: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// `ns`, `us`, `ms` or `s`.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    #[serde(default = "default_batch_max_lines")]
+    pub batch_max_lines: usize,
+    #[serde(default = "default_batch_max_interval_ms")]
+    pub batch_max_interval_ms: u64,
+    #[serde(default = "default_influx_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
+    /// Where batches wait while the database is unreachable (relative to the site file).
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: String,
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    #[serde(default = "default_spool_max_age_hours")]
+    pub spool_max_age_hours: u64,
+}
+
+fn default_precision() -> String {
+    "ms".to_string()
+}
+fn default_batch_max_lines() -> usize {
+    5000
+}
+fn default_batch_max_interval_ms() -> u64 {
+    1000
+}
+fn default_influx_timeout_ms() -> u64 {
+    10_000
+}
+fn default_spool_dir() -> String {
+    "spool".to_string()
+}
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_spool_max_age_hours() -> u64 {
+    7 * 24
 }
 
 fn default_telemetry_topic() -> String {
