@@ -199,7 +199,7 @@ impl Writer {
                 let points = stream::iter(vec![Encoded(body)]);
                 match tokio::time::timeout(
                     *timeout,
-                    client.write_with_precision(bucket, points, precision.clone()),
+                    client.write_with_precision(bucket, points, *precision),
                 )
                 .await
                 {
