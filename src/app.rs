@@ -53,9 +53,21 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     // Bounded: if the core falls behind, sources wait (back-pressure) rather than buffer
     // without limit.
     let (tx, rx) = mpsc::channel(1024);
+    let sinks_stop = CancellationToken::new();
+    let mut sinks = JoinSet::new();
+    let mut sample_sinks = Vec::new();
+    if let Some(influx) = crate::sinks::influx::spawn(&site, &telemetry, &mut sinks)? {
+        sample_sinks.push(influx);
+    }
     let core = tokio::spawn(
-        live::run_core(site.clone(), table.clone(), telemetry.clone(), rx)
-            .instrument(tracing::info_span!("core")),
+        live::run_core(
+            site.clone(),
+            table.clone(),
+            telemetry.clone(),
+            rx,
+            sample_sinks,
+        )
+        .instrument(tracing::info_span!("core")),
     );
 
     let http_stop = CancellationToken::new();
@@ -74,8 +86,6 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
 
     let sources_stop = CancellationToken::new();
     let mut sources = JoinSet::new();
-    let sinks_stop = CancellationToken::new();
-    let mut sinks = JoinSet::new();
     crate::sinks::northbound::spawn(&site, &table, &telemetry, &sinks_stop, &mut sinks);
     crate::sources::mqtt::spawn(&site, tx.clone(), &telemetry, &sources_stop, &mut sources);
     crate::sources::modbus::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::Site;
-use crate::model::{Quality, SourceEvent, Value};
+use crate::model::{Quality, Sample, SourceEvent, Value};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +80,7 @@ pub async fn run_core(
     table: Arc<LiveTable>,
     telemetry: Arc<Telemetry>,
     mut rx: mpsc::Receiver<SourceEvent>,
+    sinks: Vec<mpsc::Sender<Arc<[Sample]>>>,
 ) {
     let labels: Vec<[&str; 3]> = site
         .devices
@@ -132,6 +133,15 @@ pub async fn run_core(
                     for (dev, at) in good_devices {
                         devices[dev as usize].last_success = Some(at);
                         last_ok[dev as usize].set(unix_seconds(at));
+                    }
+                }
+                if !sinks.is_empty() {
+                    let batch: Arc<[Sample]> = samples.into();
+                    for sink in &sinks {
+                        // back-pressure: a sink that cannot keep up slows the sources
+                        // rather than losing data (the InfluxDB sink spools instead of
+                        // waiting on the network, so this does not wait for the database)
+                        let _ = sink.send(batch.clone()).await;
                     }
                 }
             }

@@ -31,7 +31,69 @@ impl ModbusResult {
     }
 }
 
+/// The InfluxDB sink's counters.
+pub struct InfluxMetrics {
+    pub lines_written: IntCounter,
+    pub batches: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub spool_bytes: IntGauge,
+    pub spool_lines: IntGauge,
+    pub spool_oldest_age: prometheus::Gauge,
+    pub spool_dropped_lines: IntCounter,
+    pub replayed_lines: IntCounter,
+    pub dead_letter_lines: IntCounter,
+}
+
+impl InfluxMetrics {
+    fn new(registry: &Registry) -> Self {
+        let m = Self {
+            lines_written: must(IntCounter::new("propwatch_influx_lines_written_total", "Line-protocol lines (InfluxDB points) written.")),
+            batches: must(IntCounterVec::new(
+                Opts::new("propwatch_influx_batches_total", "Batches by what became of them (written, spooled)."),
+                &["result"],
+            )),
+            errors: must(IntCounterVec::new(
+                Opts::new(
+                    "propwatch_influx_errors_total",
+                    "Failed writes by class (timeout, connection, server_error, throttled, too_large, rejected).",
+                ),
+                &["class"],
+            )),
+            spool_bytes: must(IntGauge::new("propwatch_influx_spool_bytes", "Bytes waiting in the spool.")),
+            spool_lines: must(IntGauge::new("propwatch_influx_spool_lines", "Lines waiting in the spool.")),
+            spool_oldest_age: must(prometheus::Gauge::new(
+                "propwatch_influx_spool_oldest_age_seconds",
+                "Age of the oldest spooled batch.",
+            )),
+            spool_dropped_lines: must(IntCounter::new(
+                "propwatch_influx_spool_dropped_lines_total",
+                "Lines dropped because the spool hit its size or age bound (or the disk failed).",
+            )),
+            replayed_lines: must(IntCounter::new("propwatch_influx_replayed_lines_total", "Spooled lines written on replay.")),
+            dead_letter_lines: must(IntCounter::new(
+                "propwatch_influx_dead_letter_lines_total",
+                "Lines the database refused, set aside in the dead-letter file.",
+            )),
+        };
+        for c in [
+            Box::new(m.lines_written.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.batches.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.spool_bytes.clone()),
+            Box::new(m.spool_lines.clone()),
+            Box::new(m.spool_oldest_age.clone()),
+            Box::new(m.spool_dropped_lines.clone()),
+            Box::new(m.replayed_lines.clone()),
+            Box::new(m.dead_letter_lines.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        m
+    }
+}
+
 pub struct Telemetry {
+    pub influx: InfluxMetrics,
     pub registry: Registry,
     modbus_requests: IntCounterVec,
     modbus_request_duration: HistogramVec,
@@ -219,6 +281,7 @@ impl Telemetry {
             must(registry.register(c));
         }
         Self {
+            influx: InfluxMetrics::new(&registry),
             registry,
             modbus_requests,
             modbus_request_duration,
