@@ -33,6 +33,7 @@ impl ModbusResult {
 
 /// The InfluxDB sink's counters.
 pub struct InfluxMetrics {
+    pub lines_encoded: IntCounter,
     pub lines_written: IntCounter,
     pub batches: IntCounterVec,
     pub errors: IntCounterVec,
@@ -47,6 +48,7 @@ pub struct InfluxMetrics {
 impl InfluxMetrics {
     fn new(registry: &Registry) -> Self {
         let m = Self {
+            lines_encoded: must(IntCounter::new("propwatch_influx_lines_encoded_total", "Line-protocol lines produced from samples.")),
             lines_written: must(IntCounter::new("propwatch_influx_lines_written_total", "Line-protocol lines (InfluxDB points) written.")),
             batches: must(IntCounterVec::new(
                 Opts::new("propwatch_influx_batches_total", "Batches by what became of them (written, spooled)."),
@@ -76,7 +78,8 @@ impl InfluxMetrics {
             )),
         };
         for c in [
-            Box::new(m.lines_written.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.lines_encoded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.lines_written.clone()),
             Box::new(m.batches.clone()),
             Box::new(m.errors.clone()),
             Box::new(m.spool_bytes.clone()),

@@ -154,7 +154,9 @@ async fn encode_loop(
         tokio::select! {
             samples = rx.recv() => match samples {
                 Some(samples) => {
-                    lines += line::encode(&site, &samples, cfg.precision, &mut body) as u64;
+                    let n = line::encode(&site, &samples, cfg.precision, &mut body) as u64;
+                    telemetry.influx.lines_encoded.inc_by(n);
+                    lines += n;
                     if lines as usize >= cfg.batch_max_lines {
                         flush(&mut body, &mut lines);
                     }
