@@ -198,3 +198,218 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
         );
     }
 }
+
+struct Victoria {
+    child: Child,
+    port: u16,
+}
+
+impl Victoria {
+    async fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            // identical samples written twice (a replayed batch) count once
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("victoria-metrics is needed (scripts/test installs it)");
+        let url = format!("http://127.0.0.1:{port}/health");
+        wait_for("victoria-metrics ready", DEADLINE, || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        Self { child, port }
+    }
+
+    /// Every sample of the series matching `selector`, via /api/v1/export.
+    async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        let _ = reqwest::get(format!(
+            "http://127.0.0.1:{}/internal/force_flush",
+            self.port
+        ))
+        .await;
+        let text = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/export", self.port))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_takes_the_v2_api_with_gzip_and_token() {
+    let vm_dir = tempfile::tempdir().unwrap();
+    let vm = Victoria::start(vm_dir.path()).await;
+    let token_dir = tempfile::tempdir().unwrap();
+    std::fs::write(token_dir.path().join("token"), "not-a-real-token\n").unwrap();
+    let influx = format!(
+        "[influx]\napi = \"v2\"\nurl = \"http://127.0.0.1:{}\"\norg = \"estate\"\nbucket = \"propwatch\"\ntoken_file = \"{}\"\ngzip = true\nbatch_max_interval_ms = 200\n",
+        vm.port,
+        token_dir.path().join("token").display()
+    );
+    let served = SimulatedSite::start(1, |a| lifts_toml(a, &influx), &[]).await;
+    served
+        .sim
+        .inject(
+            propwatch::simulator::ScenarioKind::Entrapment,
+            Some("lift-3"),
+            None,
+        )
+        .unwrap();
+    for d in ["lift-1", "lift-2", "lift-3"] {
+        served.sim.freeze(d);
+    }
+    let daemon = propwatch::app::start(served.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("lines written", DEADLINE, || async {
+        (metrics(addr)
+            .await?
+            .get("propwatch_influx_lines_written_total", &[])?
+            >= 30.0)
+            .then_some(())
+    })
+    .await;
+    let telemetry = daemon.state.telemetry.clone();
+    daemon.stop(Duration::from_secs(10)).await;
+    let encoded = telemetry.influx.lines_encoded.get() as usize;
+    // VictoriaMetrics names a field `<measurement>_<field>`
+    let series = wait_for("all lines visible in VictoriaMetrics", DEADLINE, || async {
+        let s = vm.export("{__name__=\"elevator_floor\"}").await;
+        let n: usize = s
+            .iter()
+            .map(|x| x["values"].as_array().map_or(0, |v| v.len()))
+            .sum();
+        (n == encoded).then_some(s)
+    })
+    .await;
+    assert_eq!(series.len(), 3, "one series per lift");
+    for s in &series {
+        let m = &s["metric"];
+        let dev = m["device"].as_str().unwrap();
+        assert_eq!(
+            (
+                m["site"].as_str(),
+                m["room"].as_str(),
+                m["building"].as_str(),
+                m["profile"].as_str()
+            ),
+            (
+                Some("lvyuan"),
+                Some("lifts"),
+                Some("3栋"),
+                Some("sim-elevator")
+            )
+        );
+        let last = s["values"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert_eq!(Some(last), served.sim.value(dev, "floor"), "{dev}");
+    }
+    let alarm = vm
+        .export("{__name__=\"elevator_alarm_button\",device=\"lift-3\"}")
+        .await;
+    assert_eq!(
+        alarm[0]["values"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_f64(),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_type_conflict_sets_aside_only_the_offending_lines() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = Influxd::start(db_dir.path(), free_port()).await;
+    db.query("", "CREATE DATABASE propwatch").await;
+    // someone wrote `floor` of lift-2's kind as a string before: its floats will be refused
+    const ODD: &str = "[profile]\nid = \"odd-lift\"\nkind = \"odd_elevator\"\nsim_model = \"elevator\"\n[[points]]\nid = \"floor\"\nfunction = 4\naddress = 0\ntype = \"i16\"\n";
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/write?db=propwatch", db.port))
+        // field types are per shard: write it now, into the shard the daemon will write to
+        .body(format!(
+            "odd_elevator,device=old floor=\"ground\" {}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let spool = tempfile::tempdir().unwrap();
+    let influx = format!("[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 300\nspool_dir = \"{}\"\n", db.port, spool.path().display());
+    let served = SimulatedSite::start(
+        1,
+        |a| {
+            lifts_toml(a, &influx).replace(
+                "id = \"lift-2\"\nprofile = \"sim-elevator\"",
+                "id = \"lift-2\"\nprofile = \"odd-lift\"",
+            )
+        },
+        &[("odd-lift.toml", ODD)],
+    )
+    .await;
+    let daemon = propwatch::app::start(served.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("dead letters and good lines", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_influx_dead_letter_lines_total", &[])? >= 3.0
+            && m.get("propwatch_influx_lines_written_total", &[])? >= 20.0)
+            .then_some(())
+    })
+    .await;
+    let telemetry = daemon.state.telemetry.clone();
+    daemon.stop(Duration::from_secs(10)).await;
+    let dead = telemetry.influx.dead_letter_lines.get();
+    let encoded = telemetry.influx.lines_encoded.get();
+    // the dead-letter file holds exactly the refused lines, with the server's message
+    let text = std::fs::read_to_string(spool.path().join("dead-letter.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len() as u64, dead);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("odd_elevator,device=lift-2,")),
+        "{text}"
+    );
+    assert!(
+        text.contains("HTTP 400") && text.contains("field type conflict"),
+        "{text}"
+    );
+    // every other line was written
+    assert_eq!(floor_rows(&db).await, (encoded - dead) as f64);
+    assert_eq!(telemetry.influx.spool_lines.get(), 0);
+}
