@@ -413,3 +413,101 @@ async fn a_field_type_conflict_sets_aside_only_the_offending_lines() {
     assert_eq!(floor_rows(&db).await, (encoded - dead) as f64);
     assert_eq!(telemetry.influx.spool_lines.get(), 0);
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+
+fn spooled_lines_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".lp"))
+                        .and_then(|n| n.rsplit('-').next())
+                        .and_then(|l| l.parse::<u64>().ok())
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The daemon (the real binary) killed with SIGKILL while spooling; restarted after the
+/// database is back, it replays what it had spooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_lines_survive_sigkill() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut db = Influxd::start(db_dir.path(), free_port()).await;
+    db.query("", "CREATE DATABASE propwatch").await;
+    let spool = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let influx = format!(
+        "[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\ntimeout_ms = 1000\nretry_backoff_max_ms = 1000\nspool_dir = \"{}\"\n",
+        db.port,
+        spool.path().display()
+    );
+    let served = SimulatedSite::start(
+        1,
+        |a| {
+            lifts_toml(a, &influx).replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{http}\""),
+            )
+        },
+        &[],
+    )
+    .await;
+    let config = served.dir.path().join("site.toml");
+    let run = || {
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let base = format!("http://127.0.0.1:{http}/metrics");
+    let scrape = || {
+        let base = base.clone();
+        async move { Some(Metrics::parse(&get_text(&base).await?)) }
+    };
+    let mut daemon = run();
+    wait_for("writing", DEADLINE, || async {
+        (scrape()
+            .await?
+            .get("propwatch_influx_lines_written_total", &[])?
+            >= 10.0)
+            .then_some(())
+    })
+    .await;
+    let rows_before = floor_rows(&db).await;
+    db.stop();
+    wait_for("spooling", DEADLINE, || async {
+        (scrape().await?.get("propwatch_influx_spool_lines", &[])? >= 30.0).then_some(())
+    })
+    .await;
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+    let spooled = spooled_lines_on_disk(spool.path());
+    assert!(spooled >= 30, "{spooled} lines on disk after SIGKILL");
+    db.restart().await;
+    let mut daemon = run();
+    wait_for("replayed after restart", DEADLINE, || async {
+        let m = scrape().await?;
+        (m.get("propwatch_influx_replayed_lines_total", &[])? >= spooled as f64
+            && m.get("propwatch_influx_spool_lines", &[])? == 0.0)
+            .then_some(())
+    })
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    assert_eq!(spooled_lines_on_disk(spool.path()), 0);
+    let rows = floor_rows(&db).await;
+    assert!(
+        rows >= rows_before + spooled as f64,
+        "rows {rows} < {rows_before} before the outage + {spooled} spooled"
+    );
+}
