@@ -162,6 +162,8 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
             .then_some(())
     })
     .await;
+    // the outage of the scenario lasts 30 s (its length, not a wait for something)
+    tokio::time::sleep(Duration::from_secs(30)).await;
     db.restart().await;
     wait_for("spool replayed", DEADLINE, || async {
         let m = metrics(addr).await?;
