@@ -22,11 +22,16 @@ struct Influxd {
 
 impl Influxd {
     async fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with(dir, port, "").await
+    }
+
+    /// `http_extra`: more lines for the `[http]` section.
+    async fn start_with(dir: &Path, port: u16, http_extra: &str) -> Self {
         let conf = dir.join("influxdb.conf");
         std::fs::write(
             &conf,
             format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n",
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http_extra}\n[monitor]\n  store-enabled = false\n",
                 free_port(),
                 d = dir.display()
             ),
@@ -511,5 +516,33 @@ async fn spooled_lines_survive_sigkill() {
     assert!(
         rows >= rows_before + spooled as f64,
         "rows {rows} < {rows_before} before the outage + {spooled} spooled"
+    );
+}
+
+/// A database that refuses large requests (413): batches are split until they fit, and
+/// every line still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_too_large_for_the_server_are_split() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = Influxd::start_with(db_dir.path(), free_port(), "  max-body-size = 2000").await;
+    db.query("", "CREATE DATABASE propwatch").await;
+    let influx = format!("[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\ngzip = false\nbatch_max_interval_ms = 1000\n", db.port);
+    let served = SimulatedSite::start(1, |a| lifts_toml(a, &influx), &[]).await;
+    let daemon = propwatch::app::start(served.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    wait_for("splits and writes", DEADLINE, || async {
+        let m = metrics(addr).await?;
+        (m.get("propwatch_influx_errors_total", &[("class", "too_large")])? >= 2.0
+            && m.get("propwatch_influx_lines_written_total", &[])? >= 40.0)
+            .then_some(())
+    })
+    .await;
+    let telemetry = daemon.state.telemetry.clone();
+    daemon.stop(Duration::from_secs(10)).await;
+    assert_eq!(telemetry.influx.dead_letter_lines.get(), 0);
+    assert_eq!(telemetry.influx.spool_lines.get(), 0);
+    assert_eq!(
+        floor_rows(&db).await,
+        telemetry.influx.lines_encoded.get() as f64
     );
 }
