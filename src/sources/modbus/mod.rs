@@ -268,8 +268,7 @@ impl ConnectionPoller {
     ) -> PollOutcome {
         let conn_id = self.site.connections[self.conn].id.clone();
         if let Err(reason) = self.ensure_connected().await {
-            self.telemetry
-                .modbus_request(&conn_id, &device.id, ModbusResult::IoError);
+            // no request went out: the failed connect is in propwatch_modbus_connects_total
             self.send_bad(device, &device.reads.iter().collect::<Vec<_>>())
                 .await;
             return PollOutcome::Failed(reason);
