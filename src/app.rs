@@ -123,7 +123,9 @@ impl Daemon {
             self.core.abort();
         }
         self.sinks_stop.cancel();
-        let rest = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        // the sinks finish what is in flight: a write is bounded by its own timeout
+        // (influx timeout_ms, default 10 s), after which the batch is spooled, not lost
+        let rest = deadline.max(tokio::time::Instant::now() + Duration::from_secs(11));
         if tokio::time::timeout_at(rest, async {
             while self.sinks.join_next().await.is_some() {}
         })
