@@ -107,10 +107,13 @@ impl Writer {
             }
             InfluxApi::V2 { org, bucket, token } => {
                 use influxdb2::api::write::TimestampPrecision as P;
-                let client = influxdb2::ClientBuilder::new(&cfg.url, org, token)
-                    .gzip(cfg.gzip)
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                // influxdb2's `gzip(x)` turns compression on whatever `x` is (0.5.2): call it
+                // only when wanted. It compresses at level 9 (not configurable).
+                let mut builder = influxdb2::ClientBuilder::new(&cfg.url, org, token);
+                if cfg.gzip {
+                    builder = builder.gzip(true);
+                }
+                let client = builder.build().map_err(|e| e.to_string())?;
                 Writer::V2 {
                     client,
                     bucket: bucket.clone(),
