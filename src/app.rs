@@ -41,7 +41,10 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
         )
     })?;
     let http_addr = listener.local_addr()?;
+    let clock = crate::alarms::Clock::new();
+    let alarms = crate::alarms::Alarms::open(site.clone(), telemetry.clone(), clock)?;
     let state = AppState {
+        alarms: alarms.handle.clone(),
         site: site.clone(),
         table: table.clone(),
         telemetry: telemetry.clone(),
@@ -59,6 +62,12 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     if let Some(influx) = crate::sinks::influx::spawn(&site, &telemetry, &mut sinks)? {
         sample_sinks.push(influx);
     }
+    let (alarm_tx, alarm_rx) = mpsc::channel(1024);
+    sinks.spawn(
+        alarms
+            .run(site.clone(), table.clone(), alarm_rx, sinks_stop.clone())
+            .instrument(tracing::info_span!("alarms")),
+    );
     let core = tokio::spawn(
         live::run_core(
             site.clone(),
@@ -66,6 +75,7 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
             telemetry.clone(),
             rx,
             sample_sinks,
+            Some(alarm_tx),
         )
         .instrument(tracing::info_span!("core")),
     );

@@ -12,6 +12,7 @@
 //! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod alarms;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -81,6 +81,7 @@ pub async fn run_core(
     telemetry: Arc<Telemetry>,
     mut rx: mpsc::Receiver<SourceEvent>,
     sinks: Vec<mpsc::Sender<Arc<[Sample]>>>,
+    alarms: Option<mpsc::Sender<Vec<u32>>>,
 ) {
     let labels: Vec<[&str; 3]> = site
         .devices
@@ -128,6 +129,15 @@ pub async fn run_core(
                         }
                     }
                 }
+                if let Some(tx) = &alarms {
+                    let mut devs: Vec<u32> = samples
+                        .iter()
+                        .filter_map(|s| site.points.get(s.point as usize).map(|p| p.device))
+                        .collect();
+                    devs.dedup();
+                    // if the engine is behind, its periodic evaluation catches up
+                    let _ = tx.try_send(devs);
+                }
                 if !good_devices.is_empty() {
                     let mut devices = table.devices.write().unwrap_or_else(|e| e.into_inner());
                     for (dev, at) in good_devices {
@@ -160,6 +170,10 @@ pub async fn run_core(
                 d.online = Some(online);
                 d.since = Some(at);
                 d.reason = reason;
+                drop(devices);
+                if let Some(tx) = &alarms {
+                    let _ = tx.try_send(vec![device]);
+                }
             }
         }
         timer.observe_duration();

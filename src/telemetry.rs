@@ -95,8 +95,68 @@ impl InfluxMetrics {
     }
 }
 
+/// The alarm engine's metrics.
+pub struct AlarmMetrics {
+    /// 1 while an alarm's condition is active (or latched), 0 after it returned to normal.
+    pub active: IntGaugeVec,
+    pub raised: IntCounterVec,
+    pub incidents_open: IntGaugeVec,
+    pub rule_errors: IntCounterVec,
+    pub store_errors: IntCounter,
+    pub store_pending: IntGauge,
+    pub evaluations: IntCounter,
+}
+
+impl AlarmMetrics {
+    fn new(registry: &Registry) -> Self {
+        let m = Self {
+            active: must(IntGaugeVec::new(
+                Opts::new("propwatch_alarm_active", "1 while the alarm condition is active or latched."),
+                &["site", "device", "rule", "plan", "severity"],
+            )),
+            raised: must(IntCounterVec::new(
+                Opts::new("propwatch_alarms_raised_total", "Alarm occurrences raised, by plan."),
+                &["plan", "severity"],
+            )),
+            incidents_open: must(IntGaugeVec::new(
+                Opts::new("propwatch_incidents_open", "Incidents not yet resolved, by plan."),
+                &["plan"],
+            )),
+            rule_errors: must(IntCounterVec::new(
+                Opts::new(
+                    "propwatch_rule_errors_total",
+                    "Rule evaluations that failed for a reason other than missing data (e.g. a type error).",
+                ),
+                &["rule"],
+            )),
+            store_errors: must(IntCounter::new(
+                "propwatch_alarm_store_errors_total",
+                "Failed writes to the alarm state store (kept in memory and retried).",
+            )),
+            store_pending: must(IntGauge::new(
+                "propwatch_alarm_store_pending_writes",
+                "State changes waiting for the state store after a failed write.",
+            )),
+            evaluations: must(IntCounter::new("propwatch_rule_evaluations_total", "Rule evaluations.")),
+        };
+        for c in [
+            Box::new(m.active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.raised.clone()),
+            Box::new(m.incidents_open.clone()),
+            Box::new(m.rule_errors.clone()),
+            Box::new(m.store_errors.clone()),
+            Box::new(m.store_pending.clone()),
+            Box::new(m.evaluations.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        m
+    }
+}
+
 pub struct Telemetry {
     pub influx: InfluxMetrics,
+    pub alarms: AlarmMetrics,
     pub registry: Registry,
     modbus_requests: IntCounterVec,
     modbus_request_duration: HistogramVec,
@@ -285,6 +345,7 @@ impl Telemetry {
         }
         Self {
             influx: InfluxMetrics::new(&registry),
+            alarms: AlarmMetrics::new(&registry),
             registry,
             modbus_requests,
             modbus_request_duration,

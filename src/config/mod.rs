@@ -2,6 +2,7 @@
 //! result into the immutable [`Site`] the daemon runs on. `compile` reports *every* problem
 //! at once, each with its file and key; `check-config` and systemd's `ExecStartPre` use it.
 
+pub mod alarms;
 pub mod influx;
 pub mod mqtt;
 pub mod raw;
@@ -73,6 +74,8 @@ pub struct Site {
     pub devices: Vec<Device>,
     pub points: Vec<Point>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
+    /// Rules, plans, dependency map and alarm settings.
+    pub alarms: alarms::Alarms,
 }
 
 impl Site {
@@ -196,6 +199,9 @@ pub struct Profile {
     pub blocks: Vec<Block>,
     pub max_registers_per_read: Option<u16>,
     pub max_bits_per_read: Option<u16>,
+    /// Alarm rules as written; compiled per device with the site (see `alarms`).
+    pub rules: Vec<alarms::RuleCfg>,
+    pub offline_severity: Option<String>,
 }
 
 impl Profile {
@@ -675,6 +681,8 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         blocks,
         max_registers_per_read: p.profile.max_registers_per_read,
         max_bits_per_read: p.profile.max_bits_per_read,
+        rules: p.rules,
+        offline_severity: p.profile.offline_severity,
     })
 }
 
@@ -1323,10 +1331,29 @@ fn compile_site(
             });
         }
     }
+    let alarms = if problems.list.len() > before {
+        None
+    } else {
+        alarms::compile(
+            alarms::SiteAlarmInput {
+                file,
+                cfg: &f.alarms,
+                rules: &f.rules,
+                overrides: &f.rule_overrides,
+                dependencies: &f.dependencies,
+                plans_dir_override: None,
+            },
+            &rooms,
+            &devices,
+            profiles,
+            problems,
+        )
+    };
     if problems.list.len() > before {
         return None;
     }
     Some(Site {
+        alarms: alarms?,
         id: f.site.id.clone(),
         name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),
         source_file: file.to_path_buf(),

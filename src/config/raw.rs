@@ -32,6 +32,18 @@ pub struct SiteFile {
     pub connections: Vec<ConnectionCfg>,
     #[serde(default)]
     pub rooms: Vec<RoomCfg>,
+    /// Alarm engine and state store settings.
+    #[serde(default)]
+    pub alarms: super::alarms::AlarmsCfg,
+    /// Site (composite) rules across devices and rooms.
+    #[serde(default)]
+    pub rules: Vec<super::alarms::RuleCfg>,
+    /// Per-site thresholds, delays and severities of profile rules.
+    #[serde(default)]
+    pub rule_overrides: Vec<super::alarms::RuleOverrideCfg>,
+    /// What feeds what: root causes group their consequences.
+    #[serde(default)]
+    pub dependencies: Vec<super::alarms::DependencyCfg>,
 }
 
 fn default_profiles_dir() -> String {
@@ -397,11 +409,17 @@ pub struct ProfileFile {
     pub blocks: Vec<BlockCfg>,
     #[serde(default)]
     pub points: Vec<PointCfg>,
+    /// Alarm rules every device of this model gets.
+    #[serde(default)]
+    pub rules: Vec<super::alarms::RuleCfg>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileSection {
+    /// Severity of this model's 通讯中断 (device offline) alarm; default: the plan's (P2).
+    #[serde(default)]
+    pub offline_severity: Option<String>,
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod alarms;
+
 use crate::config::Site;
 use crate::live::LiveTable;
 use crate::model::Value;
@@ -28,6 +30,7 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub started: Instant,
     pub point_families: Arc<crate::sinks::prometheus::PointFamilies>,
+    pub alarms: crate::alarms::AlarmHandle,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/points", get(points))
+        .merge(alarms::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)

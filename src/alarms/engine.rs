@@ -1,0 +1,1695 @@
+//! The alarm state machine. Synchronous and clock-free: every call takes `now_ms`, so the
+//! async task (see `super::run`) drives it from tokio's clock and tests can drive it from
+//! tokio's paused clock.
+//!
+//! Per rule instance (ISA-18.2 vocabulary):
+//! - normal -> *pending* while the condition holds for less than its on-delay (`for`);
+//! - *active & unacknowledged* -> *active & acknowledged* (ack) ;
+//! - when the condition clears (for its off-delay; or its `clear` condition holds):
+//!   *latched* (needs a reset) or *returned to normal*; return to normal is tracked apart from
+//!   acknowledgement; the occurrence closes once normal **and** acknowledged, or when its
+//!   incident is resolved with a record;
+//! - *shelved* (reason, bounded duration; refused for life-safety plans): still tracked, not
+//!   announced; *out of service* per device: its rules are held normal;
+//! - *flapping*: activating `flap_count` times within `flap_window` holds the alarm active
+//!   until its condition stays normal for `flap_hold`, so it is not re-sent.
+//!
+//! Every announced alarm belongs to an incident. A new alarm joins an open incident whose root
+//! cause explains it (plan `explains` + the dependency map), or an open incident of its own
+//! plan (plan `grouping`), or opens one. A root-cause incident that opens after its
+//! consequences merges them. Life-safety plans are never grouped under anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use evalexpr::Value as EValue;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tracing::{error, info, warn};
+
+use crate::config::alarms::{Condition, Rule, Severity};
+use crate::config::Site;
+use crate::live::LiveTable;
+use crate::model::Quality;
+use crate::telemetry::Telemetry;
+
+use super::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome};
+use super::store::{
+    AlarmRecord, EventRecord, IncidentRecord, InstState, OutOfService, Shelve, Store, Write,
+};
+
+/// An operator's request.
+#[derive(Debug, Clone)]
+pub enum Command {
+    AckAlarm {
+        id: i64,
+        by: String,
+        note: Option<String>,
+    },
+    ResetAlarm {
+        id: i64,
+        by: String,
+    },
+    Shelve {
+        id: i64,
+        by: String,
+        reason: String,
+        duration: Duration,
+    },
+    Unshelve {
+        id: i64,
+        by: String,
+    },
+    AckIncident {
+        id: i64,
+        by: String,
+        note: Option<String>,
+    },
+    Arrive {
+        id: i64,
+        by: String,
+        note: Option<String>,
+    },
+    Resolve {
+        id: i64,
+        by: String,
+        cause: String,
+        measures: String,
+    },
+    Note {
+        id: i64,
+        by: String,
+        text: String,
+    },
+    OutOfService {
+        device: String,
+        by: String,
+        reason: String,
+    },
+    InService {
+        device: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdError {
+    /// HTTP status: 400 bad request, 404 unknown, 409 refused in this state.
+    pub status: u16,
+    pub message: String,
+}
+
+fn err<T>(status: u16, message: impl Into<String>) -> Result<T, CmdError> {
+    Err(CmdError {
+        status,
+        message: message.into(),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Inst {
+    st: InstState,
+    /// The condition side: active (after on-delay) until it clears (after off-delay).
+    active: bool,
+    /// The open occurrence, if any.
+    occ: Option<i64>,
+}
+
+const MAX_UNFLUSHED: usize = 100_000;
+
+pub struct Engine {
+    site: Arc<Site>,
+    telemetry: Arc<Telemetry>,
+    store: Store,
+    unflushed: Vec<Write>,
+    events_tx: broadcast::Sender<Arc<EventRecord>>,
+    insts: Vec<Inst>,
+    /// Rules to evaluate when a device's samples arrive.
+    by_device: Vec<Vec<usize>>,
+    is_enum: Vec<bool>,
+    point_vals: Vec<Option<EValue>>,
+    online: Vec<Option<EValue>>,
+    last_good: Vec<Option<i64>>,
+    history: History,
+    alarms: BTreeMap<i64, AlarmRecord>,
+    incidents: BTreeMap<i64, IncidentRecord>,
+    oos: BTreeMap<u32, OutOfService>,
+    next_alarm: i64,
+    next_incident: i64,
+    next_event: i64,
+    start_ms: i64,
+    error_logged: HashMap<usize, i64>,
+}
+
+impl Engine {
+    /// Open the engine on `store`, resuming every open alarm, incident and timer.
+    pub fn new(
+        site: Arc<Site>,
+        telemetry: Arc<Telemetry>,
+        store: Store,
+        events_tx: broadcast::Sender<Arc<EventRecord>>,
+        now_ms: i64,
+    ) -> rusqlite::Result<Self> {
+        let loaded = store.load()?;
+        let rules = &site.alarms.rules;
+        let mut by_device = vec![Vec::new(); site.devices.len()];
+        for (i, r) in rules.iter().enumerate() {
+            for d in &r.devices {
+                by_device[*d as usize].push(i);
+            }
+        }
+        let is_enum = site
+            .points
+            .iter()
+            .map(|p| {
+                let pp = &site.devices[p.device as usize].profile.points[p.profile_point];
+                !pp.enum_labels.is_empty()
+                    || matches!(
+                        pp.source,
+                        crate::config::PointSource::Json {
+                            kind: crate::config::JsonKind::Enum,
+                            ..
+                        }
+                    )
+            })
+            .collect();
+        let keep_ms = site.alarms.settings.history.as_millis() as i64;
+        let history = History::new(
+            rules.iter().flat_map(|r| r.history_points.iter().copied()),
+            keep_ms,
+        );
+        let mut insts: Vec<Inst> = rules.iter().map(|_| Inst::default()).collect();
+        let index: HashMap<&str, usize> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.key.as_str(), i))
+            .collect();
+        for (key, st) in loaded.instances {
+            if let Some(&i) = index.get(key.as_str()) {
+                insts[i].st = st;
+            }
+        }
+        let mut alarms = BTreeMap::new();
+        for a in loaded.open_alarms {
+            if let Some(&i) = index.get(a.key.as_str()) {
+                insts[i].active = a.active;
+                insts[i].occ = Some(a.id);
+                if a.active || a.latched {
+                    telemetry
+                        .alarms
+                        .active
+                        .with_label_values(&labels(&site, &rules[i]))
+                        .set(1);
+                }
+            }
+            // an alarm whose rule was removed from the config stays listed until acknowledged
+            alarms.insert(a.id, a);
+        }
+        let incidents: BTreeMap<i64, IncidentRecord> = loaded
+            .open_incidents
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        let oos = loaded
+            .out_of_service
+            .into_iter()
+            .filter_map(|o| site.device_by_id(&o.device).map(|d| (d.index, o)))
+            .collect();
+        if !alarms.is_empty() || !incidents.is_empty() {
+            info!(
+                alarms = alarms.len(),
+                incidents = incidents.len(),
+                "resumed open alarms and incidents from the state store"
+            );
+        }
+        let n_points = site.points.len();
+        let n_devices = site.devices.len();
+        let e = Self {
+            site,
+            telemetry,
+            store,
+            unflushed: Vec::new(),
+            events_tx,
+            insts,
+            by_device,
+            is_enum,
+            point_vals: vec![None; n_points],
+            online: vec![None; n_devices],
+            last_good: vec![None; n_points],
+            history,
+            alarms,
+            incidents,
+            oos,
+            next_alarm: loaded.max_alarm + 1,
+            next_incident: loaded.max_incident + 1,
+            next_event: loaded.max_event + 1,
+            start_ms: now_ms,
+            error_logged: HashMap::new(),
+        };
+        e.update_incident_gauges();
+        Ok(e)
+    }
+
+    pub fn rules_of_device(&self, device: u32) -> &[usize] {
+        self.by_device
+            .get(device as usize)
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Copy the live values of `devices` (all if `None`) into the evaluation context.
+    pub fn refresh(&mut self, table: &LiveTable, devices: Option<&[u32]>) {
+        let site = self.site.clone();
+        let all: Vec<u32>;
+        let devs = match devices {
+            Some(d) => d,
+            None => {
+                all = (0..site.devices.len() as u32).collect();
+                &all
+            }
+        };
+        table.with_devices(|states| {
+            for &d in devs {
+                if let Some(s) = states.get(d as usize) {
+                    self.online[d as usize] = s.online.map(EValue::Boolean);
+                }
+            }
+        });
+        table.with_points(|points| {
+            for &d in devs {
+                let dev = &site.devices[d as usize];
+                let offline = matches!(self.online[d as usize], Some(EValue::Boolean(false)));
+                for p in dev.first_point..dev.first_point + dev.point_count {
+                    let i = p as usize;
+                    let Some(ps) = points.get(i) else { continue };
+                    let ts = ps.timestamp.map(system_ms);
+                    match (ps.quality, ps.value) {
+                        (Quality::Good, Some(v)) => {
+                            self.last_good[i] = ts;
+                            if self.history.tracks(p) {
+                                if let Some(t) = ts {
+                                    self.history.push(p, t, v.as_f64());
+                                }
+                            }
+                            // an unreachable device's last values are not evidence of anything
+                            self.point_vals[i] = if offline {
+                                None
+                            } else {
+                                Some(to_evalue(v, self.is_enum[i]))
+                            };
+                        }
+                        _ => self.point_vals[i] = None,
+                    }
+                }
+            }
+        });
+    }
+
+    /// Evaluate `rules` (all if `None`) at `now_ms` and apply the transitions.
+    pub fn evaluate(&mut self, now_ms: i64, rules: Option<&[usize]>) {
+        let n = self.site.alarms.rules.len();
+        let all: Vec<usize>;
+        let list = match rules {
+            Some(r) => r,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        for &r in list {
+            let outcome = self.outcome(r, now_ms);
+            self.telemetry.alarms.evaluations.inc();
+            let outcome = match outcome {
+                Outcome::Error(e) => {
+                    let rule = &self.site.alarms.rules[r];
+                    self.telemetry
+                        .alarms
+                        .rule_errors
+                        .with_label_values(&[rule.key.as_str()])
+                        .inc();
+                    let last = self.error_logged.get(&r).copied().unwrap_or(i64::MIN);
+                    if now_ms - last > 60_000 {
+                        self.error_logged.insert(r, now_ms);
+                        warn!(rule = %rule.key, error = %e, when = %rule.when_text, "rule evaluation failed; the alarm holds its state (logged once a minute)");
+                    }
+                    Outcome::Unknown
+                }
+                o => o,
+            };
+            self.step_rule(r, now_ms, outcome);
+        }
+    }
+
+    fn outcome(&self, r: usize, now_ms: i64) -> Outcome {
+        let rule = &self.site.alarms.rules[r];
+        if rule.device.is_some_and(|d| self.oos.contains_key(&d)) {
+            return Outcome::False;
+        }
+        let ctx = EvalCtx {
+            points: &self.point_vals,
+            online: &self.online,
+            last_good_ms: &self.last_good,
+            history: &self.history,
+            now_ms,
+            start_ms: self.start_ms,
+            utc_offset_seconds: self.site.alarms.settings.utc_offset_seconds,
+        };
+        match &rule.when {
+            Condition::Offline => {
+                match rule
+                    .device
+                    .and_then(|d| self.online.get(d as usize).cloned().flatten())
+                {
+                    Some(EValue::Boolean(false)) => Outcome::True,
+                    Some(_) => Outcome::False,
+                    None => Outcome::Unknown,
+                }
+            }
+            Condition::Expr(when) => {
+                if self.insts[r].active {
+                    if let Some(clear) = &rule.clear {
+                        return match eval_bool(clear, &ctx) {
+                            Outcome::True => Outcome::False,
+                            Outcome::False => Outcome::True,
+                            o => o,
+                        };
+                    }
+                }
+                eval_bool(when, &ctx)
+            }
+        }
+    }
+
+    fn step_rule(&mut self, r: usize, now: i64, outcome: Outcome) {
+        let rule = &self.site.alarms.rules[r];
+        let on_delay = rule.on_delay.as_millis() as i64;
+        let mut off_delay = rule.off_delay.as_millis() as i64;
+        let inst = &mut self.insts[r];
+        if inst.st.flapping {
+            off_delay = off_delay.max(self.site.alarms.settings.flap_hold.as_millis() as i64);
+        }
+        match (inst.active, outcome) {
+            (_, Outcome::Unknown) | (_, Outcome::Error(_)) => {}
+            (false, Outcome::True) => {
+                let since = *inst.st.pending_since.get_or_insert(now);
+                if now - since >= on_delay {
+                    self.activate(r, now);
+                } else if since == now {
+                    self.save_inst(r);
+                }
+            }
+            (false, Outcome::False) => {
+                if inst.st.pending_since.take().is_some() {
+                    self.save_inst(r);
+                }
+            }
+            (true, Outcome::True) => {
+                if inst.st.clearing_since.take().is_some() {
+                    self.save_inst(r);
+                }
+            }
+            (true, Outcome::False) => {
+                let since = *inst.st.clearing_since.get_or_insert(now);
+                if now - since >= off_delay {
+                    self.deactivate(r, now);
+                } else if since == now {
+                    self.save_inst(r);
+                }
+            }
+        }
+    }
+
+    fn save_inst(&mut self, r: usize) {
+        let key = self.site.alarms.rules[r].key.clone();
+        self.unflushed
+            .push(Write::Inst(key, self.insts[r].st.clone()));
+    }
+
+    fn gauge(&self, r: usize, v: i64) {
+        self.telemetry
+            .alarms
+            .active
+            .with_label_values(&labels(&self.site, &self.site.alarms.rules[r]))
+            .set(v);
+    }
+
+    fn activate(&mut self, r: usize, now: i64) {
+        let site = self.site.clone();
+        let rule = &site.alarms.rules[r];
+        let settings = &site.alarms.settings;
+        let window = settings.flap_window.as_millis() as i64;
+        let mut became_flapping = false;
+        {
+            let inst = &mut self.insts[r];
+            inst.active = true;
+            inst.st.pending_since = None;
+            inst.st.clearing_since = None;
+            inst.st.activations.push(now);
+            inst.st.activations.retain(|t| now - t < window);
+            if !inst.st.flapping && inst.st.activations.len() >= settings.flap_count as usize {
+                inst.st.flapping = true;
+                became_flapping = true;
+            }
+            if let Some(s) = &inst.st.shelve {
+                if s.until <= now {
+                    inst.st.shelve = None;
+                }
+            }
+        }
+        self.save_inst(r);
+        self.gauge(r, 1);
+        let flapping = self.insts[r].st.flapping;
+        let shelve = self.insts[r].st.shelve.clone();
+        if let Some(id) = self.insts[r].occ {
+            // re-activation of an occurrence not yet closed: the same alarm, not a new one
+            let Some(a) = self.alarms.get_mut(&id) else {
+                return;
+            };
+            a.active = true;
+            a.latched = false;
+            a.normal_at = None;
+            a.activations += 1;
+            a.flapping = flapping;
+            a.refresh_state();
+            let a = a.clone();
+            let text = format!("{} 再次报警 (第 {} 次)", a.message, a.activations);
+            self.event(
+                now,
+                a.incident,
+                Some(a.id),
+                "alarm_reactivated",
+                None,
+                false,
+                text,
+                json!({}),
+            );
+            if became_flapping {
+                self.event(
+                    now,
+                    a.incident,
+                    Some(a.id),
+                    "alarm_flapping",
+                    None,
+                    false,
+                    format!(
+                        "{}: 频繁报警 (flapping), 保持报警状态直至稳定 {} 秒",
+                        a.name,
+                        settings.flap_hold.as_secs()
+                    ),
+                    json!({"activations": self.insts[r].st.activations.len()}),
+                );
+            }
+            self.save_alarm(id);
+            if let Some(inc) = a.incident {
+                self.incident_activity(inc, now, !flapping && a.shelved.is_none());
+            }
+            return;
+        }
+        // a new occurrence
+        let id = self.next_alarm;
+        self.next_alarm += 1;
+        let values = self.values_of(rule, now);
+        let message = self.message_of(rule, &values);
+        let dev = rule.device.map(|d| &site.devices[d as usize]);
+        let room = rule.room.map(|r| &site.rooms[r]);
+        let plan = &site.alarms.plans[rule.plan];
+        let mut a = AlarmRecord {
+            id,
+            key: rule.key.clone(),
+            rule: rule.id.clone(),
+            name: rule.name.clone(),
+            device: dev.map(|d| d.id.clone()),
+            device_name: dev.map(|d| d.name.clone()),
+            room: room.map(|r| r.id.clone()),
+            room_name: room.map(|r| r.name.clone()),
+            plan: plan.id.clone(),
+            severity: rule.severity,
+            state: String::new(),
+            incident: None,
+            raised_at: now,
+            active: true,
+            latched: false,
+            acked_at: None,
+            acked_by: None,
+            normal_at: None,
+            closed_at: None,
+            grouped: false,
+            shelved: shelve.clone(),
+            flapping,
+            activations: 1,
+            values,
+            message,
+        };
+        a.refresh_state();
+        self.insts[r].occ = Some(id);
+        self.telemetry
+            .alarms
+            .raised
+            .with_label_values(&[plan.id.as_str(), rule.severity.as_str()])
+            .inc();
+        info!(alarm = id, rule = %rule.key, plan = %plan.id, severity = rule.severity.as_str(), message = %a.message, "alarm raised");
+        let text = a.message.clone();
+        let detail = json!({"values": a.values, "rule": rule.key, "severity": rule.severity});
+        self.alarms.insert(id, a);
+        self.event(
+            now,
+            None,
+            Some(id),
+            "alarm_raised",
+            None,
+            false,
+            text,
+            detail,
+        );
+        if shelve.is_none() {
+            self.assign_incident(id, now);
+        }
+        self.save_alarm(id);
+    }
+
+    fn deactivate(&mut self, r: usize, now: i64) {
+        let site = self.site.clone();
+        let rule = &site.alarms.rules[r];
+        let was_flapping;
+        {
+            let inst = &mut self.insts[r];
+            inst.active = false;
+            inst.st.clearing_since = None;
+            was_flapping = std::mem::replace(&mut inst.st.flapping, false);
+        }
+        self.save_inst(r);
+        let Some(id) = self.insts[r].occ else {
+            self.gauge(r, 0);
+            return;
+        };
+        let Some(a) = self.alarms.get_mut(&id) else {
+            self.gauge(r, 0);
+            return;
+        };
+        a.active = false;
+        a.flapping = false;
+        let (kind, text) = if rule.latch {
+            a.latched = true;
+            (
+                "alarm_latched",
+                format!(
+                    "{}: 条件已消失, 保持报警直至复位 (latched until reset)",
+                    a.name
+                ),
+            )
+        } else {
+            a.normal_at = Some(now);
+            ("alarm_normal", format!("{}: 恢复正常", a.name))
+        };
+        a.refresh_state();
+        let inc = a.incident;
+        let latched = a.latched;
+        self.gauge(r, i64::from(latched));
+        if was_flapping {
+            self.event(
+                now,
+                inc,
+                Some(id),
+                "alarm_flapping_cleared",
+                None,
+                false,
+                format!("{}: 已稳定", rule.name),
+                json!({}),
+            );
+        }
+        self.event(now, inc, Some(id), kind, None, false, text, json!({}));
+        self.save_alarm(id);
+        self.try_close(id, now);
+        if let Some(inc) = inc {
+            self.check_incident_normal(inc, now);
+        }
+    }
+
+    fn values_of(&self, rule: &Rule, now: i64) -> BTreeMap<String, serde_json::Value> {
+        let ctx = EvalCtx {
+            points: &self.point_vals,
+            online: &self.online,
+            last_good_ms: &self.last_good,
+            history: &self.history,
+            now_ms: now,
+            start_ms: self.start_ms,
+            utc_offset_seconds: self.site.alarms.settings.utc_offset_seconds,
+        };
+        let mut out = BTreeMap::new();
+        for (name, e) in &rule.values {
+            if let Some(v) = eval_value(e, &ctx) {
+                out.insert(name.clone(), v);
+            }
+        }
+        if rule.values.is_empty() {
+            // the points the condition reads
+            for &p in &rule.points {
+                let point = &self.site.points[p as usize];
+                let name = if rule.key.starts_with("site/") {
+                    format!(
+                        "{}.{}",
+                        self.site.devices[point.device as usize].id, point.id
+                    )
+                } else {
+                    point.id.clone()
+                };
+                if let Some(v) = &self.point_vals[p as usize] {
+                    let v = match v {
+                        EValue::Float(f) => json!((f * 1000.0).round() / 1000.0),
+                        EValue::Int(i) => json!(i),
+                        EValue::Boolean(b) => json!(b),
+                        _ => continue,
+                    };
+                    out.insert(name, v);
+                }
+            }
+        }
+        out
+    }
+
+    fn message_of(&self, rule: &Rule, values: &BTreeMap<String, serde_json::Value>) -> String {
+        let site = &self.site;
+        let plan = &site.alarms.plans[rule.plan];
+        let place = match (rule.room, rule.device) {
+            (_, Some(d)) => {
+                let dev = &site.devices[d as usize];
+                format!("{} {}", site.rooms[dev.room].name, dev.name)
+            }
+            (Some(r), None) => site.rooms[r].name.clone(),
+            (None, None) => site.name.clone(),
+        };
+        let detail = match &rule.message {
+            Some(t) => {
+                let mut s = t.clone();
+                for (k, v) in values {
+                    let shown = match v {
+                        serde_json::Value::String(x) => x.clone(),
+                        other => other.to_string(),
+                    };
+                    s = s.replace(&format!("{{{k}}}"), &shown);
+                }
+                s
+            }
+            None => values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        if detail.is_empty() {
+            format!("【{}】{} · {}", plan.name, place, rule.name)
+        } else {
+            format!("【{}】{} · {}: {}", plan.name, place, rule.name, detail)
+        }
+    }
+
+    fn save_alarm(&mut self, id: i64) {
+        if let Some(a) = self.alarms.get(&id) {
+            self.unflushed.push(Write::Alarm(a.clone()));
+        }
+    }
+
+    fn save_incident(&mut self, id: i64) {
+        if let Some(i) = self.incidents.get(&id) {
+            self.unflushed.push(Write::Incident(i.clone()));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        at: i64,
+        incident: Option<i64>,
+        alarm: Option<i64>,
+        kind: &str,
+        by: Option<&str>,
+        notify: bool,
+        text: String,
+        detail: serde_json::Value,
+    ) {
+        let e = EventRecord {
+            id: self.next_event,
+            at,
+            incident,
+            alarm,
+            kind: kind.to_string(),
+            by: by.map(str::to_string),
+            notify,
+            text,
+            detail,
+        };
+        self.next_event += 1;
+        self.unflushed.push(Write::Event(e.clone()));
+        let _ = self.events_tx.send(Arc::new(e));
+    }
+
+    /// Devices whose outage the incident stands for (its own plan's alarms).
+    fn root_devices(&self, inc: &IncidentRecord) -> Vec<u32> {
+        let mut out: Vec<u32> = inc
+            .alarms
+            .iter()
+            .filter_map(|id| self.alarms.get(id))
+            .filter(|a| a.plan == inc.plan)
+            .filter_map(|a| a.device.as_deref())
+            .chain(inc.device.as_deref())
+            .filter_map(|d| self.site.device_by_id(d).map(|d| d.index))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn explains(&self, inc: &IncidentRecord, plan: &str, device: Option<u32>) -> bool {
+        let Some(p) = self.site.alarms.plan(&inc.plan) else {
+            return false;
+        };
+        if !p.explains.iter().any(|e| e == plan) {
+            return false;
+        }
+        let Some(dev) = device else {
+            return false;
+        };
+        self.root_devices(inc)
+            .into_iter()
+            .any(|u| self.site.alarms.feeds(u, dev))
+    }
+
+    fn assign_incident(&mut self, id: i64, now: i64) {
+        let site = self.site.clone();
+        let Some(a) = self.alarms.get(&id).cloned() else {
+            return;
+        };
+        let Some(plan) = site.alarms.plan(&a.plan) else {
+            return;
+        };
+        let device = a
+            .device
+            .as_deref()
+            .and_then(|d| site.device_by_id(d))
+            .map(|d| d.index);
+        let open: Vec<i64> = self
+            .incidents
+            .values()
+            .filter(|i| i.is_open())
+            .map(|i| i.id)
+            .collect();
+        // 1. a consequence of an open root cause (never for life-safety plans)
+        if !plan.life_safety {
+            for &i in &open {
+                if self.explains(&self.incidents[&i], &a.plan, device) {
+                    self.join(id, i, now, true);
+                    return;
+                }
+            }
+        }
+        // 2. the same emergency still open
+        for &i in &open {
+            let inc = &self.incidents[&i];
+            if inc.plan == a.plan
+                && (plan.grouping == crate::config::alarms::Grouping::Site
+                    || inc.device == a.device)
+            {
+                self.join(id, i, now, false);
+                return;
+            }
+        }
+        // 3. a new incident
+        let inc_id = self.next_incident;
+        self.next_incident += 1;
+        let mut inc = IncidentRecord {
+            id: inc_id,
+            plan: plan.id.clone(),
+            plan_name: plan.name.clone(),
+            plan_name_en: plan.name_en.clone(),
+            severity: a.severity,
+            title: format!(
+                "{} · {}",
+                plan.name,
+                [a.room_name.as_deref(), a.device_name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            device: a.device.clone(),
+            device_name: a.device_name.clone(),
+            room: a.room.clone(),
+            room_name: a.room_name.clone(),
+            state: String::new(),
+            opened_at: now,
+            acked_at: None,
+            acked_by: None,
+            arrived_at: None,
+            arrived_by: None,
+            resolved_at: None,
+            resolved_by: None,
+            cause: None,
+            measures: None,
+            merged_into: None,
+            normal_at: None,
+            overdue: Vec::new(),
+            alarms: vec![id],
+        };
+        inc.refresh_state();
+        if let Some(a) = self.alarms.get_mut(&id) {
+            a.incident = Some(inc_id);
+        }
+        info!(incident = inc_id, plan = %plan.id, title = %inc.title, "incident opened");
+        let text = format!("{} 应急预案启动: {}", plan.name, a.message);
+        self.incidents.insert(inc_id, inc);
+        self.event(
+            now,
+            Some(inc_id),
+            Some(id),
+            "incident_opened",
+            None,
+            true,
+            text,
+            json!({"plan": plan.id, "severity": a.severity, "steps": plan.steps}),
+        );
+        self.save_incident(inc_id);
+        if !plan.explains.is_empty() {
+            self.merge_consequences(inc_id, now);
+        }
+        self.update_incident_gauges();
+    }
+
+    fn join(&mut self, id: i64, inc_id: i64, now: i64, grouped: bool) {
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return;
+        };
+        a.incident = Some(inc_id);
+        a.grouped = grouped;
+        let text = a.message.clone();
+        let sev = a.severity;
+        let Some(inc) = self.incidents.get_mut(&inc_id) else {
+            return;
+        };
+        inc.alarms.push(id);
+        if sev < inc.severity {
+            inc.severity = sev;
+        }
+        let kind = if grouped {
+            "alarm_grouped"
+        } else {
+            "alarm_joined"
+        };
+        let text = if grouped {
+            format!("归入 #{inc_id} {}: {text}", inc.plan_name)
+        } else {
+            text
+        };
+        self.event(
+            now,
+            Some(inc_id),
+            Some(id),
+            kind,
+            None,
+            false,
+            text,
+            json!({}),
+        );
+        self.save_alarm(id);
+        self.incident_activity(inc_id, now, !grouped);
+    }
+
+    /// An alarm of the incident became active: it is no longer all-normal.
+    fn incident_activity(&mut self, inc_id: i64, now: i64, announce: bool) {
+        let Some(inc) = self.incidents.get_mut(&inc_id) else {
+            return;
+        };
+        if inc.normal_at.take().is_some() {
+            let text = format!("{} 再次报警", inc.title);
+            self.event(
+                now,
+                Some(inc_id),
+                None,
+                "incident_reactivated",
+                None,
+                announce,
+                text,
+                json!({}),
+            );
+        }
+        self.save_incident(inc_id);
+    }
+
+    fn merge_consequences(&mut self, root: i64, now: i64) {
+        let candidates: Vec<i64> = self
+            .incidents
+            .values()
+            .filter(|i| i.id != root && i.is_open())
+            .map(|i| i.id)
+            .collect();
+        for j in candidates {
+            let inc = &self.incidents[&j];
+            let Some(plan) = self.site.alarms.plan(&inc.plan) else {
+                continue;
+            };
+            if plan.life_safety {
+                continue;
+            }
+            let devices = self.root_devices(inc);
+            let root_inc = &self.incidents[&root];
+            if devices.is_empty()
+                || !devices
+                    .iter()
+                    .all(|&d| self.explains(root_inc, &inc.plan, Some(d)))
+            {
+                continue;
+            }
+            let moved: Vec<i64> = inc
+                .alarms
+                .iter()
+                .copied()
+                .filter(|a| self.alarms.contains_key(a))
+                .collect();
+            let title = inc.title.clone();
+            for a in &moved {
+                if let Some(rec) = self.alarms.get_mut(a) {
+                    rec.incident = Some(root);
+                    rec.grouped = true;
+                }
+                self.save_alarm(*a);
+            }
+            if let Some(r) = self.incidents.get_mut(&root) {
+                r.alarms.extend(&moved);
+            }
+            if let Some(m) = self.incidents.get_mut(&j) {
+                m.merged_into = Some(root);
+                m.resolved_at = Some(now);
+                m.resolved_by = Some("system".into());
+                m.cause = Some(format!(
+                    "归入根本原因事件 #{root} (grouped under root cause #{root})"
+                ));
+                m.refresh_state();
+            }
+            info!(
+                incident = j,
+                into = root,
+                "incident grouped under its root cause"
+            );
+            self.event(
+                now,
+                Some(j),
+                None,
+                "incident_merged",
+                None,
+                false,
+                format!("归入 #{root}"),
+                json!({"into": root}),
+            );
+            self.event(
+                now,
+                Some(root),
+                None,
+                "incident_grouped",
+                None,
+                false,
+                format!("归入: #{j} {title}"),
+                json!({"from": j, "alarms": moved}),
+            );
+            self.save_incident(j);
+            self.incidents.remove(&j);
+        }
+        self.save_incident(root);
+    }
+
+    fn try_close(&mut self, id: i64, now: i64) {
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return;
+        };
+        if a.active || a.latched || a.acked_at.is_none() {
+            return;
+        }
+        a.closed_at = Some(now);
+        a.refresh_state();
+        let inc = a.incident;
+        let key = a.key.clone();
+        self.save_alarm(id);
+        self.alarms.remove(&id);
+        if let Some(r) = self.site.alarms.rules.iter().position(|r| r.key == key) {
+            if self.insts[r].occ == Some(id) {
+                self.insts[r].occ = None;
+            }
+        }
+        if let Some(inc) = inc {
+            self.maybe_auto_resolve(inc, now);
+        }
+    }
+
+    fn check_incident_normal(&mut self, inc_id: i64, now: i64) {
+        let Some(inc) = self.incidents.get(&inc_id) else {
+            return;
+        };
+        let any_active = inc
+            .alarms
+            .iter()
+            .filter_map(|a| self.alarms.get(a))
+            .any(|a| a.active || a.latched);
+        if any_active || inc.normal_at.is_some() {
+            return;
+        }
+        let title = inc.title.clone();
+        if let Some(inc) = self.incidents.get_mut(&inc_id) {
+            inc.normal_at = Some(now);
+        }
+        self.event(
+            now,
+            Some(inc_id),
+            None,
+            "incident_normal",
+            None,
+            true,
+            format!("{title} 已恢复正常"),
+            json!({}),
+        );
+        self.save_incident(inc_id);
+    }
+
+    fn maybe_auto_resolve(&mut self, inc_id: i64, now: i64) {
+        let Some(inc) = self.incidents.get(&inc_id) else {
+            return;
+        };
+        let auto = self
+            .site
+            .alarms
+            .plan(&inc.plan)
+            .is_some_and(|p| p.auto_resolve);
+        if !auto || inc.alarms.iter().any(|a| self.alarms.contains_key(a)) {
+            return;
+        }
+        if let Some(inc) = self.incidents.get_mut(&inc_id) {
+            inc.resolved_at = Some(now);
+            inc.resolved_by = Some("system".into());
+            inc.cause.get_or_insert_with(|| {
+                "恢复正常并已确认 (returned to normal and acknowledged)".into()
+            });
+            inc.refresh_state();
+        }
+        self.event(
+            now,
+            Some(inc_id),
+            None,
+            "incident_resolved",
+            Some("system"),
+            false,
+            "自动关闭: 全部报警已恢复并确认".into(),
+            json!({}),
+        );
+        self.save_incident(inc_id);
+        self.incidents.remove(&inc_id);
+        self.update_incident_gauges();
+    }
+
+    fn update_incident_gauges(&self) {
+        let g = &self.telemetry.alarms.incidents_open;
+        for p in &self.site.alarms.plans {
+            let n = self
+                .incidents
+                .values()
+                .filter(|i| i.plan == p.id && i.is_open())
+                .count();
+            g.with_label_values(&[p.id.as_str()]).set(n as i64);
+        }
+    }
+
+    /// Timers that run without samples: shelving expiry and the plans' time limits.
+    pub fn tick(&mut self, now: i64) {
+        for r in 0..self.insts.len() {
+            let expired = self.insts[r]
+                .st
+                .shelve
+                .as_ref()
+                .is_some_and(|s| s.until <= now);
+            if expired {
+                self.unshelve(r, now, "system");
+            }
+        }
+        let ids: Vec<i64> = self.incidents.keys().copied().collect();
+        for id in ids {
+            let Some(inc) = self.incidents.get(&id) else {
+                continue;
+            };
+            let Some(plan) = self.site.alarms.plan(&inc.plan) else {
+                continue;
+            };
+            let checks = [
+                (
+                    "acknowledge",
+                    plan.limits.acknowledge,
+                    inc.acked_at.is_none(),
+                    "确认",
+                ),
+                (
+                    "arrive",
+                    plan.limits.arrive,
+                    inc.arrived_at.is_none(),
+                    "到场",
+                ),
+                (
+                    "resolve",
+                    plan.limits.resolve,
+                    inc.resolved_at.is_none(),
+                    "处理完毕",
+                ),
+            ];
+            let mut due = Vec::new();
+            for (name, limit, pending, zh) in checks {
+                if let Some(limit) = limit {
+                    if pending
+                        && now - inc.opened_at >= limit.as_millis() as i64
+                        && !inc.overdue.iter().any(|o| o == name)
+                    {
+                        due.push((name, zh, limit));
+                    }
+                }
+            }
+            for (name, zh, limit) in due {
+                let title = {
+                    let inc = self.incidents.get_mut(&id).expect("present");
+                    inc.overdue.push(name.to_string());
+                    inc.title.clone()
+                };
+                warn!(incident = id, limit = name, "incident time limit passed");
+                self.event(
+                    now,
+                    Some(id),
+                    None,
+                    "limit_overdue",
+                    None,
+                    true,
+                    format!("{title}: 超过{zh}时限 {} 分钟", limit.as_secs() / 60),
+                    json!({"limit": name, "seconds": limit.as_secs()}),
+                );
+                self.save_incident(id);
+            }
+        }
+    }
+
+    fn unshelve(&mut self, r: usize, now: i64, by: &str) {
+        let Some(s) = self.insts[r].st.shelve.take() else {
+            return;
+        };
+        self.save_inst(r);
+        let Some(id) = self.insts[r].occ else {
+            return;
+        };
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return;
+        };
+        a.shelved = None;
+        let active = a.active;
+        let needs_incident = a.incident.is_none();
+        let text = format!("{}: 解除搁置 (shelved by {} since {})", a.name, s.by, s.at);
+        let inc = a.incident;
+        self.event(
+            now,
+            inc,
+            Some(id),
+            "alarm_unshelved",
+            Some(by),
+            active && !needs_incident,
+            text,
+            json!({}),
+        );
+        self.save_alarm(id);
+        if active && needs_incident {
+            self.assign_incident(id, now);
+            self.save_alarm(id);
+        }
+    }
+
+    /// Apply an operator's command.
+    pub fn command(&mut self, now: i64, cmd: Command) -> Result<serde_json::Value, CmdError> {
+        let out = self.command_inner(now, cmd);
+        self.update_incident_gauges();
+        out
+    }
+
+    fn open_alarm(&self, id: i64) -> Result<&AlarmRecord, CmdError> {
+        match self.alarms.get(&id) {
+            Some(a) => Ok(a),
+            None => match self.store.alarm(id) {
+                Ok(Some(_)) => err(409, format!("alarm {id} is already closed")),
+                _ => err(404, format!("no alarm {id}")),
+            },
+        }
+    }
+
+    fn open_incident(&self, id: i64) -> Result<&IncidentRecord, CmdError> {
+        match self.incidents.get(&id) {
+            Some(i) => Ok(i),
+            None => match self.store.incident(id) {
+                Ok(Some(i)) if i.merged_into.is_some() => err(
+                    409,
+                    format!(
+                        "incident {id} was grouped under incident {}",
+                        i.merged_into.unwrap_or(0)
+                    ),
+                ),
+                Ok(Some(_)) => err(409, format!("incident {id} is already resolved")),
+                _ => err(404, format!("no incident {id}")),
+            },
+        }
+    }
+
+    fn rule_of(&self, key: &str) -> Option<usize> {
+        self.site.alarms.rules.iter().position(|r| r.key == key)
+    }
+
+    fn ack_alarm(&mut self, id: i64, by: &str, now: i64) -> bool {
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return false;
+        };
+        if a.acked_at.is_some() {
+            return false;
+        }
+        a.acked_at = Some(now);
+        a.acked_by = Some(by.to_string());
+        a.refresh_state();
+        let (inc, name) = (a.incident, a.name.clone());
+        self.event(
+            now,
+            inc,
+            Some(id),
+            "alarm_acked",
+            Some(by),
+            false,
+            format!("{by} 确认报警: {name}"),
+            json!({}),
+        );
+        self.save_alarm(id);
+        true
+    }
+
+    fn ack_incident(&mut self, id: i64, by: &str, now: i64, note: Option<&str>) {
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return;
+        };
+        if inc.acked_at.is_none() {
+            inc.acked_at = Some(now);
+            inc.acked_by = Some(by.to_string());
+            inc.refresh_state();
+            let delay = (now - inc.opened_at) / 1000;
+            let text = match note {
+                Some(n) => format!("{by} 确认 ({delay} 秒): {n}"),
+                None => format!("{by} 确认 ({delay} 秒)"),
+            };
+            self.event(
+                now,
+                Some(id),
+                None,
+                "incident_acked",
+                Some(by),
+                false,
+                text,
+                json!({"seconds": delay}),
+            );
+            self.save_incident(id);
+        }
+    }
+
+    fn command_inner(&mut self, now: i64, cmd: Command) -> Result<serde_json::Value, CmdError> {
+        fn who(by: &str) -> Result<String, CmdError> {
+            let by = by.trim();
+            if by.is_empty() || by.len() > 100 {
+                return err(400, "`by` (who is acting) is required, at most 100 bytes");
+            }
+            Ok(by.to_string())
+        }
+        match cmd {
+            Command::AckAlarm { id, by, note } => {
+                let by = who(&by)?;
+                let a = self.open_alarm(id)?;
+                let inc = a.incident;
+                self.ack_alarm(id, &by, now);
+                if let Some(inc) = inc {
+                    self.ack_incident(inc, &by, now, note.as_deref());
+                }
+                let out = self.alarms.get(&id).cloned();
+                self.try_close(id, now);
+                Ok(json!(out.map(|mut a| {
+                    if !self.alarms.contains_key(&id) {
+                        a.closed_at = Some(now);
+                        a.refresh_state();
+                    }
+                    a
+                })))
+            }
+            Command::ResetAlarm { id, by } => {
+                let by = who(&by)?;
+                let a = self.open_alarm(id)?;
+                if a.active {
+                    return err(409, format!("alarm {id} is still active: its condition is present (for a fire alarm, reset the panel first)"));
+                }
+                if !a.latched {
+                    return err(409, format!("alarm {id} is not latched; nothing to reset"));
+                }
+                let key = a.key.clone();
+                let a = self.alarms.get_mut(&id).expect("checked");
+                a.latched = false;
+                a.normal_at = Some(now);
+                a.refresh_state();
+                let (inc, name) = (a.incident, a.name.clone());
+                if let Some(r) = self.rule_of(&key) {
+                    self.gauge(r, 0);
+                }
+                self.event(
+                    now,
+                    inc,
+                    Some(id),
+                    "alarm_reset",
+                    Some(&by),
+                    false,
+                    format!("{by} 复位: {name}"),
+                    json!({}),
+                );
+                self.save_alarm(id);
+                let out = self.alarms.get(&id).cloned();
+                self.try_close(id, now);
+                if let Some(inc) = inc {
+                    self.check_incident_normal(inc, now);
+                }
+                Ok(json!(out))
+            }
+            Command::Shelve {
+                id,
+                by,
+                reason,
+                duration,
+            } => {
+                let by = who(&by)?;
+                let a = self.open_alarm(id)?;
+                let plan = self.site.alarms.plan(&a.plan);
+                if plan.is_some_and(|p| p.life_safety) {
+                    return err(
+                        409,
+                        format!(
+                            "refused: {} is a life-safety plan; its alarms cannot be shelved",
+                            a.plan
+                        ),
+                    );
+                }
+                let reason = reason.trim().to_string();
+                if reason.is_empty() {
+                    return err(400, "shelving needs a reason");
+                }
+                let max = self.site.alarms.settings.shelve_max;
+                if duration.is_zero() || duration > max {
+                    return err(
+                        400,
+                        format!(
+                            "shelve for 1 s up to {} min (alarms.shelve_max)",
+                            max.as_secs() / 60
+                        ),
+                    );
+                }
+                let Some(r) = self.rule_of(&a.key) else {
+                    return err(409, "the alarm's rule is no longer configured");
+                };
+                let s = Shelve {
+                    at: now,
+                    until: now + duration.as_millis() as i64,
+                    reason: reason.clone(),
+                    by: by.clone(),
+                };
+                self.insts[r].st.shelve = Some(s.clone());
+                self.save_inst(r);
+                let a = self.alarms.get_mut(&id).expect("checked");
+                a.shelved = Some(s);
+                let (inc, name) = (a.incident, a.name.clone());
+                self.event(
+                    now,
+                    inc,
+                    Some(id),
+                    "alarm_shelved",
+                    Some(&by),
+                    false,
+                    format!(
+                        "{by} 搁置 {} 分钟: {name} ({reason})",
+                        duration.as_secs() / 60
+                    ),
+                    json!({"until": now + duration.as_millis() as i64, "reason": reason}),
+                );
+                self.save_alarm(id);
+                Ok(json!(self.alarms.get(&id)))
+            }
+            Command::Unshelve { id, by } => {
+                let by = who(&by)?;
+                let a = self.open_alarm(id)?;
+                let Some(r) = self.rule_of(&a.key) else {
+                    return err(409, "the alarm's rule is no longer configured");
+                };
+                if self.insts[r].st.shelve.is_none() {
+                    return err(409, format!("alarm {id} is not shelved"));
+                }
+                self.unshelve(r, now, &by);
+                Ok(json!(self.alarms.get(&id)))
+            }
+            Command::AckIncident { id, by, note } => {
+                let by = who(&by)?;
+                let inc = self.open_incident(id)?;
+                let alarms = inc.alarms.clone();
+                self.ack_incident(id, &by, now, note.as_deref());
+                for a in alarms {
+                    self.ack_alarm(a, &by, now);
+                    self.try_close(a, now);
+                }
+                Ok(json!(self.incident_now(id)))
+            }
+            Command::Arrive { id, by, note } => {
+                let by = who(&by)?;
+                let inc = self.open_incident(id)?;
+                if inc.arrived_at.is_some() {
+                    return err(409, format!("arrival at incident {id} is already recorded"));
+                }
+                self.ack_incident(id, &by, now, None);
+                let inc = self.incidents.get_mut(&id).expect("checked");
+                inc.arrived_at = Some(now);
+                inc.arrived_by = Some(by.clone());
+                inc.refresh_state();
+                let secs = (now - inc.opened_at) / 1000;
+                let text = match note {
+                    Some(n) => format!("{by} 到达现场 ({secs} 秒): {n}"),
+                    None => format!("{by} 到达现场 ({secs} 秒)"),
+                };
+                self.event(
+                    now,
+                    Some(id),
+                    None,
+                    "incident_arrived",
+                    Some(&by),
+                    false,
+                    text,
+                    json!({"seconds": secs}),
+                );
+                self.save_incident(id);
+                Ok(json!(self.incident_now(id)))
+            }
+            Command::Resolve {
+                id,
+                by,
+                cause,
+                measures,
+            } => {
+                let by = who(&by)?;
+                let (cause, measures) = (cause.trim().to_string(), measures.trim().to_string());
+                if cause.is_empty() || measures.is_empty() {
+                    return err(
+                        400,
+                        "resolving needs the cause and the measures taken (紧急事件处理记录)",
+                    );
+                }
+                let inc = self.open_incident(id)?;
+                let still: Vec<String> = inc
+                    .alarms
+                    .iter()
+                    .filter_map(|a| self.alarms.get(a))
+                    .filter(|a| a.active || a.latched)
+                    .map(|a| format!("#{} {} ({})", a.id, a.name, a.state))
+                    .collect();
+                if !still.is_empty() {
+                    return err(409, format!(
+                        "alarms of incident {id} are still active: {}; resolve once they are back to normal (reset latched ones), or put the device out of service",
+                        still.join(", ")
+                    ));
+                }
+                let alarms = inc.alarms.clone();
+                self.ack_incident(id, &by, now, None);
+                for a in alarms {
+                    if let Some(rec) = self.alarms.get_mut(&a) {
+                        if rec.acked_at.is_none() {
+                            rec.acked_at = Some(now);
+                            rec.acked_by = Some(by.clone());
+                        }
+                        rec.refresh_state();
+                    }
+                    self.try_close(a, now);
+                }
+                let inc = self.incidents.get_mut(&id).expect("checked");
+                inc.resolved_at = Some(now);
+                inc.resolved_by = Some(by.clone());
+                inc.cause = Some(cause.clone());
+                inc.measures = Some(measures.clone());
+                inc.refresh_state();
+                let out = inc.clone();
+                self.event(
+                    now,
+                    Some(id),
+                    None,
+                    "incident_resolved",
+                    Some(&by),
+                    false,
+                    format!("{by} 处理完毕. 原因: {cause}; 措施: {measures}"),
+                    json!({"cause": cause, "measures": measures}),
+                );
+                self.save_incident(id);
+                self.incidents.remove(&id);
+                Ok(json!(out))
+            }
+            Command::Note { id, by, text } => {
+                let by = who(&by)?;
+                let text = text.trim().to_string();
+                if text.is_empty() || text.len() > 4000 {
+                    return err(400, "a note needs 1 to 4000 bytes of text");
+                }
+                self.open_incident(id)?;
+                self.event(
+                    now,
+                    Some(id),
+                    None,
+                    "note",
+                    Some(&by),
+                    false,
+                    text,
+                    json!({}),
+                );
+                Ok(json!(self.incident_now(id)))
+            }
+            Command::OutOfService { device, by, reason } => {
+                let by = who(&by)?;
+                let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
+                    return err(404, format!("no device {device:?}"));
+                };
+                let reason = reason.trim().to_string();
+                if reason.is_empty() {
+                    return err(400, "taking a device out of service needs a reason");
+                }
+                let o = OutOfService {
+                    device: device.clone(),
+                    since: now,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                };
+                self.oos.insert(d, o.clone());
+                self.unflushed
+                    .push(Write::OutOfService(device.clone(), Some(o.clone())));
+                self.event(
+                    now,
+                    None,
+                    None,
+                    "device_out_of_service",
+                    Some(&by),
+                    false,
+                    format!("{by}: {device} 停用检修 ({reason})"),
+                    json!({"device": device}),
+                );
+                Ok(json!(o))
+            }
+            Command::InService { device, by } => {
+                let by = who(&by)?;
+                let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
+                    return err(404, format!("no device {device:?}"));
+                };
+                if self.oos.remove(&d).is_none() {
+                    return err(409, format!("device {device:?} is not out of service"));
+                }
+                self.unflushed
+                    .push(Write::OutOfService(device.clone(), None));
+                self.event(
+                    now,
+                    None,
+                    None,
+                    "device_in_service",
+                    Some(&by),
+                    false,
+                    format!("{by}: {device} 恢复监视"),
+                    json!({"device": device}),
+                );
+                Ok(json!({"device": device, "in_service": true}))
+            }
+        }
+    }
+
+    fn incident_now(&self, id: i64) -> Option<IncidentRecord> {
+        self.incidents
+            .get(&id)
+            .cloned()
+            .or_else(|| self.store.incident(id).ok().flatten())
+    }
+
+    /// Write this step's changes in one transaction. On failure they are kept (bounded) and
+    /// retried with the next step; the engine keeps working from memory.
+    pub fn flush(&mut self) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        match self.store.apply(&self.unflushed) {
+            Ok(()) => {
+                self.unflushed.clear();
+                self.telemetry.alarms.store_pending.set(0);
+            }
+            Err(e) => {
+                self.telemetry.alarms.store_errors.inc();
+                if self.unflushed.len() > MAX_UNFLUSHED {
+                    let drop = self.unflushed.len() - MAX_UNFLUSHED;
+                    self.unflushed.drain(..drop);
+                    error!(
+                        dropped = drop,
+                        "state store unwritable for long: oldest pending changes dropped"
+                    );
+                }
+                self.telemetry
+                    .alarms
+                    .store_pending
+                    .set(self.unflushed.len() as i64);
+                error!(error = %e, pending = self.unflushed.len(), "cannot write the alarm state store; keeping the changes in memory and retrying");
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn open_alarm_count(&self) -> usize {
+        self.alarms.len()
+    }
+
+    pub fn is_out_of_service(&self, device: u32) -> bool {
+        self.oos.contains_key(&device)
+    }
+}
+
+fn labels<'a>(site: &'a Site, rule: &'a Rule) -> [&'a str; 5] {
+    [
+        site.id.as_str(),
+        rule.device
+            .map_or("site", |d| site.devices[d as usize].id.as_str()),
+        rule.id.as_str(),
+        site.alarms.plans[rule.plan].id.as_str(),
+        rule.severity.as_str(),
+    ]
+}
+
+pub fn system_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[allow(dead_code)]
+fn _severity_order_is_p1_first() {
+    debug_assert!(Severity::P1 < Severity::P2);
+}

@@ -1,0 +1,275 @@
+//! Evaluating compiled rule expressions: an [`evalexpr::Context`] over the engine's current
+//! values (`#<point>`, `@<device>`), plus the functions rules may call:
+//!
+//! | function | meaning |
+//! |---|---|
+//! | `fall_pct("p", secs)` | drop of `p` from its highest value within `secs`, in % of that value |
+//! | `rise_pct("p", secs)` | rise of `p` above its lowest value within `secs`, in % |
+//! | `delta("p", secs)` | current value minus the oldest value within `secs` |
+//! | `slope("p", secs)` | least-squares slope of `p` over `secs`, per second |
+//! | `age("p")` | seconds since `p` last had a good sample |
+//! | `count(a, b, ...)` | how many of the arguments are true |
+//! | `hour()` | the site's local hour of day, 0-23 |
+//!
+//! Missing data (a point never read, bad quality, too little history) makes the evaluation
+//! `Unknown`: the alarm holds its state instead of deciding on nothing.
+
+use std::collections::{HashMap, VecDeque};
+
+use evalexpr::error::EvalexprResultValue;
+use evalexpr::{Context, DefaultNumericTypes, EvalexprError, EvalexprResult, Value as EValue};
+
+use crate::config::alarms::Expr;
+use crate::model::Value;
+
+/// Recent good samples of the points some rule reads the history of.
+#[derive(Debug, Default)]
+pub struct History {
+    series: HashMap<u32, VecDeque<(i64, f64)>>,
+    keep_ms: i64,
+}
+
+impl History {
+    pub fn new(points: impl IntoIterator<Item = u32>, keep_ms: i64) -> Self {
+        Self {
+            series: points.into_iter().map(|p| (p, VecDeque::new())).collect(),
+            keep_ms,
+        }
+    }
+
+    pub fn tracks(&self, point: u32) -> bool {
+        self.series.contains_key(&point)
+    }
+
+    /// Record a sample taken at `at_ms` (ignored if not newer than the last one).
+    pub fn push(&mut self, point: u32, at_ms: i64, v: f64) {
+        let Some(s) = self.series.get_mut(&point) else {
+            return;
+        };
+        if s.back().is_some_and(|(t, _)| *t >= at_ms) || !v.is_finite() {
+            return;
+        }
+        s.push_back((at_ms, v));
+        while s.front().is_some_and(|(t, _)| *t < at_ms - self.keep_ms) {
+            s.pop_front();
+        }
+    }
+
+    fn window(&self, point: u32, now_ms: i64, secs: f64) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let from = now_ms - (secs * 1000.0) as i64;
+        self.series
+            .get(&point)
+            .into_iter()
+            .flat_map(move |s| s.iter().copied().filter(move |(t, _)| *t >= from))
+    }
+}
+
+/// The outcome of evaluating a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    True,
+    False,
+    /// Missing data: hold the alarm's state.
+    Unknown,
+    /// The rule itself is wrong at run time (e.g. comparing a bool with a number).
+    Error(String),
+}
+
+pub fn to_evalue(v: Value, is_enum: bool) -> EValue {
+    match v {
+        Value::Bool(b) => EValue::Boolean(b),
+        Value::Num(x) if is_enum && x.fract() == 0.0 && x.abs() < 9e15 => EValue::Int(x as i64),
+        Value::Num(x) => EValue::Float(x),
+    }
+}
+
+pub struct EvalCtx<'a> {
+    pub points: &'a [Option<EValue>],
+    pub online: &'a [Option<EValue>],
+    pub last_good_ms: &'a [Option<i64>],
+    pub history: &'a History,
+    pub now_ms: i64,
+    pub start_ms: i64,
+    pub utc_offset_seconds: i32,
+}
+
+const NO_DATA: &str = "no data";
+
+fn no_data<T>() -> EvalexprResult<T, DefaultNumericTypes> {
+    Err(EvalexprError::CustomMessage(NO_DATA.into()))
+}
+
+fn point_ref(v: &EValue) -> EvalexprResult<u32, DefaultNumericTypes> {
+    match v {
+        EValue::String(s) => s
+            .strip_prefix('#')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| EvalexprError::CustomMessage(format!("not a point: {s}"))),
+        other => Err(EvalexprError::CustomMessage(format!(
+            "expected a quoted point name, got {other}"
+        ))),
+    }
+}
+
+fn args(v: &EValue) -> Vec<EValue> {
+    match v {
+        EValue::Tuple(t) => t.clone(),
+        EValue::Empty => Vec::new(),
+        other => vec![other.clone()],
+    }
+}
+
+impl EvalCtx<'_> {
+    fn history_fn(
+        &self,
+        name: &str,
+        argument: &EValue,
+    ) -> EvalexprResultValue<DefaultNumericTypes> {
+        let a = args(argument);
+        let point = point_ref(a.first().unwrap_or(&EValue::Empty))?;
+        if name == "age" {
+            let since = self
+                .last_good_ms
+                .get(point as usize)
+                .copied()
+                .flatten()
+                .unwrap_or(self.start_ms);
+            return Ok(EValue::Float((self.now_ms - since).max(0) as f64 / 1000.0));
+        }
+        let secs = match a.get(1) {
+            Some(v) => v.as_number()?,
+            None => {
+                return Err(EvalexprError::CustomMessage(format!(
+                    "{name}() needs a window in seconds, e.g. {name}(\"p\", 60)"
+                )))
+            }
+        };
+        let w: Vec<(i64, f64)> = self.history.window(point, self.now_ms, secs).collect();
+        let Some(&(_, cur)) = w.last() else {
+            return no_data();
+        };
+        let r = match name {
+            "fall_pct" => {
+                let max = w.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
+                if max > 0.0 {
+                    (max - cur) / max * 100.0
+                } else {
+                    0.0
+                }
+            }
+            "rise_pct" => {
+                let min = w.iter().map(|(_, v)| *v).fold(f64::MAX, f64::min);
+                if min > 0.0 {
+                    (cur - min) / min * 100.0
+                } else {
+                    0.0
+                }
+            }
+            "delta" => cur - w[0].1,
+            "slope" => {
+                if w.len() < 2 {
+                    return no_data();
+                }
+                let n = w.len() as f64;
+                let t0 = w[0].0;
+                let xs: Vec<f64> = w.iter().map(|(t, _)| (t - t0) as f64 / 1000.0).collect();
+                let mx = xs.iter().sum::<f64>() / n;
+                let my = w.iter().map(|(_, v)| v).sum::<f64>() / n;
+                let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+                if sxx <= 0.0 {
+                    return no_data();
+                }
+                let sxy: f64 = xs
+                    .iter()
+                    .zip(&w)
+                    .map(|(x, (_, y))| (x - mx) * (y - my))
+                    .sum();
+                sxy / sxx
+            }
+            _ => return Err(EvalexprError::FunctionIdentifierNotFound(name.into())),
+        };
+        Ok(EValue::Float(r))
+    }
+}
+
+impl Context for EvalCtx<'_> {
+    type NumericTypes = DefaultNumericTypes;
+
+    fn get_value(&self, identifier: &str) -> Option<&EValue> {
+        let (kind, n) = identifier.split_at(1);
+        let n: usize = n.parse().ok()?;
+        match kind {
+            "#" => self.points.get(n)?.as_ref(),
+            "@" => self.online.get(n)?.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn call_function(
+        &self,
+        identifier: &str,
+        argument: &EValue,
+    ) -> EvalexprResultValue<DefaultNumericTypes> {
+        match identifier {
+            "count" => {
+                let mut n = 0;
+                for a in args(argument) {
+                    if a.as_boolean()? {
+                        n += 1;
+                    }
+                }
+                Ok(EValue::Int(n))
+            }
+            "hour" => {
+                let local = self.now_ms / 1000 + i64::from(self.utc_offset_seconds);
+                Ok(EValue::Int(local.rem_euclid(86_400) / 3600))
+            }
+            "fall_pct" | "rise_pct" | "delta" | "slope" | "age" => {
+                self.history_fn(identifier, argument)
+            }
+            other => Err(EvalexprError::FunctionIdentifierNotFound(other.into())),
+        }
+    }
+
+    fn are_builtin_functions_disabled(&self) -> bool {
+        false
+    }
+
+    fn set_builtin_functions_disabled(
+        &mut self,
+        _disabled: bool,
+    ) -> EvalexprResult<(), DefaultNumericTypes> {
+        Err(EvalexprError::CustomMessage(
+            "built-in functions cannot be disabled".into(),
+        ))
+    }
+}
+
+fn is_missing(e: &EvalexprError<DefaultNumericTypes>) -> bool {
+    match e {
+        EvalexprError::VariableIdentifierNotFound(_) => true,
+        EvalexprError::CustomMessage(m) => m == NO_DATA,
+        _ => false,
+    }
+}
+
+pub fn eval_bool(expr: &Expr, ctx: &EvalCtx<'_>) -> Outcome {
+    match expr.eval_with_context(ctx) {
+        Ok(EValue::Boolean(true)) => Outcome::True,
+        Ok(EValue::Boolean(false)) => Outcome::False,
+        Ok(other) => Outcome::Error(format!("the condition gave {other}, not true/false")),
+        Err(e) if is_missing(&e) => Outcome::Unknown,
+        Err(e) => Outcome::Error(e.to_string()),
+    }
+}
+
+/// A value for the record (`None` if it cannot be computed now).
+pub fn eval_value(expr: &Expr, ctx: &EvalCtx<'_>) -> Option<serde_json::Value> {
+    match expr.eval_with_context(ctx).ok()? {
+        EValue::Float(f) if f.is_finite() => Some(serde_json::json!((f * 1000.0).round() / 1000.0)),
+        EValue::Int(i) => Some(serde_json::json!(i)),
+        EValue::Boolean(b) => Some(serde_json::json!(b)),
+        EValue::String(s) => Some(serde_json::json!(s)),
+        _ => None,
+    }
+}

@@ -1,0 +1,398 @@
+//! The emergency record (紧急事件处理记录表): one row per incident (what, where, when, who,
+//! durations, cause, measures), exportable as CSV and as a printable HTML page, per incident
+//! or per period; and the alarm-load KPIs (ISA-18.2 style: alarms per 10 minutes, floods,
+//! stale and chattering alarms, time to acknowledge / arrive / resolve per plan).
+
+use std::collections::BTreeMap;
+
+use chrono::{FixedOffset, NaiveDate, TimeZone};
+use serde::Serialize;
+
+use super::store::{AlarmRecord, EventRecord, IncidentRecord, Store};
+use crate::config::Site;
+
+/// Format unix milliseconds in the site's local time.
+pub fn local_time(ms: i64, offset_seconds: i32) -> String {
+    let tz = FixedOffset::east_opt(offset_seconds)
+        .unwrap_or(FixedOffset::east_opt(0).expect("0 is valid"));
+    match tz.timestamp_millis_opt(ms).single() {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => String::new(),
+    }
+}
+
+/// Parse a time bound: unix milliseconds, RFC 3339, or a local date `YYYY-MM-DD` (midnight).
+pub fn parse_time(s: &str, offset_seconds: i32) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let tz = FixedOffset::east_opt(offset_seconds)?;
+    let t = tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).single()?;
+    Some(t.timestamp_millis())
+}
+
+/// One incident in the record.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordRow {
+    pub id: i64,
+    pub plan: String,
+    pub plan_name: String,
+    pub severity: String,
+    pub state: String,
+    pub room: String,
+    pub device: String,
+    pub title: String,
+    pub opened: String,
+    pub acknowledged: String,
+    pub acknowledged_by: String,
+    pub arrived: String,
+    pub arrived_by: String,
+    pub resolved: String,
+    pub resolved_by: String,
+    pub time_to_ack_s: Option<i64>,
+    pub time_to_arrive_s: Option<i64>,
+    pub time_to_resolve_s: Option<i64>,
+    pub alarms: usize,
+    pub trigger: String,
+    pub cause: String,
+    pub measures: String,
+    pub overdue: String,
+}
+
+pub const CSV_HEADER: [&str; 23] = [
+    "id",
+    "plan",
+    "plan_name",
+    "severity",
+    "state",
+    "room",
+    "device",
+    "title",
+    "opened",
+    "acknowledged",
+    "acknowledged_by",
+    "arrived",
+    "arrived_by",
+    "resolved",
+    "resolved_by",
+    "time_to_ack_s",
+    "time_to_arrive_s",
+    "time_to_resolve_s",
+    "alarms",
+    "trigger",
+    "cause",
+    "measures",
+    "overdue",
+];
+
+pub fn row(inc: &IncidentRecord, alarms: &[AlarmRecord], offset: i32) -> RecordRow {
+    let t = |v: Option<i64>| v.map(|v| local_time(v, offset)).unwrap_or_default();
+    let secs = |v: Option<i64>| v.map(|v| (v - inc.opened_at) / 1000);
+    let trigger = alarms
+        .iter()
+        .filter(|a| !a.grouped)
+        .map(|a| a.message.clone())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    RecordRow {
+        id: inc.id,
+        plan: inc.plan.clone(),
+        plan_name: inc.plan_name.clone(),
+        severity: inc.severity.as_str().to_string(),
+        state: inc.state.clone(),
+        room: inc.room_name.clone().unwrap_or_default(),
+        device: inc.device_name.clone().unwrap_or_default(),
+        title: inc.title.clone(),
+        opened: local_time(inc.opened_at, offset),
+        acknowledged: t(inc.acked_at),
+        acknowledged_by: inc.acked_by.clone().unwrap_or_default(),
+        arrived: t(inc.arrived_at),
+        arrived_by: inc.arrived_by.clone().unwrap_or_default(),
+        resolved: t(inc.resolved_at),
+        resolved_by: inc.resolved_by.clone().unwrap_or_default(),
+        time_to_ack_s: secs(inc.acked_at),
+        time_to_arrive_s: secs(inc.arrived_at),
+        time_to_resolve_s: secs(inc.resolved_at),
+        alarms: alarms.len(),
+        trigger,
+        cause: inc.cause.clone().unwrap_or_default(),
+        measures: inc.measures.clone().unwrap_or_default(),
+        overdue: inc.overdue.join(" "),
+    }
+}
+
+/// The record's incidents opened in `[from, to)` (merged ones are part of their root).
+pub fn rows(store: &Store, from: i64, to: i64, offset: i32) -> rusqlite::Result<Vec<RecordRow>> {
+    let mut out = Vec::new();
+    for inc in store.incidents_between(from, to)? {
+        if inc.merged_into.is_some() {
+            continue;
+        }
+        let alarms = store.alarms_of_incident(inc.id)?;
+        out.push(row(&inc, &alarms, offset));
+    }
+    Ok(out)
+}
+
+pub fn to_csv(rows: &[RecordRow]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_HEADER)?;
+    for r in rows {
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        w.write_record([
+            r.id.to_string(),
+            r.plan.clone(),
+            r.plan_name.clone(),
+            r.severity.clone(),
+            r.state.clone(),
+            r.room.clone(),
+            r.device.clone(),
+            r.title.clone(),
+            r.opened.clone(),
+            r.acknowledged.clone(),
+            r.acknowledged_by.clone(),
+            r.arrived.clone(),
+            r.arrived_by.clone(),
+            r.resolved.clone(),
+            r.resolved_by.clone(),
+            opt(r.time_to_ack_s),
+            opt(r.time_to_arrive_s),
+            opt(r.time_to_resolve_s),
+            r.alarms.to_string(),
+            r.trigger.clone(),
+            r.cause.clone(),
+            r.measures.clone(),
+            r.overdue.clone(),
+        ])?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<title>紧急事件处理记录表 · {{ site }}</title>
+<style>
+body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", sans-serif; margin: 2em; color: #111; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 2px solid #333; }
+table { border-collapse: collapse; width: 100%; margin: .5em 0 1em; }
+th, td { border: 1px solid #555; padding: 4px 6px; text-align: left; vertical-align: top; font-size: .9em; }
+th { background: #eee; width: 12em; }
+.timeline td:first-child { white-space: nowrap; width: 11em; }
+.sign { margin-top: 2em; } .sign span { display: inline-block; width: 30%; }
+@media print { body { margin: 0; } section { page-break-inside: avoid; } .noprint { display: none; } }
+</style></head><body>
+<h1>紧急事件处理记录表 Emergency record · {{ site }}</h1>
+<p>{{ period }} · 共 {{ incidents|length }} 起事件 (incidents)</p>
+{% for i in incidents %}
+<section>
+<h2>#{{ i.row.id }} {{ i.row.title }}</h2>
+<table>
+<tr><th>预案 Plan</th><td>{{ i.row.plan_name }} ({{ i.row.plan }}) · {{ i.row.severity }}</td></tr>
+<tr><th>地点 Where</th><td>{{ i.row.room }} {{ i.row.device }}</td></tr>
+<tr><th>发生 Opened</th><td>{{ i.row.opened }}</td></tr>
+<tr><th>确认 Acknowledged</th><td>{{ i.row.acknowledged }} {{ i.row.acknowledged_by }}{% if i.row.time_to_ack_s is not none %} ({{ i.row.time_to_ack_s }} s){% endif %}</td></tr>
+<tr><th>到场 Arrived</th><td>{{ i.row.arrived }} {{ i.row.arrived_by }}{% if i.row.time_to_arrive_s is not none %} ({{ i.row.time_to_arrive_s }} s){% endif %}</td></tr>
+<tr><th>处理完毕 Resolved</th><td>{{ i.row.resolved }} {{ i.row.resolved_by }}{% if i.row.time_to_resolve_s is not none %} ({{ i.row.time_to_resolve_s }} s){% endif %}</td></tr>
+<tr><th>触发 Trigger</th><td>{{ i.row.trigger }}</td></tr>
+<tr><th>原因 Cause</th><td>{{ i.row.cause }}</td></tr>
+<tr><th>措施 Measures</th><td>{{ i.row.measures }}</td></tr>
+{% if i.row.overdue %}<tr><th>超时 Overdue</th><td>{{ i.row.overdue }}</td></tr>{% endif %}
+</table>
+<table class="timeline"><tr><th>时间 Time</th><th>经过 Timeline</th></tr>
+{% for e in i.timeline %}<tr><td>{{ e.time }}</td><td>{{ e.text }}{% if e.by %} ({{ e.by }}){% endif %}</td></tr>
+{% endfor %}</table>
+<div class="sign"><span>值班人:</span><span>工程主管:</span><span>日期:</span></div>
+</section>
+{% endfor %}
+</body></html>
+"#;
+
+#[derive(Serialize)]
+struct TimelineEntry {
+    time: String,
+    text: String,
+    by: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PageIncident {
+    row: RecordRow,
+    timeline: Vec<TimelineEntry>,
+}
+
+/// The printable record of `incidents` (with their timelines).
+pub fn to_html(
+    site: &Site,
+    store: &Store,
+    incidents: &[IncidentRecord],
+    period: &str,
+) -> Result<String, String> {
+    let offset = site.alarms.settings.utc_offset_seconds;
+    let mut list = Vec::new();
+    for inc in incidents {
+        let alarms = store
+            .alarms_of_incident(inc.id)
+            .map_err(|e| e.to_string())?;
+        let events: Vec<EventRecord> = store
+            .events_of_incident(inc.id)
+            .map_err(|e| e.to_string())?;
+        list.push(PageIncident {
+            row: row(inc, &alarms, offset),
+            timeline: events
+                .into_iter()
+                .map(|e| TimelineEntry {
+                    time: local_time(e.at, offset),
+                    text: e.text,
+                    by: e.by,
+                })
+                .collect(),
+        });
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_template("record.html", PAGE)
+        .map_err(|e| e.to_string())?;
+    let t = env.get_template("record.html").map_err(|e| e.to_string())?;
+    t.render(minijinja::context! { site => site.name.clone(), period => period, incidents => minijinja::Value::from(minijinja::value::Serde(&list)) })
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Durations {
+    pub count: usize,
+    pub avg_s: Option<f64>,
+    pub median_s: Option<i64>,
+    pub max_s: Option<i64>,
+}
+
+fn durations(mut v: Vec<i64>) -> Durations {
+    if v.is_empty() {
+        return Durations::default();
+    }
+    v.sort_unstable();
+    Durations {
+        count: v.len(),
+        avg_s: Some(v.iter().sum::<i64>() as f64 / v.len() as f64),
+        median_s: Some(v[v.len() / 2]),
+        max_s: v.last().copied(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanKpi {
+    pub plan: String,
+    pub plan_name: String,
+    pub incidents: usize,
+    pub time_to_ack: Durations,
+    pub time_to_arrive: Durations,
+    pub time_to_resolve: Durations,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Kpi {
+    pub from: i64,
+    pub to: i64,
+    pub alarms: usize,
+    pub incidents: usize,
+    /// Alarms per 10-minute window: the average over the period and the busiest window.
+    pub alarms_per_10min_avg: f64,
+    pub alarms_per_10min_max: usize,
+    /// 10-minute windows with more than 10 alarms (ISA-18.2 flood).
+    pub flood_windows: usize,
+    /// Alarms active for more than 24 h now.
+    pub stale_alarms: Vec<i64>,
+    /// Rule instances that flapped or activated repeatedly in the period, most first.
+    pub chattering: Vec<(String, u32)>,
+    /// Most frequent alarms in the period (rule instance, count).
+    pub top_alarms: Vec<(String, usize)>,
+    pub per_plan: Vec<PlanKpi>,
+}
+
+pub fn kpi(site: &Site, store: &Store, from: i64, to: i64, now: i64) -> rusqlite::Result<Kpi> {
+    const WINDOW: i64 = 600_000;
+    let alarms = store.alarms_between(from, to)?;
+    let incidents: Vec<IncidentRecord> = store
+        .incidents_between(from, to)?
+        .into_iter()
+        .filter(|i| i.merged_into.is_none())
+        .collect();
+    let mut buckets: BTreeMap<i64, usize> = BTreeMap::new();
+    for a in &alarms {
+        *buckets.entry((a.raised_at - from) / WINDOW).or_default() += 1;
+    }
+    let windows = ((to.min(now).max(from) - from) as f64 / WINDOW as f64)
+        .ceil()
+        .max(1.0);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut chatter: BTreeMap<String, u32> = BTreeMap::new();
+    for a in &alarms {
+        *counts.entry(a.key.clone()).or_default() += 1;
+        if a.flapping || a.activations >= site.alarms.settings.flap_count {
+            let c = chatter.entry(a.key.clone()).or_default();
+            *c = (*c).max(a.activations);
+        }
+    }
+    // repeated occurrences of the same rule instance count as chattering too
+    for (k, n) in &counts {
+        if *n as u32 >= site.alarms.settings.flap_count {
+            let c = chatter.entry(k.clone()).or_default();
+            *c = (*c).max(*n as u32);
+        }
+    }
+    let mut top: Vec<(String, usize)> = counts.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(10);
+    let mut chattering: Vec<(String, u32)> = chatter.into_iter().collect();
+    chattering.sort_by(|a, b| b.1.cmp(&a.1));
+    let stale_alarms = store
+        .open_alarms()?
+        .into_iter()
+        .filter(|a| a.active && now - a.raised_at > 24 * 3600 * 1000)
+        .map(|a| a.id)
+        .collect();
+    let per_plan = site
+        .alarms
+        .plans
+        .iter()
+        .filter_map(|p| {
+            let list: Vec<&IncidentRecord> = incidents.iter().filter(|i| i.plan == p.id).collect();
+            if list.is_empty() {
+                return None;
+            }
+            let d = |f: fn(&IncidentRecord) -> Option<i64>| {
+                durations(
+                    list.iter()
+                        .filter_map(|i| f(i).map(|t| (t - i.opened_at) / 1000))
+                        .collect(),
+                )
+            };
+            Some(PlanKpi {
+                plan: p.id.clone(),
+                plan_name: p.name.clone(),
+                incidents: list.len(),
+                time_to_ack: d(|i| i.acked_at),
+                time_to_arrive: d(|i| i.arrived_at),
+                time_to_resolve: d(|i| i.resolved_at),
+            })
+        })
+        .collect();
+    Ok(Kpi {
+        from,
+        to,
+        alarms: alarms.len(),
+        incidents: incidents.len(),
+        alarms_per_10min_avg: alarms.len() as f64 / windows,
+        alarms_per_10min_max: buckets.values().copied().max().unwrap_or(0),
+        flood_windows: buckets.values().filter(|n| **n > 10).count(),
+        stale_alarms,
+        chattering,
+        top_alarms: top,
+        per_plan,
+    })
+}

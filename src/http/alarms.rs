@@ -1,0 +1,545 @@
+//! `/api/v1` for alarms, incidents, plans, the timeline, out-of-service devices, the emergency
+//! record and alarm-load KPIs. Writes are JSON `POST`s naming who acts (`by`).
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error, AppState};
+use crate::alarms::{record, CmdError, Command};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/alarms", get(list_alarms))
+        .route("/api/v1/alarms/{id}", get(get_alarm))
+        .route("/api/v1/alarms/{id}/ack", post(ack_alarm))
+        .route("/api/v1/alarms/{id}/reset", post(reset_alarm))
+        .route("/api/v1/alarms/{id}/shelve", post(shelve_alarm))
+        .route("/api/v1/alarms/{id}/unshelve", post(unshelve_alarm))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
+        .route("/api/v1/incidents/{id}/arrive", post(arrive))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve))
+        .route("/api/v1/incidents/{id}/note", post(note))
+        .route("/api/v1/incidents/{id}/record.html", get(incident_record))
+        .route("/api/v1/devices/{id}/out-of-service", post(out_of_service))
+        .route("/api/v1/devices/{id}/in-service", post(in_service))
+        .route("/api/v1/out-of-service", get(list_oos))
+        .route("/api/v1/plans", get(plans))
+        .route("/api/v1/plans/{id}", get(plan))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/record.csv", get(record_csv))
+        .route("/api/v1/record.html", get(record_html))
+        .route("/api/v1/kpi", get(kpi))
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("state store: {e}"),
+    )
+}
+
+fn cmd_response(r: Result<serde_json::Value, CmdError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.message,
+        ),
+    }
+}
+
+fn bad_json(e: JsonRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", e.body_text()),
+    )
+}
+
+fn parse_id(s: &str) -> Result<i64, Response> {
+    s.parse::<i64>()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{s:?} is not an id")))
+}
+
+#[derive(Deserialize)]
+struct ListAlarms {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn list_alarms(State(s): State<AppState>, Query(q): Query<ListAlarms>) -> Response {
+    let offset = s.site.alarms.settings.utc_offset_seconds;
+    let r = match (&q.from, &q.to) {
+        (None, None) => s.alarms.read(|st| st.open_alarms()),
+        _ => {
+            let (from, to) = match period(
+                q.from.as_deref(),
+                q.to.as_deref(),
+                offset,
+                s.alarms.clock.now_ms(),
+            ) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            s.alarms.read(|st| st.alarms_between(from, to))
+        }
+    };
+    match r {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_alarm(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match s.alarms.read(|st| st.alarm(id)) {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no alarm {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByBody {
+    by: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShelveBody {
+    by: String,
+    reason: String,
+    minutes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    by: String,
+    cause: String,
+    measures: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    by: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OosBody {
+    by: String,
+    #[serde(default)]
+    reason: String,
+}
+
+macro_rules! body {
+    ($b:expr) => {
+        match $b {
+            Ok(Json(b)) => b,
+            Err(e) => return bad_json(e),
+        }
+    };
+}
+
+macro_rules! id {
+    ($id:expr) => {
+        match parse_id(&$id) {
+            Ok(i) => i,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn ack_alarm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ByBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::AckAlarm {
+                id,
+                by: b.by,
+                note: b.note,
+            })
+            .await,
+    )
+}
+
+async fn reset_alarm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ByBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(s.alarms.command(Command::ResetAlarm { id, by: b.by }).await)
+}
+
+async fn shelve_alarm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ShelveBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::Shelve {
+                id,
+                by: b.by,
+                reason: b.reason,
+                duration: Duration::from_secs(b.minutes.saturating_mul(60)),
+            })
+            .await,
+    )
+}
+
+async fn unshelve_alarm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ByBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(s.alarms.command(Command::Unshelve { id, by: b.by }).await)
+}
+
+async fn ack_incident(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ByBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::AckIncident {
+                id,
+                by: b.by,
+                note: b.note,
+            })
+            .await,
+    )
+}
+
+async fn arrive(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ByBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::Arrive {
+                id,
+                by: b.by,
+                note: b.note,
+            })
+            .await,
+    )
+}
+
+async fn resolve(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<ResolveBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::Resolve {
+                id,
+                by: b.by,
+                cause: b.cause,
+                measures: b.measures,
+            })
+            .await,
+    )
+}
+
+async fn note(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> Response {
+    let id = id!(id);
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::Note {
+                id,
+                by: b.by,
+                text: b.text,
+            })
+            .await,
+    )
+}
+
+async fn out_of_service(
+    State(s): State<AppState>,
+    Path(device): Path<String>,
+    b: Result<Json<OosBody>, JsonRejection>,
+) -> Response {
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::OutOfService {
+                device,
+                by: b.by,
+                reason: b.reason,
+            })
+            .await,
+    )
+}
+
+async fn in_service(
+    State(s): State<AppState>,
+    Path(device): Path<String>,
+    b: Result<Json<OosBody>, JsonRejection>,
+) -> Response {
+    let b = body!(b);
+    cmd_response(
+        s.alarms
+            .command(Command::InService { device, by: b.by })
+            .await,
+    )
+}
+
+async fn list_oos(State(s): State<AppState>) -> Response {
+    match s.alarms.read(|st| st.out_of_service()) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListIncidents {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListIncidents>) -> Response {
+    let offset = s.site.alarms.settings.utc_offset_seconds;
+    let r = match (&q.from, &q.to) {
+        (None, None) => s.alarms.read(|st| st.open_incidents()),
+        _ => {
+            let (from, to) = match period(
+                q.from.as_deref(),
+                q.to.as_deref(),
+                offset,
+                s.alarms.clock.now_ms(),
+            ) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            s.alarms.read(|st| st.incidents_between(from, to))
+        }
+    };
+    match r {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_incident(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = id!(id);
+    let r = s.alarms.read(|st| -> rusqlite::Result<_> {
+        let Some(inc) = st.incident(id)? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            inc,
+            st.alarms_of_incident(id)?,
+            st.events_of_incident(id)?,
+        )))
+    });
+    match r {
+        Ok(Some((inc, alarms, timeline))) => {
+            let plan = s.site.alarms.plan(&inc.plan).cloned();
+            Json(json!({"incident": inc, "plan": plan, "alarms": alarms, "timeline": timeline}))
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn incident_record(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = id!(id);
+    let r = s.alarms.read(|st| -> Result<Option<String>, String> {
+        let Some(inc) = st.incident(id).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        record::to_html(&s.site, st, &[inc], &format!("事件 #{id}")).map(Some)
+    });
+    match r {
+        Ok(Some(html)) => Html(html).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn plans(State(s): State<AppState>) -> Response {
+    Json(&s.site.alarms.plans).into_response()
+}
+
+async fn plan(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.site.alarms.plan(&id) {
+        Some(p) => Json(p).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no plan {id:?}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    500
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    let limit = q.limit.clamp(1, 5000);
+    match s.alarms.read(|st| st.events_after(q.after, limit)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PeriodQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `from`/`to`: unix ms, RFC 3339 or a local date; default: the last 30 days up to now.
+#[allow(clippy::result_large_err)]
+fn period(
+    from: Option<&str>,
+    to: Option<&str>,
+    offset: i32,
+    now: i64,
+) -> Result<(i64, i64), Response> {
+    let parse = |v: Option<&str>, default: i64, name: &str| match v {
+        None => Ok(default),
+        Some(t) => record::parse_time(t, offset).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{name}={t:?}: give unix milliseconds, RFC 3339 or YYYY-MM-DD"),
+            )
+        }),
+    };
+    let to = parse(to, now + 1, "to")?;
+    let from = parse(from, now - 30 * 24 * 3600 * 1000, "from")?;
+    if from >= to {
+        return Err(error(StatusCode::BAD_REQUEST, "`from` must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+async fn record_csv(State(s): State<AppState>, Query(q): Query<PeriodQuery>) -> Response {
+    let offset = s.site.alarms.settings.utc_offset_seconds;
+    let (from, to) = match period(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        offset,
+        s.alarms.clock.now_ms(),
+    ) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match s.alarms.read(|st| record::rows(st, from, to, offset)) {
+        Ok(rows) => match record::to_csv(&rows) {
+            Ok(csv) => (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"emergency-record.csv\"",
+                    ),
+                ],
+                csv,
+            )
+                .into_response(),
+            Err(e) => store_error(e),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+async fn record_html(State(s): State<AppState>, Query(q): Query<PeriodQuery>) -> Response {
+    let offset = s.site.alarms.settings.utc_offset_seconds;
+    let (from, to) = match period(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        offset,
+        s.alarms.clock.now_ms(),
+    ) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let label = format!(
+        "{} — {}",
+        record::local_time(from, offset),
+        record::local_time(to, offset)
+    );
+    let r = s.alarms.read(|st| -> Result<String, String> {
+        let list: Vec<_> = st
+            .incidents_between(from, to)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|i| i.merged_into.is_none())
+            .collect();
+        record::to_html(&s.site, st, &list, &label)
+    });
+    match r {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn kpi(State(s): State<AppState>, Query(q): Query<PeriodQuery>) -> Response {
+    let offset = s.site.alarms.settings.utc_offset_seconds;
+    let now = s.alarms.clock.now_ms();
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), offset, now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match s.alarms.read(|st| record::kpi(&s.site, st, from, to, now)) {
+        Ok(k) => Json(k).into_response(),
+        Err(e) => store_error(e),
+    }
+}
