@@ -66,6 +66,27 @@ impl LiveTable {
     pub fn device(&self, index: u32) -> Option<DeviceState> {
         self.with_devices(|d| d.get(index as usize).cloned())
     }
+
+    /// Set a point directly: for tests and tools (the daemon's writer is [`run_core`]).
+    pub fn set_point(&self, index: u32, value: Option<Value>, quality: Quality, at: SystemTime) {
+        let mut points = self.points.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = points.get_mut(index as usize) {
+            *p = PointState {
+                value,
+                quality,
+                timestamp: Some(at),
+            };
+        }
+    }
+
+    /// Set a device's reachability directly: for tests and tools.
+    pub fn set_device_online(&self, index: u32, online: Option<bool>, at: SystemTime) {
+        let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = devices.get_mut(index as usize) {
+            d.online = online;
+            d.since = Some(at);
+        }
+    }
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {

@@ -1076,7 +1076,10 @@ impl Engine {
             .alarms
             .plan(&inc.plan)
             .is_some_and(|p| p.auto_resolve);
-        if !auto || inc.alarms.iter().any(|a| self.alarms.contains_key(a)) {
+        if !auto
+            || inc.resolved_at.is_some()
+            || inc.alarms.iter().any(|a| self.alarms.contains_key(a))
+        {
             return;
         }
         if let Some(inc) = self.incidents.get_mut(&inc_id) {
@@ -1167,7 +1170,9 @@ impl Engine {
             }
             for (name, zh, limit) in due {
                 let title = {
-                    let inc = self.incidents.get_mut(&id).expect("present");
+                    let Some(inc) = self.incidents.get_mut(&id) else {
+                        break;
+                    };
                     inc.overdue.push(name.to_string());
                     inc.title.clone()
                 };
@@ -1347,7 +1352,9 @@ impl Engine {
                     return err(409, format!("alarm {id} is not latched; nothing to reset"));
                 }
                 let key = a.key.clone();
-                let a = self.alarms.get_mut(&id).expect("checked");
+                let Some(a) = self.alarms.get_mut(&id) else {
+                    return err(409, format!("alarm {id} changed meanwhile"));
+                };
                 a.latched = false;
                 a.normal_at = Some(now);
                 a.refresh_state();
@@ -1416,7 +1423,9 @@ impl Engine {
                 };
                 self.insts[r].st.shelve = Some(s.clone());
                 self.save_inst(r);
-                let a = self.alarms.get_mut(&id).expect("checked");
+                let Some(a) = self.alarms.get_mut(&id) else {
+                    return err(409, format!("alarm {id} changed meanwhile"));
+                };
                 a.shelved = Some(s);
                 let (inc, name) = (a.incident, a.name.clone());
                 self.event(
@@ -1465,7 +1474,9 @@ impl Engine {
                     return err(409, format!("arrival at incident {id} is already recorded"));
                 }
                 self.ack_incident(id, &by, now, None);
-                let inc = self.incidents.get_mut(&id).expect("checked");
+                let Some(inc) = self.incidents.get_mut(&id) else {
+                    return err(409, format!("incident {id} changed meanwhile"));
+                };
                 inc.arrived_at = Some(now);
                 inc.arrived_by = Some(by.clone());
                 inc.refresh_state();
@@ -1517,6 +1528,16 @@ impl Engine {
                 }
                 let alarms = inc.alarms.clone();
                 self.ack_incident(id, &by, now, None);
+                // resolved first, so closing its alarms does not auto-resolve it meanwhile
+                let Some(inc) = self.incidents.get_mut(&id) else {
+                    return err(409, format!("incident {id} changed meanwhile"));
+                };
+                inc.resolved_at = Some(now);
+                inc.resolved_by = Some(by.clone());
+                inc.cause = Some(cause.clone());
+                inc.measures = Some(measures.clone());
+                inc.refresh_state();
+                let out = inc.clone();
                 for a in alarms {
                     if let Some(rec) = self.alarms.get_mut(&a) {
                         if rec.acked_at.is_none() {
@@ -1527,13 +1548,6 @@ impl Engine {
                     }
                     self.try_close(a, now);
                 }
-                let inc = self.incidents.get_mut(&id).expect("checked");
-                inc.resolved_at = Some(now);
-                inc.resolved_by = Some(by.clone());
-                inc.cause = Some(cause.clone());
-                inc.measures = Some(measures.clone());
-                inc.refresh_state();
-                let out = inc.clone();
                 self.event(
                     now,
                     Some(id),

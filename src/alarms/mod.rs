@@ -44,6 +44,14 @@ impl Clock {
             base: tokio::time::Instant::now(),
         }
     }
+    /// A clock that reads `base_ms` now (tests: resume a logical wall clock after a restart).
+    pub fn starting_at(base_ms: i64) -> Self {
+        Self {
+            base_ms,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.base_ms + self.base.elapsed().as_millis() as i64
     }

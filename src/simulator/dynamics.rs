@@ -267,13 +267,13 @@ pub fn step(dev: &mut SimDevice, scenarios: &[&ActiveScenario], dt: f64, _now: f
                 car.door_open = false;
                 (speed, direction, door_state, door_zone, running) = (0.0, 0, 0, false, false);
             } else if power_out.is_some() {
-                (speed, direction, door_state, door_zone, running) = (
-                    0.0,
-                    0,
-                    if car.door_open { 1 } else { 0 },
-                    car.position.fract().abs() < 0.05,
-                    false,
-                );
+                // the automatic rescue device levels the car at the nearest floor and opens
+                // the doors; passengers walk out (a car named by `entrapment` does not)
+                car.position = car.position.round();
+                car.target = car.position as i32;
+                car.door_open = true;
+                car.occupied = false;
+                (speed, direction, door_state, door_zone, running) = (0.0, 0, 1, true, false);
             } else {
                 let target = f64::from(car.target);
                 if (car.position - target).abs() < 1e-6 {
