@@ -273,3 +273,67 @@ pub fn eval_value(expr: &Expr, ctx: &EvalCtx<'_>) -> Option<serde_json::Value> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_eval(
+        text: &str,
+        hist: &History,
+        points: &[Option<EValue>],
+        now: i64,
+    ) -> Result<EValue, String> {
+        let node: Expr = evalexpr::build_operator_tree(text).map_err(|e| e.to_string())?;
+        let ctx = EvalCtx {
+            points,
+            online: &[],
+            last_good_ms: &[],
+            history: hist,
+            now_ms: now,
+            start_ms: 0,
+            utc_offset_seconds: 8 * 3600,
+        };
+        node.eval_with_context(&ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn history_functions() {
+        let mut h = History::new([0], 600_000);
+        for (t, v) in [(0, 2.5), (1000, 2.49), (2000, 2.48), (3000, 2.47)] {
+            h.push(0, t, v);
+        }
+        let pts = [Some(EValue::Float(2.47))];
+        let slope = ctx_eval("slope(\"#0\", 120)", &h, &pts, 3000).unwrap();
+        assert!((slope.as_float().unwrap() + 0.01).abs() < 1e-9, "{slope:?}");
+        let left = ctx_eval(
+            "floor(max(#0 - 0.5, 0) / max(0 - slope(\"#0\", 120), 0.00001) / 60)",
+            &h,
+            &pts,
+            3000,
+        )
+        .unwrap();
+        assert_eq!(left.as_number().unwrap(), 3.0);
+        let fall = ctx_eval("fall_pct(\"#0\", 60)", &h, &pts, 3000).unwrap();
+        assert!((fall.as_float().unwrap() - 1.2).abs() < 1e-9);
+        assert_eq!(
+            ctx_eval("delta(\"#0\", 2)", &h, &pts, 3000)
+                .unwrap()
+                .as_float()
+                .unwrap()
+                .abs()
+                < 0.0201,
+            true
+        );
+        // 00:00 UTC is 08:00 in China
+        assert_eq!(ctx_eval("hour()", &h, &pts, 0).unwrap(), EValue::Int(8));
+        assert_eq!(
+            ctx_eval("count(true, false, true)", &h, &pts, 0).unwrap(),
+            EValue::Int(2)
+        );
+        // not enough history: missing data, not an error
+        let empty = History::new([0], 600_000);
+        let e = ctx_eval("slope(\"#0\", 120)", &empty, &pts, 3000).unwrap_err();
+        assert!(e.contains(NO_DATA), "{e}");
+    }
+}

@@ -25,6 +25,41 @@ pub const OWN_FUNCTIONS: [&str; 7] = [
     "fall_pct", "rise_pct", "delta", "slope", "age", "count", "hour",
 ];
 
+/// evalexpr's built-in functions a rule may call.
+const BUILTIN_FUNCTIONS: &[&str] = &[
+    "min",
+    "max",
+    "floor",
+    "round",
+    "ceil",
+    "if",
+    "len",
+    "contains",
+    "contains_any",
+    "typeof",
+    "math::abs",
+    "math::sqrt",
+    "math::cbrt",
+    "math::hypot",
+    "math::pow",
+    "math::ln",
+    "math::log",
+    "math::log2",
+    "math::log10",
+    "math::exp",
+    "math::exp2",
+    "math::is_nan",
+    "math::is_finite",
+    "math::is_infinite",
+    "math::is_normal",
+    "bitand",
+    "bitor",
+    "bitxor",
+    "bitnot",
+    "shl",
+    "shr",
+];
+
 pub type Expr = Node<DefaultNumericTypes>;
 
 // ---------------------------------------------------------------- config as written
@@ -721,8 +756,12 @@ fn resolve_node(
         }
         Operator::FunctionIdentifier { identifier } => {
             let f = identifier.clone();
-            if f.starts_with("random") {
-                return Err("random() has no place in an alarm rule".into());
+            if !OWN_FUNCTIONS.contains(&f.as_str()) && !BUILTIN_FUNCTIONS.contains(&f.as_str()) {
+                return Err(format!(
+                    "unknown function {f:?}; rules may call {} and {}",
+                    OWN_FUNCTIONS.join(", "),
+                    BUILTIN_FUNCTIONS.join(", ")
+                ));
             }
             if HISTORY_FUNCTIONS.contains(&f.as_str()) {
                 let arg = node
