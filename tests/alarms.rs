@@ -334,7 +334,7 @@ async fn water_outage_message_says_how_long_the_tank_lasts() {
     .await;
     let left = a["values"]["time_left_min"].as_f64();
     assert!(
-        left.is_some_and(|m| m >= 0.0 && m < 1000.0),
+        left.is_some_and(|m| (0.0..1000.0).contains(&m)),
         "time left computed from the tank slope: {a:#}"
     );
     assert!(a["message"].as_str().unwrap().contains("分钟"), "{a:#}");

@@ -349,7 +349,7 @@ pub fn kpi(site: &Site, store: &Store, from: i64, to: i64, now: i64) -> rusqlite
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     top.truncate(10);
     let mut chattering: Vec<(String, u32)> = chatter.into_iter().collect();
-    chattering.sort_by(|a, b| b.1.cmp(&a.1));
+    chattering.sort_by_key(|c| std::cmp::Reverse(c.1));
     let stale_alarms = store
         .open_alarms()?
         .into_iter()

@@ -65,6 +65,7 @@ fn bad_json(e: JsonRejection) -> Response {
     )
 }
 
+#[allow(clippy::result_large_err)]
 fn parse_id(s: &str) -> Result<i64, Response> {
     s.parse::<i64>()
         .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{s:?} is not an id")))
