@@ -59,7 +59,12 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     let sinks_stop = CancellationToken::new();
     let mut sinks = JoinSet::new();
     let mut sample_sinks = Vec::new();
-    if let Some(influx) = crate::sinks::influx::spawn(&site, &telemetry, &mut sinks)? {
+    if let Some(influx) = crate::sinks::influx::spawn(
+        &site,
+        &telemetry,
+        state.alarms.events.subscribe(),
+        &mut sinks,
+    )? {
         sample_sinks.push(influx);
     }
     let (alarm_tx, alarm_rx) = mpsc::channel(1024);
@@ -96,7 +101,14 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
 
     let sources_stop = CancellationToken::new();
     let mut sources = JoinSet::new();
-    crate::sinks::northbound::spawn(&site, &table, &telemetry, &sinks_stop, &mut sinks);
+    crate::sinks::northbound::spawn(
+        &site,
+        &table,
+        &telemetry,
+        state.alarms.events.subscribe(),
+        &sinks_stop,
+        &mut sinks,
+    );
     crate::sources::mqtt::spawn(&site, tx.clone(), &telemetry, &sources_stop, &mut sources);
     crate::sources::modbus::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Release);

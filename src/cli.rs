@@ -63,6 +63,27 @@ enum Command {
         #[arg(long)]
         line_timing: bool,
     },
+    /// Alarms of a running daemon: list, show, ack, reset, shelve, unshelve.
+    Alarms {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        #[command(subcommand)]
+        cmd: crate::ops::AlarmCmd,
+    },
+    /// Incidents of a running daemon: list, show, ack, arrive, resolve, note.
+    Incidents {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        #[command(subcommand)]
+        cmd: crate::ops::IncidentCmd,
+    },
+    /// Export the emergency record (紧急事件处理记录表) as CSV or printable HTML.
+    Record {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        #[command(flatten)]
+        args: crate::ops::RecordArgs,
+    },
 }
 
 fn init_logging() {
@@ -99,6 +120,9 @@ pub fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Demo { config, scenario } => demo(config, scenario).await,
+            Command::Alarms { target, cmd } => crate::ops::alarms(target, cmd).await,
+            Command::Incidents { target, cmd } => crate::ops::incidents(target, cmd).await,
+            Command::Record { target, args } => crate::ops::record(target, args).await,
             Command::Simulate {
                 config,
                 scenario,

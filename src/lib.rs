@@ -9,6 +9,8 @@
 //! - [`telemetry`]: the daemon's own metrics;
 //! - [`http`]: `/metrics`, health, the status API and the duty-room page;
 //! - [`simulator`]: the simulated estate used by `demo`, tests and benchmarks;
+//! - [`alarms`]: rules, the alarm state machine, incidents, the SQLite store, the record;
+//! - [`ops`]: the operator CLI (alarms, incidents, record) over the HTTP API;
 //! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod live;
 pub mod model;
+pub mod ops;
 pub mod simulator;
 pub mod sinks;
 pub mod sources;

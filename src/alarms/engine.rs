@@ -140,6 +140,9 @@ pub struct Engine {
     next_event: i64,
     start_ms: i64,
     error_logged: HashMap<usize, i64>,
+    /// The InfluxDB spool's dropped-lines counter as last seen, and when it last grew.
+    spool_dropped_seen: u64,
+    spool_dropped_at: Option<i64>,
 }
 
 impl Engine {
@@ -246,6 +249,8 @@ impl Engine {
             next_event: loaded.max_event + 1,
             start_ms: now_ms,
             error_logged: HashMap::new(),
+            spool_dropped_seen: 0,
+            spool_dropped_at: None,
         };
         e.update_incident_gauges();
         Ok(e)
@@ -307,6 +312,11 @@ impl Engine {
 
     /// Evaluate `rules` (all if `None`) at `now_ms` and apply the transitions.
     pub fn evaluate(&mut self, now_ms: i64, rules: Option<&[usize]>) {
+        let dropped = self.telemetry.influx.spool_dropped_lines.get();
+        if dropped > self.spool_dropped_seen {
+            self.spool_dropped_seen = dropped;
+            self.spool_dropped_at = Some(now_ms);
+        }
         let n = self.site.alarms.rules.len();
         let all: Vec<usize>;
         let list = match rules {
@@ -355,6 +365,13 @@ impl Engine {
             utc_offset_seconds: self.site.alarms.settings.utc_offset_seconds,
         };
         match &rule.when {
+            Condition::SpoolDropped => {
+                if self.spool_dropped_at.is_some_and(|t| now_ms - t < 60_000) {
+                    Outcome::True
+                } else {
+                    Outcome::False
+                }
+            }
             Condition::Offline => {
                 match rule
                     .device
@@ -727,6 +744,29 @@ impl Engine {
         text: String,
         detail: serde_json::Value,
     ) {
+        let (plan, severity, room, device) = match (
+            alarm.and_then(|a| self.alarms.get(&a)),
+            incident.and_then(|i| self.incidents.get(&i)),
+        ) {
+            (Some(a), _) => (
+                Some(a.plan.clone()),
+                Some(a.severity),
+                a.room.clone(),
+                a.device.clone(),
+            ),
+            (None, Some(i)) => (
+                Some(i.plan.clone()),
+                Some(i.severity),
+                i.room.clone(),
+                i.device.clone(),
+            ),
+            (None, None) => (
+                None,
+                None,
+                None,
+                detail["device"].as_str().map(str::to_string),
+            ),
+        };
         let e = EventRecord {
             id: self.next_event,
             at,
@@ -737,6 +777,10 @@ impl Engine {
             notify,
             text,
             detail,
+            plan,
+            severity,
+            room,
+            device,
         };
         self.next_event += 1;
         self.unflushed.push(Write::Event(e.clone()));

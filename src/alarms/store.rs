@@ -137,6 +137,15 @@ pub struct EventRecord {
     pub text: String,
     #[serde(default)]
     pub detail: serde_json::Value,
+    /// Where and what, from the alarm or incident (for annotations and northbound consumers).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// Timers and flags of a rule instance that must survive a restart.

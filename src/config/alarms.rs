@@ -301,6 +301,10 @@ pub const BUILTIN_PLANS: &[(&str, &str)] = &[
     ),
     ("fire.toml", include_str!("../../config/plans/fire.toml")),
     (
+        "system.toml",
+        include_str!("../../config/plans/system.toml"),
+    ),
+    (
         "flooding.toml",
         include_str!("../../config/plans/flooding.toml"),
     ),
@@ -391,6 +395,8 @@ pub enum Condition {
     Expr(Expr),
     /// The device is unreachable (3 failed polls, staleness, last will: decided by its source).
     Offline,
+    /// The InfluxDB spool dropped data (it was full or too old) within the last minute.
+    SpoolDropped,
 }
 
 /// One rule instance: a profile rule for one device, or a site rule.
@@ -813,6 +819,8 @@ pub(super) struct SiteAlarmInput<'a> {
     pub overrides: &'a [RuleOverrideCfg],
     pub dependencies: &'a [DependencyCfg],
     pub plans_dir_override: Option<&'a Path>,
+    /// `[influx]` is configured: a warning alarm watches its spool.
+    pub has_influx: bool,
 }
 
 fn threshold_exprs(r: &RuleCfg) -> Result<(String, Option<String>), String> {
@@ -1133,6 +1141,32 @@ pub(super) fn compile(
             problems,
         ) {
             rules.push(r);
+        }
+    }
+
+    // the monitoring system's own warning: history lost to a full spool
+    if input.has_influx {
+        if let Some(&plan) = plan_index.get("system") {
+            rules.push(Rule {
+                key: "site/influx_spool_dropped".into(),
+                id: "influx_spool_dropped".into(),
+                name: "InfluxDB 缓存已满, 历史数据丢失 (spool dropped data)".into(),
+                plan,
+                severity: Severity::P3,
+                device: None,
+                room: None,
+                when: Condition::SpoolDropped,
+                when_text: "propwatch_influx_spool_dropped_lines_total increased".into(),
+                clear: None,
+                on_delay: Duration::ZERO,
+                off_delay: Duration::from_secs(600),
+                latch: false,
+                values: Vec::new(),
+                message: None,
+                devices: Vec::new(),
+                history_points: Vec::new(),
+                points: Vec::new(),
+            });
         }
     }
 

@@ -1342,6 +1342,7 @@ fn compile_site(
                 overrides: &f.rule_overrides,
                 dependencies: &f.dependencies,
                 plans_dir_override: None,
+                has_influx: f.influx.is_some(),
             },
             &rooms,
             &devices,

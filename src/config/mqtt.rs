@@ -200,6 +200,7 @@ pub struct Northbound {
     pub broker: MqttBroker,
     pub telemetry_topic: String,
     pub state_topic: String,
+    pub events_topic: String,
     pub publish_interval: Duration,
     pub buffer_messages: usize,
 }
@@ -232,6 +233,20 @@ pub(super) fn compile_northbound(
             problems.add(file, key, "must contain {device}");
         }
     }
+    if n.events_topic.is_empty()
+        || n.events_topic.contains(['+', '#'])
+        || n.events_topic.contains("{device}")
+        || n.events_topic.contains("{room}")
+    {
+        problems.add(
+            file,
+            "northbound.events_topic",
+            format!(
+                "{:?} must be a topic without wildcards ({{site}} is the only placeholder)",
+                n.events_topic
+            ),
+        );
+    }
     if n.publish_interval_ms < 100 {
         problems.add(
             file,
@@ -249,6 +264,7 @@ pub(super) fn compile_northbound(
         broker: broker?,
         telemetry_topic: n.telemetry_topic.clone(),
         state_topic: n.state_topic.clone(),
+        events_topic: n.events_topic.replace("{site}", site_id),
         publish_interval: Duration::from_millis(n.publish_interval_ms),
         buffer_messages: n.buffer_messages,
     })

@@ -238,6 +238,9 @@ pub struct NorthboundCfg {
     /// Retained device state (online/offline).
     #[serde(default = "default_state_topic")]
     pub state_topic: String,
+    /// Alarm and incident events (timeline entries), QoS 1, not retained; `{site}` is filled in.
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
     #[serde(default = "default_publish_interval_ms")]
     pub publish_interval_ms: u64,
     /// Messages kept while the upstream broker is unreachable; the oldest go first.
@@ -318,6 +321,9 @@ fn default_spool_max_age_hours() -> u64 {
 
 fn default_telemetry_topic() -> String {
     "propwatch/{site}/{room}/{device}/telemetry".to_string()
+}
+fn default_events_topic() -> String {
+    "propwatch/{site}/events".to_string()
 }
 fn default_state_topic() -> String {
     "propwatch/{site}/{room}/{device}/state".to_string()

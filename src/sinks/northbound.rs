@@ -2,6 +2,7 @@
 //! interval, from the live table) and retained device state to an upstream broker, with QoS 1.
 //! While the upstream broker is unreachable, messages wait in a bounded buffer; when it is
 //! full the oldest are dropped and counted (`propwatch_northbound_dropped_total`).
+//! Alarm and incident events (the timeline) go to `events_topic` the same way.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,9 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::alarms::EventRecord;
 use crate::config::mqtt::Northbound;
 use crate::config::Site;
 use crate::live::LiveTable;
@@ -22,6 +25,7 @@ pub fn spawn(
     site: &Arc<Site>,
     table: &Arc<LiveTable>,
     telemetry: &Arc<Telemetry>,
+    events: broadcast::Receiver<Arc<EventRecord>>,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
@@ -35,6 +39,7 @@ pub fn spawn(
             table.clone(),
             telemetry.clone(),
             nb,
+            events,
             shutdown.clone(),
         )
         .instrument(span),
@@ -107,6 +112,7 @@ async fn run(
     table: Arc<LiveTable>,
     telemetry: Arc<Telemetry>,
     nb: Northbound,
+    mut events: broadcast::Receiver<Arc<EventRecord>>,
     shutdown: CancellationToken,
 ) {
     let b = &nb.broker;
@@ -132,6 +138,7 @@ async fn run(
     let mut last_state: Vec<Option<bool>> = vec![None; site.devices.len()];
     let mut tick = tokio::time::interval(nb.publish_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_open = true;
     let enqueue = |buffer: &mut VecDeque<Message>, m: Message| {
         if buffer.len() >= nb.buffer_messages {
             buffer.pop_front();
@@ -143,6 +150,17 @@ async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            ev = events.recv(), if events_open => match ev {
+                Ok(e) => {
+                    let body = json!({ "site": site.id, "event": &*e });
+                    enqueue(&mut buffer, Message { topic: nb.events_topic.clone(), payload: body.to_string().into_bytes(), retain: false });
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    telemetry.northbound_dropped.inc_by(n);
+                    warn!(lost = n, "northbound fell behind the alarm events; the state store keeps them (GET /api/v1/events)");
+                }
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
             _ = tick.tick() => {
                 // retained state when it changes
                 let states: Vec<Option<bool>> = table.with_devices(|d| d.iter().map(|s| s.online).collect());

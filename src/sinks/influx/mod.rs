@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
+use crate::alarms::EventRecord;
 use crate::config::influx::Influx;
 use crate::config::Site;
 use crate::model::Sample;
@@ -41,6 +42,7 @@ struct Batch {
 pub fn spawn(
     site: &Arc<Site>,
     telemetry: &Arc<Telemetry>,
+    events: broadcast::Receiver<Arc<EventRecord>>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> std::io::Result<Option<mpsc::Sender<Arc<[Sample]>>>> {
     let Some(cfg) = site.influx.clone() else {
@@ -73,6 +75,7 @@ pub fn spawn(
             site.clone(),
             cfg.clone(),
             samples_rx,
+            events,
             batch_tx,
             spool.clone(),
             telemetry.clone(),
@@ -127,6 +130,7 @@ async fn encode_loop(
     site: Arc<Site>,
     cfg: Influx,
     mut rx: mpsc::Receiver<Arc<[Sample]>>,
+    mut events: broadcast::Receiver<Arc<EventRecord>>,
     tx: mpsc::Sender<Batch>,
     spool: Arc<Mutex<Spool>>,
     telemetry: Arc<Telemetry>,
@@ -150,8 +154,20 @@ async fn encode_loop(
             spool_batch(&spool, &batch, &telemetry);
         }
     };
+    let mut events_open = true;
     loop {
         tokio::select! {
+            ev = events.recv(), if events_open => match ev {
+                Ok(e) => {
+                    let n = line::encode_event(&site, &e, cfg.precision, &mut body) as u64;
+                    telemetry.influx.lines_encoded.inc_by(n);
+                    lines += n;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(lost = n, "InfluxDB sink fell behind the alarm events; the state store keeps them");
+                }
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
             samples = rx.recv() => match samples {
                 Some(samples) => {
                     let n = line::encode(&site, &samples, cfg.precision, &mut body) as u64;

@@ -1,0 +1,470 @@
+//! Operator commands of the CLI (`propwatch alarms ...`, `incidents ...`, `record`): thin
+//! clients of a running daemon's HTTP API, so the CLI and the duty-room page act through the
+//! same checks and land on the same timeline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// Where the daemon is.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Base URL of the daemon's HTTP endpoint (default: from --config, else http://127.0.0.1:9780).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Site config to take `http.listen` from.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlarmCmd {
+    /// Alarms not yet closed (active, latched, or back to normal but unacknowledged).
+    List,
+    /// One alarm.
+    Show { id: i64 },
+    /// Acknowledge an alarm (and its incident).
+    Ack {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reset a latched alarm whose condition has cleared.
+    Reset {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+    /// Shelve a nuisance alarm for a while (refused for life-safety plans).
+    Shelve {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        minutes: u64,
+    },
+    Unshelve {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentCmd {
+    /// Open incidents (or those opened in a period with --from/--to).
+    List {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// An incident with its plan's steps, its alarms and its timeline.
+    Show { id: i64 },
+    Ack {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Record arrival on site.
+    Arrive {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Close the incident with its record: cause and measures taken.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        cause: String,
+        #[arg(long)]
+        measures: String,
+    },
+    /// Add a note to the timeline.
+    Note {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        text: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Start: YYYY-MM-DD (site time), RFC 3339 or unix ms (default: 30 days ago).
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    /// `csv` or `html`.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// One incident's printable record instead of a period.
+    #[arg(long)]
+    pub incident: Option<i64>,
+}
+
+const EX_UNAVAILABLE: u8 = 69;
+
+fn base_url(t: &Target) -> Result<String, String> {
+    if let Some(u) = &t.url {
+        return Ok(u.trim_end_matches('/').to_string());
+    }
+    if let Some(c) = &t.config {
+        let site = crate::config::load(c).map_err(|e| e.to_string())?;
+        let mut addr = site.http_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        return Ok(format!("http://{addr}"));
+    }
+    Ok("http://127.0.0.1:9780".into())
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+enum Failure {
+    Unreachable(String),
+    Refused(u16, String),
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<String, Failure> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Failure::Unreachable(format!("cannot reach the daemon at {}: {e}", self.base))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(text)
+        } else {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            Err(Failure::Refused(status.as_u16(), msg))
+        }
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    match f {
+        Failure::Unreachable(m) => {
+            eprintln!("propwatch: {m}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        Failure::Refused(s, m) => {
+            eprintln!("propwatch: refused ({s}): {m}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(t: &Target) -> Result<Client, ExitCode> {
+    match base_url(t) {
+        Ok(base) => Ok(Client {
+            base,
+            http: reqwest::Client::new(),
+        }),
+        Err(e) => {
+            eprint!("{e}");
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
+fn time(v: &Value) -> String {
+    v.as_i64()
+        .map(|ms| crate::alarms::record::local_time(ms, 8 * 3600))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_alarms(list: &[Value]) {
+    if list.is_empty() {
+        println!("no open alarms");
+        return;
+    }
+    println!(
+        "{:>6}  {:<3} {:<15} {:<19} {:>8}  message",
+        "id", "sev", "state", "raised", "incident"
+    );
+    for a in list {
+        println!(
+            "{:>6}  {:<3} {:<15} {:<19} {:>8}  {}{}",
+            a["id"],
+            a["severity"].as_str().unwrap_or(""),
+            a["state"].as_str().unwrap_or(""),
+            time(&a["raised_at"]),
+            a["incident"]
+                .as_i64()
+                .map(|i| format!("#{i}"))
+                .unwrap_or_default(),
+            a["message"].as_str().unwrap_or(""),
+            if a["shelved"].is_null() {
+                ""
+            } else {
+                "  [shelved]"
+            }
+        );
+    }
+}
+
+fn print_incidents(list: &[Value]) {
+    if list.is_empty() {
+        println!("no incidents");
+        return;
+    }
+    println!(
+        "{:>6}  {:<3} {:<13} {:<19}  title",
+        "id", "sev", "state", "opened"
+    );
+    for i in list {
+        println!(
+            "{:>6}  {:<3} {:<13} {:<19}  {}",
+            i["id"],
+            i["severity"].as_str().unwrap_or(""),
+            i["state"].as_str().unwrap_or(""),
+            time(&i["opened_at"]),
+            i["title"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_incident(v: &Value) {
+    let i = &v["incident"];
+    println!(
+        "#{} {} [{}] {}",
+        i["id"],
+        i["title"].as_str().unwrap_or(""),
+        i["severity"].as_str().unwrap_or(""),
+        i["state"].as_str().unwrap_or("")
+    );
+    println!("opened {}", time(&i["opened_at"]));
+    if let Some(steps) = v["plan"]["steps"].as_array() {
+        println!("\n{} steps:", v["plan"]["name"].as_str().unwrap_or(""));
+        for (n, s) in steps.iter().enumerate() {
+            println!("  {}. {}", n + 1, s.as_str().unwrap_or(""));
+        }
+    }
+    println!("\nalarms:");
+    print_alarms(v["alarms"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    println!("\ntimeline:");
+    for e in v["timeline"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        println!("  {}  {}", time(&e["at"]), e["text"].as_str().unwrap_or(""));
+    }
+}
+
+async fn run_get(t: &Target, path: &str, show: impl Fn(&Value)) -> ExitCode {
+    let c = match client(t) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.call(reqwest::Method::GET, path, None).await {
+        Ok(text) => {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if t.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or(text));
+            } else {
+                show(&v);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => fail(f),
+    }
+}
+
+async fn run_post(t: &Target, path: &str, body: Value) -> ExitCode {
+    let c = match client(t) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.call(reqwest::Method::POST, path, Some(body)).await {
+        Ok(text) => {
+            if t.json {
+                println!("{text}");
+            } else {
+                println!("ok");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => fail(f),
+    }
+}
+
+pub async fn alarms(t: Target, cmd: AlarmCmd) -> ExitCode {
+    match cmd {
+        AlarmCmd::List => {
+            run_get(&t, "/api/v1/alarms", |v| {
+                print_alarms(v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+            })
+            .await
+        }
+        AlarmCmd::Show { id } => {
+            run_get(&t, &format!("/api/v1/alarms/{id}"), |v| {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            })
+            .await
+        }
+        AlarmCmd::Ack { id, by, note } => {
+            run_post(
+                &t,
+                &format!("/api/v1/alarms/{id}/ack"),
+                json!({"by": by, "note": note}),
+            )
+            .await
+        }
+        AlarmCmd::Reset { id, by } => {
+            run_post(&t, &format!("/api/v1/alarms/{id}/reset"), json!({"by": by})).await
+        }
+        AlarmCmd::Shelve {
+            id,
+            by,
+            reason,
+            minutes,
+        } => {
+            run_post(
+                &t,
+                &format!("/api/v1/alarms/{id}/shelve"),
+                json!({"by": by, "reason": reason, "minutes": minutes}),
+            )
+            .await
+        }
+        AlarmCmd::Unshelve { id, by } => {
+            run_post(
+                &t,
+                &format!("/api/v1/alarms/{id}/unshelve"),
+                json!({"by": by}),
+            )
+            .await
+        }
+    }
+}
+
+fn query(from: &Option<String>, to: &Option<String>) -> String {
+    let mut q = Vec::new();
+    if let Some(f) = from {
+        q.push(format!("from={}", urlencode(f)));
+    }
+    if let Some(t) = to {
+        q.push(format!("to={}", urlencode(t)));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("v", s)])
+        .ok()
+        .and_then(|u| u.query().map(|q| q.trim_start_matches("v=").to_string()))
+        .unwrap_or_default()
+}
+
+pub async fn incidents(t: Target, cmd: IncidentCmd) -> ExitCode {
+    match cmd {
+        IncidentCmd::List { from, to } => {
+            let q = if from.is_none() && to.is_none() {
+                String::new()
+            } else {
+                query(&from, &to)
+            };
+            run_get(&t, &format!("/api/v1/incidents{q}"), |v| {
+                print_incidents(v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+            })
+            .await
+        }
+        IncidentCmd::Show { id } => {
+            run_get(&t, &format!("/api/v1/incidents/{id}"), print_incident).await
+        }
+        IncidentCmd::Ack { id, by, note } => {
+            run_post(
+                &t,
+                &format!("/api/v1/incidents/{id}/ack"),
+                json!({"by": by, "note": note}),
+            )
+            .await
+        }
+        IncidentCmd::Arrive { id, by, note } => {
+            run_post(
+                &t,
+                &format!("/api/v1/incidents/{id}/arrive"),
+                json!({"by": by, "note": note}),
+            )
+            .await
+        }
+        IncidentCmd::Resolve {
+            id,
+            by,
+            cause,
+            measures,
+        } => {
+            run_post(
+                &t,
+                &format!("/api/v1/incidents/{id}/resolve"),
+                json!({"by": by, "cause": cause, "measures": measures}),
+            )
+            .await
+        }
+        IncidentCmd::Note { id, by, text } => {
+            run_post(
+                &t,
+                &format!("/api/v1/incidents/{id}/note"),
+                json!({"by": by, "text": text}),
+            )
+            .await
+        }
+    }
+}
+
+/// Print the emergency record (CSV or printable HTML) to stdout.
+pub async fn record(t: Target, a: RecordArgs) -> ExitCode {
+    let path = match (a.incident, a.format.as_str()) {
+        (Some(id), _) => format!("/api/v1/incidents/{id}/record.html"),
+        (None, "csv") => format!("/api/v1/record.csv{}", query(&a.from, &a.to)),
+        (None, "html") => format!("/api/v1/record.html{}", query(&a.from, &a.to)),
+        (None, other) => {
+            eprintln!("propwatch: --format {other:?}: use csv or html");
+            return ExitCode::from(64);
+        }
+    };
+    let c = match client(&t) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.call(reqwest::Method::GET, &path, None).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => fail(f),
+    }
+}
