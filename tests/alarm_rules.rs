@@ -67,6 +67,7 @@ struct Harness {
     clock: Clock,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    telemetry: Arc<Telemetry>,
     _notices: mpsc::Sender<Vec<u32>>,
 }
 
@@ -115,7 +116,7 @@ impl Harness {
     fn open(dir: tempfile::TempDir, site: Arc<Site>, clock: Clock) -> Self {
         let table = Arc::new(LiveTable::new(&site));
         let telemetry = Arc::new(Telemetry::new());
-        let alarms = Alarms::open(site.clone(), telemetry, clock).expect("open alarms");
+        let alarms = Alarms::open(site.clone(), telemetry.clone(), clock).expect("open alarms");
         let handle = alarms.handle.clone();
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::channel(16);
@@ -129,6 +130,7 @@ impl Harness {
             clock,
             stop,
             task,
+            telemetry,
             _notices: tx,
         };
         h.online("dev", true);
@@ -859,4 +861,36 @@ async fn operator_commands_refuse_bad_input() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 409, "already resolved");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spool_that_drops_history_raises_a_warning_alarm() {
+    let h = Harness::start(
+        "",
+        "[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:1\"\ndatabase = \"x\"\n",
+    )
+    .await;
+    let state = |h: &Harness| {
+        h.handle
+            .read(|s| s.open_alarms())
+            .unwrap()
+            .into_iter()
+            .find(|a| a.key == "site/influx_spool_dropped")
+            .map(|a| (a.state, a.plan, a.severity))
+    };
+    wait(5.0).await;
+    assert_eq!(state(&h), None);
+    // the sink drops the oldest spooled lines (it counts them in this counter)
+    h.telemetry.influx.spool_dropped_lines.inc_by(500);
+    wait(1.0).await;
+    let (st, plan, sev) = state(&h).expect("warning alarm");
+    assert_eq!(
+        (st.as_str(), plan.as_str(), sev.as_str()),
+        ("active_unacked", "system", "P3")
+    );
+    // no more drops: it returns to normal after its hold (1 min + 10 min off-delay)
+    wait(600.0).await;
+    assert_eq!(state(&h).unwrap().0, "active_unacked");
+    wait(61.0).await;
+    assert_eq!(state(&h).unwrap().0, "normal_unacked");
 }

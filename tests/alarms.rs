@@ -586,3 +586,82 @@ async fn fire_latches_survives_a_restart_and_ends_in_the_record() {
     assert_eq!(kpi["per_plan"][0]["time_to_resolve"]["count"], 1);
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_acknowledges_and_exports() {
+    let (estate, daemon, api) = start().await;
+    let url = format!("http://{}", daemon.http_addr);
+    estate
+        .sim
+        .inject(ScenarioKind::Flooding, None, None)
+        .unwrap();
+    let inc = one_incident_of(&api, "flooding").await;
+    let id = inc["id"].to_string();
+    let cli = |args: &[&str]| {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--url", url.as_str()]);
+        cli(&v)
+    };
+    let (code, out, _) = cli(&["incidents", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("水浸") && out.contains(&id), "{out}");
+    let (code, out, _) = cli(&["alarms", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("active_unacked"), "{out}");
+    let (code, out, _) = cli(&["incidents", "show", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("steps:") && out.contains("timeline:"), "{out}");
+    // resolving while the water is still there is refused, with the reason
+    let (code, _, err) = cli(&[
+        "incidents",
+        "resolve",
+        &id,
+        "--by",
+        "王工",
+        "--cause",
+        "c",
+        "--measures",
+        "m",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("409") && err.contains("still active"), "{err}");
+    let (code, out, _) = cli(&["incidents", "ack", &id, "--by", "值班员王工"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out, _) = cli(&["incidents", "list", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["acked_by"], "值班员王工");
+    estate.sim.clear(ScenarioKind::Flooding, None);
+    all_back_to_normal(&api).await;
+    let (code, _, err) = cli(&[
+        "incidents",
+        "resolve",
+        &id,
+        "--by",
+        "王工",
+        "--cause",
+        "排水泵故障",
+        "--measures",
+        "更换浮球开关",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&["record", "--from", "2020-01-01"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("id,plan,plan_name"), "{out}");
+    assert!(out.contains("更换浮球开关"), "{out}");
+    daemon.stop(Duration::from_secs(5)).await;
+    // nobody listening: a distinct exit code (69, EX_UNAVAILABLE)
+    let (code, _, err) = cli(&["alarms", "list"]);
+    assert_eq!(code, 69, "{err}");
+}

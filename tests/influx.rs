@@ -184,10 +184,36 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
     let encoded = telemetry.influx.lines_encoded.get() as f64;
     assert!(encoded >= 60.0);
     assert_eq!(telemetry.influx.spool_dropped_lines.get(), 0);
+    // alarm events (the entrapment on lift-2) are lines too, in their own measurement
+    let events = db
+        .query("propwatch", "SELECT count(\"text\") FROM \"alarm_events\"")
+        .await;
+    let event_rows = series_values(&events)
+        .first()
+        .and_then(|s| s["values"][0][1].as_f64())
+        .unwrap_or(0.0);
+    assert!(event_rows >= 2.0, "alarm events written: {events}");
     assert_eq!(
-        floor_rows(&db).await,
+        floor_rows(&db).await + event_rows,
         encoded,
         "rows in InfluxDB vs lines encoded"
+    );
+    let opened = db
+        .query("propwatch", "SELECT \"text\", \"incident\" FROM \"alarm_events\" WHERE \"kind\" = 'incident_opened' AND \"plan\" = 'entrapment' AND \"device\" = 'lift-2' AND \"severity\" = 'P1' AND \"site\" = 'lvyuan'")
+        .await;
+    let rows = series_values(&opened);
+    assert_eq!(
+        rows.first()
+            .map_or(0, |s| s["values"].as_array().map_or(0, Vec::len)),
+        1,
+        "one incident_opened annotation for the entrapment: {opened}"
+    );
+    assert!(
+        rows[0]["values"][0][1]
+            .as_str()
+            .unwrap()
+            .contains("电梯困人"),
+        "{opened}"
     );
     // tags and values: the last row of each lift carries the simulator's values
     for dev in ["lift-1", "lift-2", "lift-3"] {

@@ -564,6 +564,19 @@ async fn northbound_publishes_telemetry_and_state_and_buffers_through_an_outage(
     )
     .await;
 
+    // alarm events go north too: `quick` reports once, then falls silent -> 通讯中断
+    p.publish("estate/lvyuan/lift/quick/status", r#"{"floor": 1}"#, false)
+        .await;
+    next_matching(&mut rx, "an alarm event for quick", |t, v, retained| {
+        t == "propwatch/lvyuan/events"
+            && !retained
+            && v["site"] == "lvyuan"
+            && v["event"]["device"] == "quick"
+            && v["event"]["plan"] == "device_offline"
+            && v["event"]["kind"] == "alarm_raised"
+    })
+    .await;
+
     // upstream down: the buffer (5 messages) overflows and the oldest are dropped, counted
     upstream.kill();
     wait_for("drops counted while upstream is down", DEADLINE, || async {
