@@ -76,6 +76,47 @@ pub fn encode(site: &Site, samples: &[Sample], precision: Precision, out: &mut V
     lines
 }
 
+/// Append one alarm/incident event as a line of `alarm_events`; returns 1.
+pub fn encode_event(
+    site: &Site,
+    e: &crate::alarms::EventRecord,
+    precision: Precision,
+    out: &mut Vec<u8>,
+) -> usize {
+    let ts = precision.of(std::time::Duration::from_millis(e.at.max(0) as u64));
+    let mut b = LineProtocolBuilder::new_with(std::mem::take(out))
+        .measurement("alarm_events")
+        .tag("kind", &e.kind);
+    if let Some(d) = &e.device {
+        b = b.tag("device", d);
+    }
+    if let Some(p) = &e.plan {
+        b = b.tag("plan", p);
+    }
+    if let Some(r) = &e.room {
+        b = b.tag("room", r);
+    }
+    if let Some(s) = e.severity {
+        b = b.tag("severity", s.as_str());
+    }
+    b = b.tag("site", &site.id);
+    let mut f = b
+        .field("text", e.text.as_str())
+        .field("notify", e.notify)
+        .field("event_id", e.id);
+    if let Some(i) = e.incident {
+        f = f.field("incident", i);
+    }
+    if let Some(a) = e.alarm {
+        f = f.field("alarm", a);
+    }
+    if let Some(by) = &e.by {
+        f = f.field("by", by.as_str());
+    }
+    *out = f.timestamp(ts).close_line().build();
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,45 +230,4 @@ mod tests {
             assert_eq!(line.timestamp, Some(want), "{p:?}");
         }
     }
-}
-
-/// Append one alarm/incident event as a line of `alarm_events`; returns 1.
-pub fn encode_event(
-    site: &Site,
-    e: &crate::alarms::EventRecord,
-    precision: Precision,
-    out: &mut Vec<u8>,
-) -> usize {
-    let ts = precision.of(std::time::Duration::from_millis(e.at.max(0) as u64));
-    let mut b = LineProtocolBuilder::new_with(std::mem::take(out))
-        .measurement("alarm_events")
-        .tag("kind", &e.kind);
-    if let Some(d) = &e.device {
-        b = b.tag("device", d);
-    }
-    if let Some(p) = &e.plan {
-        b = b.tag("plan", p);
-    }
-    if let Some(r) = &e.room {
-        b = b.tag("room", r);
-    }
-    if let Some(s) = e.severity {
-        b = b.tag("severity", s.as_str());
-    }
-    b = b.tag("site", &site.id);
-    let mut f = b
-        .field("text", e.text.as_str())
-        .field("notify", e.notify)
-        .field("event_id", e.id);
-    if let Some(i) = e.incident {
-        f = f.field("incident", i);
-    }
-    if let Some(a) = e.alarm {
-        f = f.field("alarm", a);
-    }
-    if let Some(by) = &e.by {
-        f = f.field("by", by.as_str());
-    }
-    *out = f.timestamp(ts).close_line().build();
-    1
 }
