@@ -151,14 +151,16 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(site) => {
             let reads: usize = site.devices.iter().map(|d| d.reads.len()).sum();
             println!(
-                "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle",
+                "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle, {} alarm rule(s), {} plan(s)",
                 path.display(),
                 site.id,
                 site.connections.len(),
                 site.rooms.len(),
                 site.devices.len(),
                 site.points.len(),
-                reads
+                reads,
+                site.alarms.rules.len(),
+                site.alarms.plans.len()
             );
             ExitCode::SUCCESS
         }

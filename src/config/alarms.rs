@@ -930,6 +930,7 @@ pub(super) fn compile(
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
     let mut rules: Vec<Rule> = Vec::new();
+    let dry = DryRun::new(devices);
 
     // profile rules: report problems once per profile (against its first device)
     let mut checked_profiles: HashMap<&str, bool> = HashMap::new();
@@ -1011,7 +1012,7 @@ pub(super) fn compile(
                 &plan_index,
                 Some(dev),
                 None,
-                rooms,
+                &dry,
                 &mut local,
             );
             if first || !local.list.is_empty() {
@@ -1137,7 +1138,7 @@ pub(super) fn compile(
             &plan_index,
             device,
             room,
-            rooms,
+            &dry,
             problems,
         ) {
             rules.push(r);
@@ -1234,7 +1235,7 @@ fn compile_rule(
     plan_index: &HashMap<&str, usize>,
     device: Option<&Device>,
     room: Option<usize>,
-    rooms: &[Room],
+    dry: &DryRun,
     problems: &mut Problems,
 ) -> Option<Rule> {
     let cfg = eff.cfg;
@@ -1362,7 +1363,28 @@ fn compile_rule(
     let mut history = resolved.history;
     history.sort_unstable();
     history.dedup();
-    let _ = rooms;
+    // a trial evaluation with every point present catches what parsing lets through: type
+    // errors (a bool compared with a number), a dangling operator, a condition that is not
+    // true/false
+    let check = |e: &Expr, want_bool: bool| dry.check(e, &history, want_bool);
+    if let Some(Condition::Expr(w)) = &when {
+        if let Err(e) = check(w, true) {
+            problems.add(file, format!("{key}.when"), e);
+        }
+    }
+    if let Some(c) = &clear {
+        if let Err(e) = check(c, true) {
+            problems.add(file, format!("{key}.clear"), e);
+        }
+    }
+    for (name, v) in &values {
+        if let Err(e) = check(v, false) {
+            problems.add(file, format!("{key}.values.{name}"), e);
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
     let name = cfg
         .name
         .clone()
@@ -1392,4 +1414,72 @@ fn compile_rule(
         history_points: history,
         points,
     })
+}
+
+/// Plausible values for every point, for a trial evaluation of each expression at compile
+/// time: bool points `false`, enum points `0`, numbers `1.0`, every device online, two
+/// samples of history.
+pub(super) struct DryRun {
+    points: Vec<Option<EValue>>,
+    online: Vec<Option<EValue>>,
+    last_good: Vec<Option<i64>>,
+}
+
+impl DryRun {
+    fn new(devices: &[Device]) -> Self {
+        let mut points = Vec::new();
+        for d in devices {
+            for p in &d.profile.points {
+                let enum_like = !p.enum_labels.is_empty()
+                    || matches!(
+                        p.source,
+                        super::PointSource::Json {
+                            kind: super::JsonKind::Enum,
+                            ..
+                        }
+                    );
+                points.push(Some(if p.is_bool() {
+                    EValue::Boolean(false)
+                } else if enum_like {
+                    EValue::Int(0)
+                } else {
+                    EValue::Float(1.0)
+                }));
+            }
+        }
+        let n = points.len();
+        Self {
+            points,
+            online: vec![Some(EValue::Boolean(true)); devices.len()],
+            last_good: vec![Some(0); n],
+        }
+    }
+
+    fn check(&self, e: &Expr, history_points: &[u32], want_bool: bool) -> Result<(), String> {
+        use crate::alarms::expr::{eval_bool, EvalCtx, History, Outcome};
+        let mut history = History::new(history_points.iter().copied(), 600_000);
+        for &p in history_points {
+            history.push(p, 0, 1.0);
+            history.push(p, 1000, 1.0);
+        }
+        let ctx = EvalCtx {
+            points: &self.points,
+            online: &self.online,
+            last_good_ms: &self.last_good,
+            history: &history,
+            now_ms: 1000,
+            start_ms: 0,
+            utc_offset_seconds: 0,
+        };
+        if want_bool {
+            match eval_bool(e, &ctx) {
+                Outcome::Error(msg) => Err(format!("does not evaluate: {msg}")),
+                _ => Ok(()),
+            }
+        } else {
+            e.eval_with_context(&ctx)
+                .map(|_| ())
+                .map_err(|err| format!("does not evaluate: {err}"))
+        }
+    }
 }

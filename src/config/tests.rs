@@ -343,3 +343,211 @@ fn mqtt_problems_are_all_reported_with_keys() {
         check(&site_text, &extra, &expected);
     }
 }
+
+fn rule_profile(rules: &str) -> String {
+    format!(
+        "{}\n{rules}",
+        PROFILE_OK.replace("id = \"meter\"", "id = \"rp\"")
+    )
+}
+
+const RULE_DEVICE: &str = r#"
+[[rooms]]
+id = "r1"
+[[rooms.devices]]
+id = "d-1"
+profile = "rp"
+connection = "gw"
+unit_id = 1
+"#;
+
+#[test]
+fn rule_problems_are_all_reported_with_keys() {
+    let r = |body: &str| format!("[[rules]]\nid = \"x\"\nplan = \"equipment_fault\"\n{body}");
+    // (site additions, profile rules, expected problems)
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        ("", r("when = \"u > 1 && run\""), vec![]),
+        (
+            "",
+            r("when = \"volts > 3\""),
+            vec!["rp.toml: rules[0].when: unknown name \"volts\""],
+        ),
+        (
+            "",
+            "[[rules]]\nid = \"x\"\nplan = \"nope\"\nwhen = \"run\"\n".into(),
+            vec!["rules[0].plan: unknown plan \"nope\""],
+        ),
+        (
+            "",
+            r("when = \"frobnicate(u) > 1\""),
+            vec!["rules[0].when: unknown function \"frobnicate\""],
+        ),
+        (
+            "",
+            r("when = \"slope(u, 60) > 1\""),
+            vec!["the first argument of slope() is a quoted point name"],
+        ),
+        (
+            "",
+            r("when = \"slope(\\\"volts\\\", 60) > 1\""),
+            vec!["slope(): unknown point \"volts\""],
+        ),
+        (
+            "",
+            r("when = \"run\"\nfor = \"5 parsecs\""),
+            vec!["rules[0].for: invalid duration"],
+        ),
+        ("", r("when = \"u = 3\""), vec!["rules are one expression"]),
+        (
+            "",
+            r("when = \"u > 1 &&\""),
+            vec!["rules[0].when: does not evaluate"],
+        ),
+        (
+            "",
+            r("when = \"run > 1\""),
+            vec!["rules[0].when: does not evaluate"],
+        ),
+        ("", r("when = \"u + 1\""), vec!["not true/false"]),
+        (
+            "",
+            r("when = \"u > 1 && (\""),
+            vec!["rules[0].when: cannot parse"],
+        ),
+        (
+            "",
+            r("when = \"run\"\nmessage = \"{x}\""),
+            vec!["{x} is not one of the rule's `values`"],
+        ),
+        (
+            "",
+            r("when = \"u > k\"\nparams = { u = 1.0, k = 2.0 }"),
+            vec!["params.u: a parameter cannot have the name of a point"],
+        ),
+        (
+            "",
+            r("when = \"run\"\npoint = \"u\"\nabove = 3.0"),
+            vec!["give `when` or `point`"],
+        ),
+        (
+            "",
+            r("point = \"u\"\nabove = 3.0\nbelow = 1.0"),
+            vec!["give exactly one of `above` and `below`"],
+        ),
+        (
+            "",
+            r("when = \"run\"\nseverity = \"P9\""),
+            vec!["rules[0].severity: must be P1, P2 or P3"],
+        ),
+        (
+            "",
+            r("when = \"run\"\nroom = \"r1\""),
+            vec!["`room`/`device` belong to site rules"],
+        ),
+        // site rules
+        (
+            "[[rules]]\nid = \"s\"\nplan = \"fire\"\nwhen = \"d_1.run && d_1.online\"\n",
+            String::new(),
+            vec![],
+        ),
+        (
+            "[[rules]]\nid = \"s\"\nplan = \"fire\"\nwhen = \"d-1.run\"\n",
+            String::new(),
+            vec!["site.toml: rules[0].when: unknown name"],
+        ),
+        (
+            "[[rules]]\nid = \"s\"\nplan = \"fire\"\nwhen = \"nope.run\"\nroom = \"r9\"\n",
+            String::new(),
+            vec![
+                "rules[0].when: unknown name \"nope.run\"",
+                "rules[0].room: unknown room \"r9\"",
+            ],
+        ),
+        // overrides and dependencies
+        (
+            "[[rule_overrides]]\nprofile = \"rp\"\nrule = \"y\"\nfor = \"1s\"\n",
+            r("when = \"run\""),
+            vec!["rule_overrides[0].rule: profile \"rp\" has no rule \"y\""],
+        ),
+        (
+            "[[rule_overrides]]\ndevice = \"d-1\"\nrule = \"x\"\nfor = \"soon\"\n",
+            r("when = \"run\""),
+            vec!["rules[0].for: invalid duration \"soon\""],
+        ),
+        (
+            "[[rule_overrides]]\nrule = \"x\"\n",
+            r("when = \"run\""),
+            vec!["rule_overrides[0]: give `profile` or `device`"],
+        ),
+        (
+            "[[dependencies]]\nupstream = [\"d-1\"]\ndownstream = [\"r1\", \"zz\"]\n",
+            String::new(),
+            vec!["dependencies[0].downstream: \"zz\" is neither a device nor a room"],
+        ),
+        (
+            "[alarms]\nutc_offset = \"CST\"\nflap_window = \"x\"\n",
+            String::new(),
+            vec!["alarms.utc_offset", "alarms.flap_window: invalid duration"],
+        ),
+    ];
+    for (site_extra, rules, expected) in cases {
+        let text = site(&format!("{RULE_DEVICE}\n{site_extra}"));
+        check(&text, &[("rp.toml", &rule_profile(&rules))], &expected);
+    }
+}
+
+#[test]
+fn a_plan_may_not_explain_a_life_safety_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("power_outage.toml"),
+        "id = \"power_outage\"\nname = \"停电\"\nname_en = \"x\"\nseverity = \"P1\"\nexplains = [\"entrapment\"]\nsteps = [\"a\"]\n",
+    )
+    .unwrap();
+    let mut problems = Problems { list: Vec::new() };
+    let plans = alarms::load_plans(dir.path(), &mut problems);
+    assert!(plans.iter().any(|p| p.id == "entrapment" && p.life_safety));
+    let msgs: Vec<String> = problems.list.iter().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("life-safety"), "{msgs:?}");
+}
+
+#[test]
+fn shipped_rules_compile_for_the_demo_estate() {
+    let site = load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+        .expect("demo valid");
+    let keys: Vec<&str> = site.alarms.rules.iter().map(|r| r.key.as_str()).collect();
+    for k in [
+        "meter-line-1/outage",
+        "meter-line-1/undervoltage",
+        "pump-plc-1/inlet_pressure_lost",
+        "pump-plc-1/burst_pipe",
+        "lift-3-1/entrapment_button",
+        "lift-5-1/entrapment_between_floors",
+        "fire-panel-1/fire",
+        "pump-plc-1/flooding",
+        "fire-panel-1/offline",
+        "dist-monitor-1/ats_generator",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    let fire_offline = site
+        .alarms
+        .rules
+        .iter()
+        .find(|r| r.key == "fire-panel-1/offline")
+        .unwrap();
+    assert_eq!(fire_offline.severity, alarms::Severity::P1);
+    let fire = site
+        .alarms
+        .rules
+        .iter()
+        .find(|r| r.key == "fire-panel-1/fire")
+        .unwrap();
+    assert!(fire.latch);
+    // the outage explains what the incoming lines feed
+    let meter = site.device_by_id("meter-line-1").unwrap().index;
+    let lift = site.device_by_id("lift-3-1").unwrap().index;
+    assert!(site.alarms.feeds(meter, lift));
+    assert!(!site.alarms.feeds(lift, meter));
+}
