@@ -331,15 +331,28 @@ async fn victoria_metrics_takes_the_v2_api_with_gzip_and_token() {
     daemon.stop(Duration::from_secs(10)).await;
     let encoded = telemetry.influx.lines_encoded.get() as usize;
     // VictoriaMetrics names a field `<measurement>_<field>`
-    let series = wait_for("all lines visible in VictoriaMetrics", DEADLINE, || async {
-        let s = vm.export("{__name__=\"elevator_floor\"}").await;
-        let n: usize = s
-            .iter()
+    // alarm events (the entrapment on lift-3) are lines of `alarm_events`; VictoriaMetrics
+    // keeps their numeric fields, e.g. `alarm_events_event_id`
+    let count = |s: &[serde_json::Value]| -> usize {
+        s.iter()
             .map(|x| x["values"].as_array().map_or(0, |v| v.len()))
-            .sum();
-        (n == encoded).then_some(s)
+            .sum()
+    };
+    let (series, events) = wait_for("all lines visible in VictoriaMetrics", DEADLINE, || async {
+        let s = vm.export("{__name__=\"elevator_floor\"}").await;
+        let e = vm.export("{__name__=\"alarm_events_event_id\"}").await;
+        (count(&s) + count(&e) == encoded).then_some((s, e))
     })
     .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["metric"]["kind"] == "incident_opened"
+                && e["metric"]["plan"] == "entrapment"
+                && e["metric"]["device"] == "lift-3"
+                && e["metric"]["severity"] == "P1"),
+        "the entrapment's incident_opened event: {events:?}"
+    );
     assert_eq!(series.len(), 3, "one series per lift");
     for s in &series {
         let m = &s["metric"];
