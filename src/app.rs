@@ -43,7 +43,10 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     let http_addr = listener.local_addr()?;
     let clock = crate::alarms::Clock::new();
     let alarms = crate::alarms::Alarms::open(site.clone(), telemetry.clone(), clock)?;
+    let notifier =
+        crate::notify::Notifier::open(site.clone(), alarms.handle.clone(), telemetry.clone())?;
     let state = AppState {
+        notify: notifier.as_ref().map(|n| n.handle.clone()),
         alarms: alarms.handle.clone(),
         site: site.clone(),
         table: table.clone(),
@@ -73,6 +76,12 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
             .run(site.clone(), table.clone(), alarm_rx, sinks_stop.clone())
             .instrument(tracing::info_span!("alarms")),
     );
+    if let Some(n) = notifier {
+        sinks.spawn(
+            n.run(sinks_stop.clone())
+                .instrument(tracing::info_span!("notify")),
+        );
+    }
     let core = tokio::spawn(
         live::run_core(
             site.clone(),

@@ -10,6 +10,7 @@
 //! - [`http`]: `/metrics`, health, the status API and the duty-room page;
 //! - [`simulator`]: the simulated estate used by `demo`, tests and benchmarks;
 //! - [`alarms`]: rules, the alarm state machine, incidents, the SQLite store, the record;
+//! - [`notify`]: escalation, duty roster, channels, the durable outbox, acknowledge links;
 //! - [`ops`]: the operator CLI (alarms, incidents, record) over the HTTP API;
 //! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod live;
 pub mod model;
+pub mod notify;
 pub mod ops;
 pub mod simulator;
 pub mod sinks;

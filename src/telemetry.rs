@@ -96,6 +96,55 @@ impl InfluxMetrics {
 }
 
 /// The alarm engine's metrics.
+/// The notifier's health: sends by result, the outbox backlog, escalations running.
+pub struct NotifyMetrics {
+    /// `sent`, `failed` (an attempt), `failover`, `superseded`, `expired`, `nobody` (a step
+    /// found nobody on call for a per-person channel).
+    pub results: IntCounterVec,
+    pub pending: IntGaugeVec,
+    pub escalations: IntGauge,
+    /// Messages merged into summaries (beyond the first of each).
+    pub merged: IntCounterVec,
+}
+
+impl NotifyMetrics {
+    fn new(registry: &Registry) -> Self {
+        let m = Self {
+            results: must(IntCounterVec::new(
+                Opts::new(
+                    "propwatch_notifications_total",
+                    "Notification outcomes by channel: sent, failed (attempts), failover, superseded, expired, nobody.",
+                ),
+                &["channel", "result"],
+            )),
+            pending: must(IntGaugeVec::new(
+                Opts::new("propwatch_outbox_pending", "Messages waiting in the outbox, by channel."),
+                &["channel"],
+            )),
+            escalations: must(IntGauge::new(
+                "propwatch_escalations_active",
+                "Incidents whose escalation is running (not yet acknowledged).",
+            )),
+            merged: must(IntCounterVec::new(
+                Opts::new(
+                    "propwatch_notifications_merged_total",
+                    "Messages sent inside a summary rather than on their own, by channel.",
+                ),
+                &["channel"],
+            )),
+        };
+        for c in [
+            Box::new(m.results.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.pending.clone()),
+            Box::new(m.escalations.clone()),
+            Box::new(m.merged.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        m
+    }
+}
+
 pub struct AlarmMetrics {
     /// 1 while an alarm's condition is active (or latched), 0 after it returned to normal.
     pub active: IntGaugeVec,
@@ -157,6 +206,7 @@ impl AlarmMetrics {
 pub struct Telemetry {
     pub influx: InfluxMetrics,
     pub alarms: AlarmMetrics,
+    pub notify: NotifyMetrics,
     pub registry: Registry,
     modbus_requests: IntCounterVec,
     modbus_request_duration: HistogramVec,
@@ -346,6 +396,7 @@ impl Telemetry {
         Self {
             influx: InfluxMetrics::new(&registry),
             alarms: AlarmMetrics::new(&registry),
+            notify: NotifyMetrics::new(&registry),
             registry,
             modbus_requests,
             modbus_request_duration,

@@ -91,6 +91,15 @@ pub enum Command {
         device: String,
         by: String,
     },
+    /// The notifier's record of a send, failure, failover or acknowledgement link use
+    /// (`kind` starts with `notification_`), on the incident's timeline.
+    Timeline {
+        incident: i64,
+        kind: String,
+        by: Option<String>,
+        text: String,
+        detail: serde_json::Value,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1605,6 +1614,33 @@ impl Engine {
                 self.save_incident(id);
                 self.incidents.remove(&id);
                 Ok(json!(out))
+            }
+            Command::Timeline {
+                incident,
+                kind,
+                by,
+                text,
+                detail,
+            } => {
+                if !kind.starts_with("notification_") {
+                    return err(400, "timeline entries from the notifier are notification_*");
+                }
+                if !self.incidents.contains_key(&incident)
+                    && !matches!(self.store.incident(incident), Ok(Some(_)))
+                {
+                    return err(404, format!("no incident {incident}"));
+                }
+                self.event(
+                    now,
+                    Some(incident),
+                    None,
+                    &kind,
+                    by.as_deref(),
+                    false,
+                    text,
+                    detail,
+                );
+                Ok(json!({}))
             }
             Command::Note { id, by, text } => {
                 let by = who(&by)?;

@@ -256,8 +256,9 @@ pub struct PlanCfg {
     pub steps: Vec<String>,
     #[serde(default)]
     pub steps_en: Vec<String>,
+    /// Who is told, when, and who is reminded of overdue limits; default `[notify.escalation]`.
     #[serde(default)]
-    pub escalation: Vec<String>,
+    pub escalation: Option<super::notify::EscalationCfg>,
     #[serde(default)]
     pub limits: LimitsCfg,
 }
@@ -385,7 +386,7 @@ pub struct Plan {
     pub auto_resolve: bool,
     pub steps: Vec<String>,
     pub steps_en: Vec<String>,
-    pub escalation: Vec<String>,
+    pub escalation: Option<super::notify::EscalationCfg>,
     /// Seconds.
     pub limits: Limits,
 }

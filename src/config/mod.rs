@@ -5,6 +5,7 @@
 pub mod alarms;
 pub mod influx;
 pub mod mqtt;
+pub mod notify;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -76,6 +77,8 @@ pub struct Site {
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// Rules, plans, dependency map and alarm settings.
     pub alarms: alarms::Alarms,
+    /// Channels, roster and escalation; `None` when no channel is configured.
+    pub notify: Option<notify::Notify>,
 }
 
 impl Site {
@@ -1350,10 +1353,24 @@ fn compile_site(
             problems,
         )
     };
+    let notify = alarms.as_ref().and_then(|a| {
+        notify::compile(
+            notify::NotifyInput {
+                file,
+                notify: f.notify.as_ref(),
+                channels: &f.channels,
+                roster: f.roster.as_ref(),
+                plans: &a.plans,
+                utc_offset_seconds: a.settings.utc_offset_seconds,
+            },
+            problems,
+        )
+    });
     if problems.list.len() > before {
         return None;
     }
     Some(Site {
+        notify,
         alarms: alarms?,
         id: f.site.id.clone(),
         name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),

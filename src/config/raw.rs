@@ -44,6 +44,15 @@ pub struct SiteFile {
     /// What feeds what: root causes group their consequences.
     #[serde(default)]
     pub dependencies: Vec<super::alarms::DependencyCfg>,
+    /// Notification settings, default escalation.
+    #[serde(default)]
+    pub notify: Option<super::notify::NotifyCfg>,
+    /// Where messages go.
+    #[serde(default)]
+    pub channels: Vec<super::notify::ChannelCfg>,
+    /// Who is on duty.
+    #[serde(default)]
+    pub roster: Option<super::notify::RosterCfg>,
 }
 
 fn default_profiles_dir() -> String {

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod alarms;
+mod notify;
 
 use crate::config::Site;
 use crate::live::LiveTable;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub started: Instant,
     pub point_families: Arc<crate::sinks::prometheus::PointFamilies>,
     pub alarms: crate::alarms::AlarmHandle,
+    /// The notifier, when channels are configured.
+    pub notify: Option<crate::notify::NotifyHandle>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/points", get(points))
         .merge(alarms::routes())
+        .merge(notify::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
