@@ -53,6 +53,9 @@ pub struct NotifyCfg {
     /// The escalation of plans that do not define their own.
     #[serde(default)]
     pub escalation: Option<EscalationCfg>,
+    /// Per-plan escalation of this site, replacing the plan's own (`[notify.escalations.fire]`).
+    #[serde(default)]
+    pub escalations: BTreeMap<String, EscalationCfg>,
 }
 
 impl Default for NotifyCfg {
@@ -1096,11 +1099,21 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
         }
     };
     let site_esc = compile_esc("notify.escalation", site_default, problems);
+    for id in n.escalations.keys() {
+        if !input.plans.iter().any(|p| &p.id == id) {
+            problems.add(
+                file,
+                format!("notify.escalations.{id}"),
+                format!("unknown plan {id:?}"),
+            );
+        }
+    }
     let mut escalations = Vec::new();
     for p in input.plans {
-        escalations.push(match &p.escalation {
-            Some(e) => compile_esc(&format!("plans.{}.escalation", p.id), e, problems),
-            None => site_esc.clone(),
+        escalations.push(match (n.escalations.get(&p.id), &p.escalation) {
+            (Some(e), _) => compile_esc(&format!("notify.escalations.{}", p.id), e, problems),
+            (None, Some(e)) => compile_esc(&format!("plans.{}.escalation", p.id), e, problems),
+            (None, None) => site_esc.clone(),
         });
     }
     if problems.list.len() > before {

@@ -273,3 +273,4 @@ impl Drop for SimulatedSite {
         self.stop.cancel();
     }
 }
+pub mod notify;
