@@ -77,6 +77,21 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::ops::IncidentCmd,
     },
+    /// Who is on call now (or --at a time), role by role.
+    Oncall {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        /// A time: RFC 3339, YYYY-MM-DD (site time) or unix ms.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Notifications of a running daemon: the outbox, channel health, a test message.
+    Notify {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        #[command(subcommand)]
+        cmd: crate::ops::NotifyCmd,
+    },
     /// Export the emergency record (紧急事件处理记录表) as CSV or printable HTML.
     Record {
         #[command(flatten)]
@@ -123,6 +138,8 @@ pub fn main() -> ExitCode {
             Command::Alarms { target, cmd } => crate::ops::alarms(target, cmd).await,
             Command::Incidents { target, cmd } => crate::ops::incidents(target, cmd).await,
             Command::Record { target, args } => crate::ops::record(target, args).await,
+            Command::Oncall { target, at } => crate::ops::oncall(target, at).await,
+            Command::Notify { target, cmd } => crate::ops::notify(target, cmd).await,
             Command::Simulate {
                 config,
                 scenario,
@@ -151,7 +168,7 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(site) => {
             let reads: usize = site.devices.iter().map(|d| d.reads.len()).sum();
             println!(
-                "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle, {} alarm rule(s), {} plan(s)",
+                "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle, {} alarm rule(s), {} plan(s), {} notification channel(s), {} roster role(s)",
                 path.display(),
                 site.id,
                 site.connections.len(),
@@ -160,7 +177,9 @@ fn check_config(path: &Path) -> ExitCode {
                 site.points.len(),
                 reads,
                 site.alarms.rules.len(),
-                site.alarms.plans.len()
+                site.alarms.plans.len(),
+                site.notify.as_ref().map_or(0, |n| n.channels.len()),
+                site.notify.as_ref().map_or(0, |n| n.roster.roles.len())
             );
             ExitCode::SUCCESS
         }

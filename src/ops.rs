@@ -104,6 +104,27 @@ pub enum IncidentCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum NotifyCmd {
+    /// Recent messages of the outbox (newest first).
+    Outbox {
+        /// Only `pending`, `sent`, `superseded` or `expired`.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Channel health: pending messages, last send, last error, retry time, rate use.
+    Channels,
+    /// Queue a test message on a channel (to check a robot, gateway or mail server).
+    Test {
+        channel: String,
+        /// Address these people (roster ids); robots post to their group anyway.
+        #[arg(long)]
+        person: Vec<String>,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct RecordArgs {
     /// Start: YYYY-MM-DD (site time), RFC 3339 or unix ms (default: 30 days ago).
@@ -466,5 +487,118 @@ pub async fn record(t: Target, a: RecordArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(f) => fail(f),
+    }
+}
+
+fn print_oncall(v: &Value) {
+    let list = v["on_call"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    println!("on call at {}:", time(&v["at"]));
+    for r in list {
+        let people: Vec<String> = r["people"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|p| match p["mobile"].as_str() {
+                Some(m) => format!("{} ({m})", p["name"].as_str().unwrap_or("")),
+                None => p["name"].as_str().unwrap_or("").to_string(),
+            })
+            .collect();
+        let mut how = Vec::new();
+        if let Some(s) = r["shift"].as_str() {
+            how.push(format!("{s} {}", r["shift_date"].as_str().unwrap_or("")));
+        }
+        if let Some(o) = r["overridden"].as_str() {
+            how.push(format!("override: {o}"));
+        }
+        println!(
+            "  {:<12} {:<40} {}",
+            r["role_name"].as_str().unwrap_or(""),
+            if people.is_empty() {
+                "NOBODY".to_string()
+            } else {
+                people.join(", ")
+            },
+            how.join("; ")
+        );
+    }
+}
+
+/// Who is on call.
+pub async fn oncall(t: Target, at: Option<String>) -> ExitCode {
+    let q = at
+        .map(|a| format!("?at={}", urlencode(&a)))
+        .unwrap_or_default();
+    run_get(&t, &format!("/api/v1/oncall{q}"), print_oncall).await
+}
+
+pub async fn notify(t: Target, cmd: NotifyCmd) -> ExitCode {
+    match cmd {
+        NotifyCmd::Outbox { state, limit } => {
+            let mut q = format!("?limit={limit}");
+            if let Some(s) = state {
+                q.push_str(&format!("&state={}", urlencode(&s)));
+            }
+            run_get(&t, &format!("/api/v1/outbox{q}"), |v| {
+                let list = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if list.is_empty() {
+                    println!("the outbox is empty");
+                }
+                for m in list {
+                    let people: Vec<&str> = m["people"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                        .iter()
+                        .filter_map(|p| p["name"].as_str())
+                        .collect();
+                    println!(
+                        "{:>6}  {:<10} {:<14} {:<11} {:>8}  {:<19}  {}{}",
+                        m["id"],
+                        m["state"].as_str().unwrap_or(""),
+                        m["channel"].as_str().unwrap_or(""),
+                        m["kind"].as_str().unwrap_or(""),
+                        m["incident"]
+                            .as_i64()
+                            .map(|i| format!("#{i}"))
+                            .unwrap_or_default(),
+                        time(&m["created_at"]),
+                        people.join(","),
+                        m["last_error"]
+                            .as_str()
+                            .map(|e| format!("  [{} attempts: {e}]", m["attempts"]))
+                            .unwrap_or_default()
+                    );
+                }
+            })
+            .await
+        }
+        NotifyCmd::Channels => {
+            run_get(&t, "/api/v1/channels", |v| {
+                for c in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    println!(
+                        "{:<16} {:<12} pending {:>4}  last sent {:<19}  {}",
+                        c["id"].as_str().unwrap_or(""),
+                        c["kind"].as_str().unwrap_or(""),
+                        c["pending"],
+                        time(&c["last_sent_at"]),
+                        match c["last_error"].as_str() {
+                            Some(e) if c["consecutive_failures"].as_u64().unwrap_or(0) > 0 =>
+                                format!("FAILING x{}: {e}", c["consecutive_failures"]),
+                            _ => "ok".into(),
+                        }
+                    );
+                }
+            })
+            .await
+        }
+        NotifyCmd::Test { channel, person } => {
+            run_post(
+                &t,
+                &format!("/api/v1/channels/{}/test", urlencode(&channel)),
+                json!({"people": person}),
+            )
+            .await
+        }
     }
 }

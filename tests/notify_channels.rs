@@ -556,3 +556,114 @@ async fn fifty_incidents_at_once_make_one_summary_per_channel() {
     }
     h.stop().await;
 }
+
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Who is on call from the API and the CLI; channel health; a test message from the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_channels_and_a_test_message_from_the_api_and_the_cli() {
+    let (rx, rx_addr) = receivers().await;
+    let sec = secrets();
+    let roster_extra = r#"
+[[roster.roles]]
+id = "shift_engineer"
+name = "班组值班员"
+shifts = [
+  { name = "day", start = "08:00", end = "20:00", people = ["a"] },
+  { name = "night", start = "20:00", end = "08:00", people = ["b"] },
+]
+[[roster.overrides]]
+role = "shift_engineer"
+date = "2026-11-21"
+shift = "night"
+people = ["s"]
+reason = "swap"
+"#;
+    let cfg = channels(rx_addr, sec.path(), r#"["webhook", "feishu-bad"]"#) + roster_extra;
+    let h = Harness::start(&cfg, 1, None).await;
+    let url = h.url("");
+    let oncall = |at: &str| {
+        let v: Value =
+            serde_json::from_str(&cli(&["oncall", "--url", &url, "--json", "--at", at]).1).unwrap();
+        v["on_call"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["role"] == "shift_engineer")
+            .unwrap()
+            .clone()
+    };
+    let day = oncall("2026-11-21T09:00:00+08:00");
+    assert_eq!(day["people"][0]["id"], "a");
+    assert_eq!(day["shift"], "day");
+    let night = oncall("2026-11-22T02:00:00+08:00");
+    assert_eq!(night["people"][0]["id"], "s");
+    assert_eq!(night["overridden"], "swap");
+    assert_eq!(night["shift_date"], "2026-11-21");
+    // the table form names people and numbers
+    let (code, text) = cli(&["oncall", "--url", &url, "--at", "2026-11-21T21:00:00+08:00"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("班组值班员") && text.contains("王主管 (13800000003)"),
+        "{text}"
+    );
+    assert!(text.contains("override: swap"), "{text}");
+    // the roster API
+    let roster: Value = reqwest::get(h.url("/api/v1/roster"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(roster["roles"].as_array().unwrap().len(), 6);
+    assert_eq!(roster["overrides"][0]["people"], json!(["s"]));
+    let bad = reqwest::get(h.url("/api/v1/oncall?at=yesterday-ish"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // a test message through the CLI reaches the webhook
+    let (code, text) = cli(&["notify", "--url", &url, "test", "webhook", "--person", "a"]);
+    assert_eq!(code, 0, "{text}");
+    let got = wait_for("the test message", DEADLINE, || async {
+        rx.with(|g| g.webhook.first().cloned())
+    })
+    .await;
+    assert_eq!(got["kind"], "test");
+    assert_eq!(got["people"][0]["id"], "a");
+    let (code, text) = cli(&["notify", "--url", &url, "test", "nope"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no channel"), "{text}");
+
+    // channel health shows the failing robot
+    h.set_flag(0, "fault", true);
+    h.wait_incident("equipment_fault").await;
+    let text = wait_for("feishu-bad failing", DEADLINE, || async {
+        let (_, t) = cli(&["notify", "--url", &url, "channels"]);
+        t.lines()
+            .any(|l| l.starts_with("feishu-bad") && l.contains("FAILING") && l.contains("19021"))
+            .then_some(t)
+    })
+    .await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("webhook") && l.ends_with("ok")),
+        "{text}"
+    );
+    let (code, text) = cli(&["notify", "--url", &url, "outbox", "--state", "pending"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("feishu-bad") && text.contains("19021"),
+        "{text}"
+    );
+    h.stop().await;
+}
