@@ -84,10 +84,13 @@ retry_max = "1s"
     let h = Harness::start(&cfg, 1, None).await;
     h.set_flag(0, "trapped", true);
     let inc = h.wait_incident("entrapment").await;
+    let label = inc.to_string();
+    let is_ours = |a: &Value| a["labels"]["incident"].as_str() == Some(label.as_str());
     let alert = wait_for("the incident firing in Alertmanager", DEADLINE, || async {
-        am_alerts(port).await?.into_iter().find(|a| {
-            a["labels"]["incident"] == inc.to_string() && a["status"]["state"] == "active"
-        })
+        am_alerts(port)
+            .await?
+            .into_iter()
+            .find(|a| is_ours(a) && a["status"]["state"] == "active")
     })
     .await;
     assert_eq!(alert["labels"]["alertname"], "propwatch_entrapment");
@@ -105,20 +108,17 @@ retry_max = "1s"
     // re-sent while firing: Alertmanager's updatedAt moves on
     let first_update = alert["updatedAt"].as_str().unwrap().to_string();
     wait_for("a periodic re-send", DEADLINE, || async {
-        am_alerts(port).await?.into_iter().find(|a| {
-            a["labels"]["incident"] == inc.to_string()
-                && a["updatedAt"].as_str() != Some(first_update.as_str())
-        })
+        am_alerts(port)
+            .await?
+            .into_iter()
+            .find(|a| is_ours(a) && a["updatedAt"].as_str() != Some(first_update.as_str()))
     })
     .await;
     // back to normal: sent with endsAt; Alertmanager no longer lists it as firing
     h.set_flag(0, "trapped", false);
     wait_for("the alert resolved in Alertmanager", DEADLINE, || async {
         let alerts = am_alerts(port).await?;
-        (!alerts
-            .iter()
-            .any(|a| a["labels"]["incident"] == inc.to_string()))
-        .then_some(())
+        (!alerts.iter().any(is_ours)).then_some(())
     })
     .await;
     let rows = h.outbox(inc);
