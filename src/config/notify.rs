@@ -692,7 +692,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 ),
             _ => {}
         }
-        if kind.is_robot() && token.is_none() && c.url.is_none() {
+        if kind.is_robot() && c.token_env.is_none() && c.token_file.is_none() && c.url.is_none() {
             problems.add(
                 file,
                 key("token_env"),
@@ -983,16 +983,20 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             shifts,
         });
     }
-    let role_ix = |key: &str, ids: &[String], problems: &mut Problems| -> Vec<usize> {
+    // an unknown role is reported once, with everything that needs it
+    let unknown_roles: std::cell::RefCell<BTreeMap<String, Vec<String>>> = Default::default();
+    let role_ix = |key: &str, ids: &[String], _problems: &mut Problems| -> Vec<usize> {
         ids.iter()
             .filter_map(|id| {
                 let ix = roles.iter().position(|r| &r.id == id);
                 if ix.is_none() {
-                    problems.add(
-                        file,
-                        key,
-                        format!("unknown role {id:?} (define it in [[roster.roles]], or give the plan an [escalation] of your own)"),
-                    );
+                    let where_ = key.split(".steps[").next().unwrap_or(key);
+                    let where_ = where_.split(".reminders.").next().unwrap_or(where_);
+                    let mut u = unknown_roles.borrow_mut();
+                    let list = u.entry(id.clone()).or_default();
+                    if !list.iter().any(|w| w == where_) {
+                        list.push(where_.to_string());
+                    }
                 }
                 ix
             })
@@ -1115,6 +1119,22 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             (None, Some(e)) => compile_esc(&format!("plans.{}.escalation", p.id), e, problems),
             (None, None) => site_esc.clone(),
         });
+    }
+    for (role, used_by) in unknown_roles.into_inner() {
+        let shown: Vec<&str> = used_by.iter().take(4).map(String::as_str).collect();
+        let more = if used_by.len() > 4 {
+            format!(" and {} more", used_by.len() - 4)
+        } else {
+            String::new()
+        };
+        problems.add(
+            file,
+            "roster.roles",
+            format!(
+                "unknown role {role:?}, needed by {}{more}: define it in [[roster.roles]] (it may have no people), or give those plans an escalation of your own ([notify.escalations.<plan>])",
+                shown.join(", ")
+            ),
+        );
     }
     if problems.list.len() > before {
         return None;

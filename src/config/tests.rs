@@ -551,3 +551,106 @@ fn shipped_rules_compile_for_the_demo_estate() {
     assert!(site.alarms.feeds(meter, lift));
     assert!(!site.alarms.feeds(lift, meter));
 }
+
+const ROSTER: &str = r#"
+[[roster.people]]
+id = "a"
+name = "A"
+mobile = "13800000001"
+[[roster.roles]]
+id = "duty_engineer"
+name = "值班工程师"
+people = ["a"]
+[[roster.roles]]
+id = "engineering_supervisor"
+name = "工程主管"
+people = ["a"]
+[[roster.roles]]
+id = "estate_manager"
+name = "管理处主任"
+people = ["a"]
+[[roster.roles]]
+id = "branch_manager"
+name = "分公司总经理"
+people = ["a"]
+[[roster.roles]]
+id = "elevator_contractor"
+name = "电梯维保单位"
+people = ["a"]
+"#;
+
+const LOG: &str = "[[channels]]\nid = \"log\"\ntype = \"log\"\n";
+
+#[test]
+fn notification_problems_are_all_reported_with_keys() {
+    let ok = site(&format!("{DEVICE}{LOG}{ROSTER}"));
+    check(&ok, &[], &[]);
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // roles the shipped plans need
+        (
+            site(&format!("{DEVICE}{LOG}")),
+            vec!["unknown role \"duty_engineer\"", "unknown role \"engineering_supervisor\"", "unknown role \"estate_manager\"", "unknown role \"branch_manager\"", "unknown role \"elevator_contractor\""],
+        ),
+        (site(&format!("{DEVICE}{ROSTER}")), vec!["channels: [notify]/[roster] are set but no [[channels]]"]),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"x\"\ntype = \"pager\"\n")),
+            vec!["channels[0].type: \"pager\": must be"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"w\"\ntype = \"wecom\"\n")),
+            vec!["channels[0].token_env: a wecom robot needs its token"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"d\"\ntype = \"dingtalk\"\ntoken_env = \"PROPWATCH_TEST_UNSET_VAR\"\n")),
+            vec!["channels[0].token_env: environment variable PROPWATCH_TEST_UNSET_VAR is not set"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"s\"\ntype = \"sms\"\nurl = \"http://gw/send\"\n")),
+            vec!["channels[0].body: an sms channel needs a body template"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nbody = \"{{{{ text \"\n")),
+            vec!["channels[0].body: invalid template"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"h\"\ntype = \"webhook\"\n")),
+            vec!["channels[0].url: a webhook channel needs a url"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"m\"\ntype = \"email\"\nfrom = \"not an address\"\n")),
+            vec!["channels[0].host: an email channel needs the SMTP host", "channels[0].from: \"not an address\" is not a mail address"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}{LOG}failover = \"sms\"\n")),
+            vec!["channels[0].failover: unknown channel \"sms\""],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}{LOG}[[channels]]\nid = \"am\"\ntype = \"alertmanager\"\nurl = \"http://am:9093\"\n[notify]\n[notify.escalations.fire]\nsteps = [{{ after = \"0s\", roles = [\"duty_engineer\"], channels = [\"am\"] }}]\n")),
+            vec!["notify.escalations.fire.steps[0].channels: \"am\" is an alertmanager channel"],
+        ),
+        (
+            site(&format!("{DEVICE}{ROSTER}{LOG}[notify]\nlanguage = \"fr\"\npublic_url = \"duty.example.com\"\n[notify.escalations.nope]\nsteps = []\n")),
+            vec!["notify.language: \"fr\": must be zh or en", "notify.public_url: \"duty.example.com\" must start with http", "notify.escalations.nope: unknown plan \"nope\""],
+        ),
+        (
+            site(&format!("{DEVICE}{LOG}{}", ROSTER.replace("people = [\"a\"]\n[[roster.roles]]\nid = \"engineering_supervisor\"", "people = [\"zz\"]\nshifts = [{ name = \"n\", start = \"25:00\", end = \"08:00\", days = [\"someday\"], people = [] }]\n[[roster.roles]]\nid = \"engineering_supervisor\""))),
+            vec![
+                "roster.roles[0].people: unknown person \"zz\"",
+                "roster.roles[0].shifts[0].start: \"25:00\" is not HH:MM",
+                "roster.roles[0].shifts[0].days: \"someday\"",
+                "roster.roles[0].shifts[0].people: a shift needs at least one person",
+            ],
+        ),
+        (
+            site(&format!("{DEVICE}{LOG}{ROSTER}[[roster.overrides]]\nrole = \"duty_engineer\"\ndate = \"2026-13-01\"\nshift = \"night\"\npeople = [\"a\"]\n")),
+            vec!["roster.overrides[0].date: \"2026-13-01\" is not YYYY-MM-DD", "roster.overrides[0].shift: role \"duty_engineer\" has no shift \"night\""],
+        ),
+        (
+            site(&format!("{DEVICE}{LOG}{}", ROSTER.replace("mobile = \"13800000001\"", "mobile = \"call me\"\nemail = \"nope\""))),
+            vec!["roster.people[0].mobile: \"call me\" is not a phone number", "roster.people[0].email: \"nope\" is not a mail address"],
+        ),
+    ];
+    for (text, expected) in &cases {
+        check(text, &[], expected);
+    }
+}
