@@ -212,6 +212,21 @@ CREATE TABLE IF NOT EXISTS out_of_service (device TEXT PRIMARY KEY, data TEXT NO
 PRAGMA user_version = 1;
 ";
 
+/// A connection to the state store (created if needed): WAL, `synchronous = FULL`, a busy
+/// timeout (the engine and the notifier write through connections of their own), `schema`
+/// applied.
+pub(crate) fn open_connection(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -225,15 +240,9 @@ fn parse<T: for<'de> Deserialize<'de>>(s: &str) -> rusqlite::Result<T> {
 impl Store {
     /// Open (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: open_connection(path, SCHEMA)?,
+        })
     }
 
     pub fn load(&self) -> rusqlite::Result<Loaded> {

@@ -86,30 +86,23 @@ impl NotifyHandle {
             return Err(format!("no channel {channel:?}"));
         };
         let now = self.clock.now_ms();
-        let msg = OutMsg {
-            id: 0,
-            channel: ch.id.clone(),
-            incident: None,
+        let message = Message {
             kind: "test".into(),
-            severity: crate::config::alarms::Severity::P3,
-            people,
-            message: Message {
-                kind: "test".into(),
-                site: self.site.name.clone(),
-                at: now,
-                utc_offset: self.site.alarms.settings.utc_offset_seconds,
-                ..Default::default()
-            },
-            created_at: now,
-            due_at: now,
-            state: "pending".into(),
-            attempts: 0,
-            last_error: None,
-            sent_at: None,
-            summary_with: 0,
-            failover_of: None,
-            failed_over: false,
+            site: self.site.name.clone(),
+            at: now,
+            utc_offset: self.site.alarms.settings.utc_offset_seconds,
+            ..Default::default()
         };
+        let msg = OutMsg::new(
+            &ch.id,
+            None,
+            "test",
+            crate::config::alarms::Severity::P3,
+            people,
+            message,
+            now,
+            now,
+        );
         let mut b = Batch {
             messages: vec![msg],
             ..Default::default()
@@ -692,23 +685,17 @@ impl Notifier {
             return None;
         }
         let due = now + self.notify().settings.group_wait.as_millis() as i64;
-        let row = |people: Vec<Person>| OutMsg {
-            id: 0,
-            channel: ch.id.clone(),
-            incident: Some(inc.id),
-            kind: m.kind.clone(),
-            severity: inc.severity,
-            people,
-            message: m.clone(),
-            created_at: now,
-            due_at: due,
-            state: "pending".into(),
-            attempts: 0,
-            last_error: None,
-            sent_at: None,
-            summary_with: 0,
-            failover_of: None,
-            failed_over: false,
+        let row = |people: Vec<Person>| {
+            OutMsg::new(
+                &ch.id,
+                Some(inc.id),
+                &m.kind,
+                inc.severity,
+                people,
+                m.clone(),
+                now,
+                due,
+            )
         };
         let ids: Vec<String> = reachable.iter().map(|p| p.id.clone()).collect();
         if ch.kind.per_person() {
@@ -810,24 +797,16 @@ impl Notifier {
             .filter(|c| c.kind == ChannelKind::Alertmanager)
         {
             let m = self.message(inc, kind, now);
-            batch.messages.push(OutMsg {
-                id: 0,
-                channel: ch.id.clone(),
-                incident: Some(inc.id),
-                kind: kind.into(),
-                severity: inc.severity,
-                people: Vec::new(),
-                message: m,
-                created_at: now,
-                due_at: now,
-                state: "pending".into(),
-                attempts: 0,
-                last_error: None,
-                sent_at: None,
-                summary_with: 0,
-                failover_of: None,
-                failed_over: false,
-            });
+            batch.messages.push(OutMsg::new(
+                &ch.id,
+                Some(inc.id),
+                kind,
+                inc.severity,
+                Vec::new(),
+                m,
+                now,
+                now,
+            ));
         }
     }
 
@@ -1092,6 +1071,17 @@ impl Worker {
         Some(self.now())
     }
 
+    /// Count a failed send; the delay before the next attempt (ms): `retry_initial`
+    /// doubling up to `retry_max`.
+    fn failed(&mut self) -> i64 {
+        self.failures += 1;
+        let initial = self.settings().retry_initial.as_millis() as i64;
+        let max = self.settings().retry_max.as_millis() as i64;
+        initial
+            .saturating_mul(1i64 << (self.failures - 1).min(20))
+            .min(max.max(initial))
+    }
+
     fn handle_incident(&self, id: i64) -> Option<IncidentRecord> {
         self.alarms.read(|s| s.incident(id).ok().flatten())
     }
@@ -1219,12 +1209,7 @@ impl Worker {
                 }
             }
             Err(reason) => {
-                self.failures += 1;
-                let initial = self.settings().retry_initial.as_millis() as i64;
-                let max = self.settings().retry_max.as_millis() as i64;
-                let backoff = initial
-                    .saturating_mul(1i64 << (self.failures - 1).min(20))
-                    .min(max.max(initial));
+                let backoff = self.failed();
                 let retry = now + backoff;
                 self.retry_at = Some(retry);
                 warn!(channel = %self.ch.id, attempt = self.failures, retry_in_ms = backoff, error = %reason, "notification failed");
@@ -1240,19 +1225,17 @@ impl Worker {
                             m.failed_over = true;
                             let people = m.people.clone();
                             let mk = |people: Vec<Person>| OutMsg {
-                                id: 0,
-                                channel: f.clone(),
-                                people,
-                                created_at: now,
-                                due_at: now,
-                                state: "pending".into(),
-                                attempts: 0,
-                                last_error: None,
-                                sent_at: None,
-                                summary_with: 0,
                                 failover_of: Some(m.id),
-                                failed_over: false,
-                                ..m.clone()
+                                ..OutMsg::new(
+                                    f,
+                                    m.incident,
+                                    &m.kind,
+                                    m.severity,
+                                    people,
+                                    m.message.clone(),
+                                    now,
+                                    now,
+                                )
                             };
                             if kind.per_person() {
                                 for p in people {
@@ -1445,12 +1428,7 @@ impl Worker {
                 }
             }
             Err(reason) => {
-                self.failures += 1;
-                let initial = self.settings().retry_initial.as_millis() as i64;
-                let max = self.settings().retry_max.as_millis() as i64;
-                let backoff = initial
-                    .saturating_mul(1i64 << (self.failures - 1).min(20))
-                    .min(max.max(initial));
+                let backoff = self.failed();
                 self.retry_at = Some(now + backoff);
                 warn!(channel = %self.ch.id, error = %reason, "alertmanager push failed");
                 self.update_status(|s| {

@@ -53,6 +53,40 @@ pub struct OutMsg {
     pub failed_over: bool,
 }
 
+impl OutMsg {
+    /// A new pending message (its id is given when it is written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        channel: &str,
+        incident: Option<i64>,
+        kind: &str,
+        severity: Severity,
+        people: Vec<Person>,
+        message: Message,
+        now: i64,
+        due_at: i64,
+    ) -> Self {
+        Self {
+            id: 0,
+            channel: channel.to_string(),
+            incident,
+            kind: kind.to_string(),
+            severity,
+            people,
+            message,
+            created_at: now,
+            due_at,
+            state: "pending".into(),
+            attempts: 0,
+            last_error: None,
+            sent_at: None,
+            summary_with: 0,
+            failover_of: None,
+            failed_over: false,
+        }
+    }
+}
+
 /// The escalation of one incident.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EscState {
@@ -101,15 +135,9 @@ pub struct Batch {
 
 impl OutboxStore {
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: crate::alarms::store::open_connection(path, SCHEMA)?,
+        })
     }
 
     pub fn get(&self, key: &str) -> rusqlite::Result<Option<String>> {
