@@ -54,6 +54,7 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
         ready: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
         point_families: Arc::new(crate::sinks::prometheus::PointFamilies::new(&site)),
+        shutdown: CancellationToken::new(),
     };
 
     // Bounded: if the core falls behind, sources wait (back-pressure) rather than buffer

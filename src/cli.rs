@@ -343,10 +343,35 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let site = match load(&path) {
+    let mut site = match load(&path) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // The demo's operator token: PROPWATCH_DEMO_TOKEN, else a fresh one, unless the config
+    // names its own tokens. It goes into the page link printed below.
+    let unique = Arc::get_mut(&mut site);
+    let demo_token = if let Some(site) = unique.filter(|s| s.http_tokens.is_empty()) {
+        let token = std::env::var("PROPWATCH_DEMO_TOKEN")
+            .ok()
+            .filter(|t| t.len() >= 16)
+            .unwrap_or_else(|| {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                (0..32)
+                    .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+                    .collect()
+            });
+        use sha2::Digest;
+        site.http_tokens.push(config::ApiToken {
+            id: "demo-operator".into(),
+            role: config::Role::Operator,
+            sha256: sha2::Sha256::digest(token.as_bytes()).into(),
+        });
+        Some(token)
+    } else {
+        None
+    };
+    let site = site;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if let Err(code) =
@@ -369,7 +394,12 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
         site.devices.len(),
         path.display()
     );
-    println!("  duty-room page   {url}");
+    match &demo_token {
+        Some(t) => {
+            println!("  duty-room page   {url}#token={t}   (operator: acknowledge, resolve)")
+        }
+        None => println!("  duty-room page   {url}"),
+    }
     println!("  metrics          {url}metrics");
     println!("  status API       {url}api/v1/status");
     println!(

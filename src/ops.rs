@@ -20,6 +20,20 @@ pub struct Target {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A file holding the API token (default: the PROPWATCH_TOKEN environment variable).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn token(t: &Target) -> Result<Option<String>, String> {
+    if let Some(p) = &t.token_file {
+        return std::fs::read_to_string(p)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| format!("cannot read the token file {}: {e}\n", p.display()));
+    }
+    Ok(std::env::var("PROPWATCH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +174,7 @@ fn base_url(t: &Target) -> Result<String, String> {
 struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 enum Failure {
@@ -175,6 +190,9 @@ impl Client {
         body: Option<Value>,
     ) -> Result<String, Failure> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -209,10 +227,11 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 fn client(t: &Target) -> Result<Client, ExitCode> {
-    match base_url(t) {
-        Ok(base) => Ok(Client {
+    match base_url(t).and_then(|base| Ok((base, token(t)?))) {
+        Ok((base, token)) => Ok(Client {
             base,
             http: reqwest::Client::new(),
+            token,
         }),
         Err(e) => {
             eprint!("{e}");

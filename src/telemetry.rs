@@ -218,6 +218,8 @@ pub struct Telemetry {
     samples_rejected: IntCounterVec,
     pub core_queue_depth: IntGauge,
     pub http_requests: IntCounterVec,
+    /// Requests refused by access control, by reason.
+    pub http_refused: IntCounterVec,
     pub events_dropped: IntCounter,
     pub cycle_duration: Histogram,
     pub mqtt_connected: IntGauge,
@@ -305,6 +307,13 @@ impl Telemetry {
             ),
             &["route", "status"],
         ));
+        let http_refused = must(IntCounterVec::new(
+            Opts::new(
+                "propwatch_http_refused_total",
+                "HTTP requests refused by access control: no_token, bad_token, viewer_write.",
+            ),
+            &["reason"],
+        ));
         let events_dropped = must(IntCounter::new(
             "propwatch_events_dropped_total",
             "Source events that could not be delivered to the core (shutdown only).",
@@ -375,6 +384,7 @@ impl Telemetry {
             Box::new(samples_rejected.clone()),
             Box::new(core_queue_depth.clone()),
             Box::new(http_requests.clone()),
+            Box::new(http_refused.clone()),
             Box::new(events_dropped.clone()),
             Box::new(cycle_duration.clone()),
             Box::new(mqtt_connected.clone()),
@@ -408,6 +418,7 @@ impl Telemetry {
             samples_rejected,
             core_queue_depth,
             http_requests,
+            http_refused,
             events_dropped,
             cycle_duration,
             mqtt_connected,

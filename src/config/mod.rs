@@ -61,6 +61,8 @@ pub struct Site {
     pub name: String,
     pub source_file: PathBuf,
     pub http_listen: SocketAddr,
+    /// API tokens (`[[http.tokens]]`), kept as SHA-256 digests only.
+    pub http_tokens: Vec<ApiToken>,
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
@@ -79,6 +81,114 @@ pub struct Site {
     pub alarms: alarms::Alarms,
     /// Channels, roster and escalation; `None` when no channel is configured.
     pub notify: Option<notify::Notify>,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+}
+
+/// An API token: its id (logged, never the secret), role and the SHA-256 of the secret.
+#[derive(Clone)]
+pub struct ApiToken {
+    pub id: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiToken({}, {:?})", self.id, self.role)
+    }
+}
+
+fn compile_tokens(
+    file: &Path,
+    tokens: &[raw::TokenCfg],
+    listen: Option<SocketAddr>,
+    problems: &mut Problems,
+) -> Vec<ApiToken> {
+    use sha2::Digest;
+    let mut out: Vec<ApiToken> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let key = format!("http.tokens[{i}]");
+        if !valid_id(&t.id) {
+            problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", t.id));
+        } else if out.iter().any(|o| o.id == t.id) {
+            problems.add(
+                file,
+                format!("{key}.id"),
+                format!("duplicate token id {:?}", t.id),
+            );
+        }
+        let role = match t.role.as_str() {
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            other => {
+                problems.add(
+                    file,
+                    format!("{key}.role"),
+                    format!("{other:?}: expected operator or viewer"),
+                );
+                None
+            }
+        };
+        if t.token_env.is_none() && t.token_file.is_none() {
+            problems.add(
+                file,
+                format!("{key}.token_env"),
+                "give token_env or token_file",
+            );
+            continue;
+        }
+        let secret = resolve_secret(
+            file,
+            &format!("{key}.token"),
+            t.token_env.as_deref(),
+            t.token_file.as_deref(),
+            problems,
+        );
+        let Some(secret) = secret else { continue };
+        if secret.len() < 16 {
+            problems.add(
+                file,
+                format!("{key}.token"),
+                "a token needs at least 16 characters",
+            );
+            continue;
+        }
+        let sha256: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+        if out.iter().any(|o| o.sha256 == sha256) {
+            problems.add(
+                file,
+                format!("{key}.token"),
+                "the same secret as another token",
+            );
+            continue;
+        }
+        if let Some(role) = role {
+            out.push(ApiToken {
+                id: t.id.clone(),
+                role,
+                sha256,
+            });
+        }
+    }
+    if let Some(addr) = listen {
+        if !addr.ip().is_loopback() && out.is_empty() {
+            problems.add(
+                file,
+                "http.listen",
+                format!(
+                    "{addr} is reachable beyond this machine: configure [[http.tokens]] (an operator token at least)"
+                ),
+            );
+        }
+    }
+    out
 }
 
 impl Site {
@@ -205,6 +315,8 @@ pub struct Profile {
     /// Alarm rules as written; compiled per device with the site (see `alarms`).
     pub rules: Vec<alarms::RuleCfg>,
     pub offline_severity: Option<String>,
+    /// Indexes into `points` shown on the duty-room page's device card.
+    pub overview: Vec<usize>,
 }
 
 impl Profile {
@@ -669,6 +781,24 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             enum_labels,
         });
     }
+    let mut overview = Vec::new();
+    for (i, id) in p.profile.overview.iter().enumerate() {
+        match points.iter().position(|pt| &pt.id == id) {
+            Some(at) => overview.push(at),
+            None => problems.add(
+                file,
+                format!("profile.overview[{i}]"),
+                format!("no point {id:?} in this profile"),
+            ),
+        }
+    }
+    if p.profile.overview.is_empty() {
+        // the first few points that are not plain flags
+        overview = (0..points.len())
+            .filter(|&i| points[i].unit.is_some() || !points[i].enum_labels.is_empty())
+            .take(4)
+            .collect();
+    }
     if problems.list.len() > before {
         return None;
     }
@@ -686,6 +816,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         max_bits_per_read: p.profile.max_bits_per_read,
         rules: p.rules,
         offline_severity: p.profile.offline_severity,
+        overview,
     })
 }
 
@@ -932,6 +1063,7 @@ fn compile_site(
         problems.add(file, "site.id", format!("{:?} {ID_RULE}", f.site.id));
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
+    let http_tokens = compile_tokens(file, &f.http.tokens, http_listen, problems);
     let simulator_http_listen = parse_listen(
         file,
         "simulator.http_listen",
@@ -1376,6 +1508,7 @@ fn compile_site(
         name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
+        http_tokens,
         simulator_http_listen: simulator_http_listen?,
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
         connections,

@@ -72,14 +72,31 @@ pub struct SiteSection {
 pub struct HttpSection {
     #[serde(default = "default_http_listen")]
     pub listen: String,
+    /// API tokens. Operators acknowledge, reset, shelve and resolve; viewers read.
+    #[serde(default)]
+    pub tokens: Vec<TokenCfg>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            tokens: Vec::new(),
         }
     }
+}
+
+/// `[[http.tokens]]`: a bearer token for the API, from the environment or a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCfg {
+    pub id: String,
+    /// `operator` (may change alarm state) or `viewer` (reads only).
+    pub role: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 fn default_http_listen() -> String {
@@ -458,6 +475,10 @@ pub struct ProfileSection {
     pub max_registers_per_read: Option<u16>,
     #[serde(default)]
     pub max_bits_per_read: Option<u16>,
+    /// The points the duty-room page shows on a device's card (ids, in order); default: the
+    /// first few numeric points.
+    #[serde(default)]
+    pub overview: Vec<String>,
 }
 
 fn default_protocol() -> String {

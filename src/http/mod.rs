@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod alarms;
+mod auth;
 mod notify;
+mod stream;
 
 use crate::config::Site;
 use crate::live::LiveTable;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub alarms: crate::alarms::AlarmHandle,
     /// The notifier, when channels are configured.
     pub notify: Option<crate::notify::NotifyHandle>,
+    /// Fires when the endpoint shuts down (ends the event streams); `serve` sets it.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,9 +50,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/points", get(points))
+        .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/whoami", get(auth::whoami))
         .merge(alarms::routes())
         .merge(notify::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -59,6 +69,8 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let mut state = state;
+    state.shutdown = shutdown.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -129,7 +141,7 @@ fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct StatusDto {
     site: String,
     name: String,
@@ -143,7 +155,7 @@ struct StatusDto {
     rooms: Vec<RoomDto>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct RoomDto {
     id: String,
     name: String,
@@ -151,7 +163,7 @@ struct RoomDto {
     devices: Vec<DeviceDto>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct DeviceDto {
     id: String,
     name: String,
@@ -163,11 +175,13 @@ struct DeviceDto {
     since_ms: Option<u64>,
     reason: Option<String>,
     last_success_ms: Option<u64>,
+    /// The profile's key points, for the duty-room page's device card.
+    overview: Vec<PointDto>,
     #[serde(skip_serializing_if = "Option::is_none")]
     points: Option<Vec<PointDto>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct PointDto {
     id: String,
     name: String,
@@ -196,6 +210,7 @@ fn device_dto(s: &AppState, index: usize, with_points: bool) -> DeviceDto {
         since_ms: unix_ms(st.since),
         reason: st.reason,
         last_success_ms: unix_ms(st.last_success),
+        overview: overview_dtos(s, index),
         points: with_points.then(|| point_dtos(s, Some(index))),
     }
 }
@@ -208,38 +223,53 @@ fn point_dtos(s: &AppState, device: Option<usize>) -> Vec<PointDto> {
         }
         None => 0..s.site.points.len(),
     };
+    s.table
+        .with_points(|states| range.map(|i| point_dto(s, states, i)).collect())
+}
+
+/// The device card's points (the profile's `overview`).
+fn overview_dtos(s: &AppState, device: usize) -> Vec<PointDto> {
+    let d = &s.site.devices[device];
     s.table.with_points(|states| {
-        s.site.points[range]
+        d.profile
+            .overview
             .iter()
-            .map(|p| {
-                let d = &s.site.devices[p.device as usize];
-                let pp = &d.profile.points[p.profile_point];
-                let st = states[p.index as usize];
-                let value = st.value.map(|v| match v {
-                    Value::Bool(b) => serde_json::Value::Bool(b),
-                    Value::Num(n) => serde_json::Number::from_f64(n)
-                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
-                });
-                let label = match st.value {
-                    Some(Value::Num(n)) => pp.label_for(n).map(str::to_string),
-                    _ => None,
-                };
-                PointDto {
-                    id: p.id.clone(),
-                    name: pp.name.clone(),
-                    device: d.id.clone(),
-                    unit: pp.unit.clone(),
-                    value,
-                    label,
-                    quality: st.quality,
-                    timestamp_ms: unix_ms(st.timestamp),
-                }
-            })
+            .map(|&pp| point_dto(s, states, d.first_point as usize + pp))
             .collect()
     })
 }
 
+fn point_dto(s: &AppState, states: &[crate::live::PointState], index: usize) -> PointDto {
+    let p = &s.site.points[index];
+    let d = &s.site.devices[p.device as usize];
+    let pp = &d.profile.points[p.profile_point];
+    let st = states[index];
+    let value = st.value.map(|v| match v {
+        Value::Bool(b) => serde_json::Value::Bool(b),
+        Value::Num(n) => serde_json::Number::from_f64(n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+    });
+    let label = match st.value {
+        Some(Value::Num(n)) => pp.label_for(n).map(str::to_string),
+        _ => None,
+    };
+    PointDto {
+        id: p.id.clone(),
+        name: pp.name.clone(),
+        device: d.id.clone(),
+        unit: pp.unit.clone(),
+        value,
+        label,
+        quality: st.quality,
+        timestamp_ms: unix_ms(st.timestamp),
+    }
+}
+
 async fn status(State(s): State<AppState>) -> Json<StatusDto> {
+    Json(status_dto(&s))
+}
+
+fn status_dto(s: &AppState) -> StatusDto {
     let (online, offline) = s.table.with_devices(|d| {
         (
             d.iter().filter(|d| d.online == Some(true)).count(),
@@ -260,11 +290,11 @@ async fn status(State(s): State<AppState>) -> Json<StatusDto> {
                 .devices
                 .iter()
                 .filter(|d| d.room == ri)
-                .map(|d| device_dto(&s, d.index as usize, false))
+                .map(|d| device_dto(s, d.index as usize, false))
                 .collect(),
         })
         .collect();
-    Json(StatusDto {
+    StatusDto {
         site: s.site.id.clone(),
         name: s.site.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -275,7 +305,7 @@ async fn status(State(s): State<AppState>) -> Json<StatusDto> {
         devices_offline: offline,
         points_total: s.site.points.len(),
         rooms,
-    })
+    }
 }
 
 async fn devices(State(s): State<AppState>) -> Json<Vec<DeviceDto>> {

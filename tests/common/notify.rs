@@ -192,6 +192,7 @@ impl Harness {
             point_families: Arc::new(propwatch::sinks::prometheus::PointFamilies::new(&site)),
             alarms: handle.clone(),
             notify: Some(notify.clone()),
+            shutdown: CancellationToken::new(),
         };
         let listener = propwatch::http::bind(http).await.expect("bind http");
         let s = stop.clone();

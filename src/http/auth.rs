@@ -1,0 +1,145 @@
+//! Access control for the API: bearer tokens from `[[http.tokens]]`.
+//!
+//! - Open to everyone: the page (`/`), `/metrics`, `/healthz`, `/readyz` and the signed
+//!   acknowledge links (`/ack/...`, which carry their own signature).
+//! - Writes (anything but GET/HEAD) need an operator token once tokens are configured.
+//! - Reads need a token (either role) when the daemon listens beyond loopback.
+//! - With no tokens the daemon may only listen on loopback (the config check enforces it),
+//!   where everything stays open, as on a single duty-room machine.
+//!
+//! The token comes in `Authorization: Bearer <token>`; reads may also give `?access_token=`
+//! (an `EventSource` cannot set headers). Secrets are compared as SHA-256 digests and never
+//! logged: refusals and operator actions log the token's id.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::Digest;
+use tracing::{info, warn};
+
+use super::{error, AppState};
+use crate::config::{ApiToken, Role};
+
+fn is_open(path: &str) -> bool {
+    matches!(path, "/" | "/metrics" | "/healthz" | "/readyz")
+        || path.starts_with("/ack/")
+        || path.starts_with("/assets/")
+}
+
+fn presented(req: &Request, write: bool) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let t = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
+        return Some(t.trim().to_string());
+    }
+    if write {
+        return None;
+    }
+    let q: axum::extract::Query<std::collections::HashMap<String, String>> =
+        axum::extract::Query::try_from_uri(req.uri()).ok()?;
+    q.0.get("access_token").cloned()
+}
+
+/// The configured token whose secret is `secret`.
+pub fn find<'a>(tokens: &'a [ApiToken], secret: &str) -> Option<&'a ApiToken> {
+    let digest: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+    tokens.iter().find(|t| t.sha256 == digest)
+}
+
+fn refuse(s: &AppState, status: StatusCode, reason: &str, message: String) -> Response {
+    s.telemetry.http_refused.with_label_values(&[reason]).inc();
+    let mut r = error(status, message);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"propwatch\""),
+        );
+    }
+    r
+}
+
+pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if is_open(&path) {
+        return next.run(req).await;
+    }
+    let tokens = &s.site.http_tokens;
+    if tokens.is_empty() {
+        // loopback only (the config check refuses anything else without tokens)
+        return next.run(req).await;
+    }
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let token = match presented(&req, write) {
+        None => None,
+        Some(secret) => match find(tokens, &secret) {
+            Some(t) => Some(t),
+            None => {
+                warn!(method = %req.method(), %path, "refused: unknown API token");
+                return refuse(
+                    &s,
+                    StatusCode::UNAUTHORIZED,
+                    "bad_token",
+                    "unknown token".into(),
+                );
+            }
+        },
+    };
+    match (token, write) {
+        (Some(t), true) if t.role == Role::Operator => {
+            info!(token = %t.id, method = %req.method(), %path, "operator action");
+            next.run(req).await
+        }
+        (Some(t), true) => {
+            warn!(token = %t.id, method = %req.method(), %path, "refused: viewer token used to write");
+            refuse(
+                &s,
+                StatusCode::FORBIDDEN,
+                "viewer_write",
+                format!(
+                    "token {:?} may only read: this needs an operator token",
+                    t.id
+                ),
+            )
+        }
+        (None, true) => {
+            warn!(method = %req.method(), %path, "refused: write without a token");
+            refuse(
+                &s,
+                StatusCode::UNAUTHORIZED,
+                "no_token",
+                "this needs an operator token (Authorization: Bearer ...)".into(),
+            )
+        }
+        (Some(_), false) => next.run(req).await,
+        (None, false) if s.site.http_listen.ip().is_loopback() => next.run(req).await,
+        (None, false) => refuse(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            "no_token",
+            "this needs a token (Authorization: Bearer ...)".into(),
+        ),
+    }
+}
+
+/// What the caller may do, for the page (`GET /api/v1/whoami`).
+pub async fn whoami(State(s): State<AppState>, req: Request) -> Response {
+    let tokens = &s.site.http_tokens;
+    let (id, role) = if tokens.is_empty() {
+        (None, Some(Role::Operator))
+    } else {
+        match presented(&req, false).and_then(|t| find(tokens, &t)) {
+            Some(t) => (Some(t.id.clone()), Some(t.role)),
+            None if s.site.http_listen.ip().is_loopback() => (None, Some(Role::Viewer)),
+            None => (None, None),
+        }
+    };
+    axum::Json(serde_json::json!({
+        "token": id,
+        "role": role,
+        "tokens_configured": !tokens.is_empty(),
+    }))
+    .into_response()
+}

@@ -1,0 +1,81 @@
+//! `GET /api/v1/stream`: server-sent events for the duty-room page.
+//!
+//! - `live`: the status document (rooms, devices, their key values), sent on connect and
+//!   then whenever it changes (checked every second);
+//! - `timeline`: each alarm/incident event as the engine records it (the page refetches the
+//!   incidents it shows);
+//! - `resync`: this client fell behind the event broadcast; reload everything.
+//!
+//! One task per client writes into a small channel; when the client goes away the send
+//! fails and the task ends. Comments keep proxies from closing an idle stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{status_dto, AppState};
+
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn stream(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    let mut events = s.alarms.events.subscribe();
+    tokio::spawn(async move {
+        let mut last: Option<serde_json::Value> = None;
+        let mut tick = tokio::time::interval(LIVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if tx
+            .send(
+                Event::default()
+                    .event("hello")
+                    .data(env!("CARGO_PKG_VERSION")),
+            )
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let ev = tokio::select! {
+                _ = tick.tick() => {
+                    let Ok(mut doc) = serde_json::to_value(status_dto(&s)) else { continue };
+                    let uptime = doc.as_object_mut().and_then(|o| o.remove("uptime_seconds"));
+                    if last.as_ref() == Some(&doc) {
+                        continue;
+                    }
+                    let mut sent = doc.clone();
+                    if let (Some(o), Some(u)) = (sent.as_object_mut(), uptime) {
+                        o.insert("uptime_seconds".into(), u);
+                    }
+                    last = Some(doc);
+                    Event::default().event("live").json_data(&sent)
+                }
+                r = events.recv() => match r {
+                    Ok(e) => Event::default().event("timeline").json_data(&*e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Ok(Event::default().event("resync").data("lagged"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+                _ = s.shutdown.cancelled() => return,
+            };
+            let Ok(ev) = ev else { continue };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
