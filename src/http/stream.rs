@@ -32,9 +32,13 @@ pub async fn stream(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if tx
             .send(
-                Event::default()
-                    .event("hello")
-                    .data(env!("CARGO_PKG_VERSION")),
+                Event::default().event("hello").data(
+                    serde_json::json!({
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "now_ms": s.alarms.clock.now_ms(),
+                    })
+                    .to_string(),
+                ),
             )
             .await
             .is_err()

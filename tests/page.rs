@@ -1,0 +1,494 @@
+//! The duty-room page in a real browser: headless Chromium (Debian `chromium`) driven through
+//! ChromeDriver (Debian `chromium-driver`) with fantoccini, against `propwatch demo` on a copy
+//! of the demo estate. The page loads, lists every device, shows a scenario injected into the
+//! simulator as an alarm without reloading, cues the new P1, acknowledges it with the operator
+//! token and shows that on the incident's timeline; it switches to English; screenshots at
+//! desktop and phone widths (kept when `PROPWATCH_SCREENSHOTS` names a directory).
+//!
+//! Also here, over plain HTTP: access control (no token, unknown token, viewer token) and the
+//! event stream (`/api/v1/stream`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+const DEADLINE: Duration = Duration::from_secs(60);
+const OPERATOR: &str = "operator-token-for-the-page-test";
+const VIEWER: &str = "viewer-token-for-the-page-test";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `propwatch demo` on a copy of the demo estate with free ports (and `extra` appended).
+struct Demo {
+    _dir: tempfile::TempDir,
+    _proc: Proc,
+    http: u16,
+    sim: u16,
+}
+
+impl Demo {
+    async fn start(extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
+        }
+        let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
+        let (http, sim) = (free_port(), free_port());
+        for (from, to) in [
+            ("127.0.0.1:9780", http),
+            ("127.0.0.1:9781", sim),
+            ("127.0.0.1:15020", free_port()),
+            ("127.0.0.1:15021", free_port()),
+            ("127.0.0.1:15022", free_port()),
+            ("127.0.0.1:15023", free_port()),
+        ] {
+            assert!(text.contains(from), "demo.toml no longer has {from}");
+            text = text.replace(from, &format!("127.0.0.1:{to}"));
+        }
+        text = text.replace("port = 18830", &format!("port = {}", free_port()));
+        text.push_str(extra);
+        let path = dir.path().join("demo.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["demo", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc(cmd.spawn().unwrap());
+        let url = format!("http://127.0.0.1:{http}/readyz");
+        wait_for("the demo ready", DEADLINE, || get_text(&url)).await;
+        Self {
+            _dir: dir,
+            _proc: proc,
+            http,
+            sim,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    async fn inject(&self, scenario: &str) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/scenarios/{scenario}",
+                self.sim
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "inject {scenario}: {}", r.status());
+    }
+
+    async fn get_json(&self, path: &str) -> Option<Value> {
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+}
+
+struct Driver {
+    _proc: Proc,
+    client: Client,
+}
+
+impl Driver {
+    async fn start(width: u32, height: u32) -> Self {
+        let port = free_port();
+        let proc = Proc(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver is needed (scripts/test installs chromium-driver)"),
+        );
+        let status = format!("http://127.0.0.1:{port}/status");
+        wait_for("chromedriver ready", DEADLINE, || async {
+            let v: Value = serde_json::from_str(&get_text(&status).await?).ok()?;
+            (v["value"]["ready"] == true).then_some(())
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap().keep();
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--lang=zh-CN",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let caps = match caps {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session through chromedriver");
+        Self {
+            _proc: proc,
+            client,
+        }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// Wait until `script` (an expression) is truthy; returns its value.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let body = format!("return ({script});");
+        wait_for(what, DEADLINE, || async {
+            let v = self.client.execute(&body, vec![]).await.ok()?;
+            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
+                && v != 0
+                && v != "";
+            truthy.then_some(v)
+        })
+        .await
+    }
+
+    /// Click the element `css` names, finding it again if the page replaced it meanwhile.
+    async fn click(&self, css: &str) {
+        wait_for(&format!("click {css}"), DEADLINE, || async {
+            let el = self.client.find(Locator::Css(css)).await.ok()?;
+            el.click().await.ok()
+        })
+        .await;
+    }
+
+    async fn screenshot(&self, name: &str, dir: &Path) -> PathBuf {
+        let png = self.client.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        assert!(png.len() > 20_000, "{name}: a screenshot with content");
+        let path = dir.join(name);
+        std::fs::write(&path, &png).unwrap();
+        path
+    }
+}
+
+fn shots_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    match std::env::var_os("PROPWATCH_SCREENSHOTS") {
+        Some(d) => {
+            std::fs::create_dir_all(&d).unwrap();
+            (None, PathBuf::from(d))
+        }
+        None => {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_duty_room_page_in_chromium() {
+    let demo = Demo::start("", &[("PROPWATCH_DEMO_TOKEN", OPERATOR)]).await;
+    let total = demo.get_json("/api/v1/status").await.unwrap()["devices_total"]
+        .as_u64()
+        .unwrap();
+    wait_for("every demo device online", DEADLINE, || async {
+        let v = demo.get_json("/api/v1/status").await?;
+        (v["devices_online"] == v["devices_total"]).then_some(())
+    })
+    .await;
+    let (_keep, shots) = shots_dir();
+    let b = Driver::start(1400, 1000).await;
+
+    // the operator token comes in the link's fragment and leaves the address bar
+    b.client
+        .goto(&demo.url(&format!("/#token={OPERATOR}")))
+        .await
+        .unwrap();
+    b.until(
+        "the page lists every device",
+        &format!("document.querySelectorAll('.dev[data-device]').length === {total}"),
+    )
+    .await;
+    b.until(
+        "the live stream connected",
+        "document.getElementById('conn').dataset.state === 'live'",
+    )
+    .await;
+    assert_eq!(
+        b.js("return location.hash").await,
+        "",
+        "the token is taken out of the address bar"
+    );
+    b.until(
+        "device cards show key values",
+        "[...document.querySelectorAll('.dev[data-device=\"pump-plc-1\"] .pts b')].some(e => /MPa/.test(e.textContent))",
+    )
+    .await;
+    // a marker that survives only if the page is never reloaded
+    b.js("window.__marker = 'no-reload'; return null").await;
+    let cues_before = b.js("return +document.body.dataset.cues").await;
+    assert_eq!(
+        b.js("return document.querySelectorAll('.inc').length")
+            .await,
+        0,
+        "a fresh demo has no incidents"
+    );
+
+    demo.inject("entrapment").await;
+    let id = b
+        .until(
+            "the entrapment shows up as a P1 incident",
+            "(() => { const e = [...document.querySelectorAll('.inc[data-severity=\"P1\"]')].find(e => /困人/.test(e.textContent)); return e && +e.dataset.incident; })()",
+        )
+        .await;
+    let id = id.as_i64().unwrap();
+    assert_eq!(b.js("return window.__marker").await, "no-reload");
+    b.until(
+        "the new P1 cued",
+        &format!("+document.body.dataset.cues > {cues_before}"),
+    )
+    .await;
+    let card = format!(".inc[data-incident=\"{id}\"]");
+    b.until(
+        "the plan's steps and time limits are on the card",
+        &format!(
+            "document.querySelectorAll('{card} .steps li').length >= 3 && document.querySelector('{card} .limit[data-limit=\"arrive\"]')"
+        ),
+    )
+    .await;
+    b.until(
+        "the card lists the alarm with its values",
+        &format!("document.querySelector('{card} .alarms li[data-alarm]')"),
+    )
+    .await;
+    b.screenshot("duty-room-desktop.png", &shots).await;
+
+    // acknowledge: the first action asks for the operator's name
+    b.click(&format!("{card} button[data-act=\"ack\"]")).await;
+    b.until(
+        "the operator dialog",
+        "document.getElementById('op-dialog').open",
+    )
+    .await;
+    b.client
+        .find(Locator::Css("#op-name"))
+        .await
+        .unwrap()
+        .send_keys("王工")
+        .await
+        .unwrap();
+    b.click("#op-save").await;
+    b.until(
+        "the role shown as operator",
+        "document.getElementById('operator').textContent.includes('王工')",
+    )
+    .await;
+    b.click(&format!("{card} button[data-act=\"ack\"]")).await;
+    b.until(
+        "the incident acknowledged on the page",
+        &format!("document.querySelector('{card}')?.dataset.state === 'acknowledged'"),
+    )
+    .await;
+    let inc = demo
+        .get_json(&format!("/api/v1/incidents/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(inc["incident"]["acked_by"], "王工");
+    // the timeline shows it
+    b.click(&format!("{card} details summary")).await;
+    b.until(
+        "the timeline shows the acknowledgement by 王工",
+        &format!(
+            "[...document.querySelectorAll('[data-timeline=\"{id}\"] li[data-kind=\"incident_acked\"]')].some(li => li.textContent.includes('王工'))"
+        ),
+    )
+    .await;
+    assert_eq!(b.js("return window.__marker").await, "no-reload");
+
+    // English
+    b.click("#lang").await;
+    b.until(
+        "the page in English",
+        "document.getElementById('h-estate').textContent === 'Estate overview' && document.documentElement.lang === 'en'",
+    )
+    .await;
+    b.click("#lang").await;
+    b.until(
+        "back to Chinese",
+        "document.getElementById('h-estate').textContent === '设备总览'",
+    )
+    .await;
+
+    // a second incident for the pictures, then the phone width
+    demo.inject("flooding").await;
+    b.until(
+        "the flooding incident",
+        "[...document.querySelectorAll('.inc')].some(e => /水浸/.test(e.textContent))",
+    )
+    .await;
+    // the whole page at a wall display's width
+    b.client.set_window_size(1600, 2000).await.unwrap();
+    b.until(
+        "the wide layout (several columns)",
+        "getComputedStyle(document.getElementById('rooms')).gridTemplateColumns.split(' ').length > 2",
+    )
+    .await;
+    b.screenshot("duty-room-desktop.png", &shots).await;
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.until(
+        "the phone layout (one column)",
+        "getComputedStyle(document.getElementById('rooms')).gridTemplateColumns.split(' ').length === 1",
+    )
+    .await;
+    b.screenshot("duty-room-phone.png", &shots).await;
+    let _ = b.client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = dir.path().join("op.token");
+    std::fs::write(&op, format!("{OPERATOR}\n")).unwrap();
+    let demo = Demo::start(
+        &format!(
+            "\n[[http.tokens]]\nid = \"duty\"\nrole = \"operator\"\ntoken_file = \"{}\"\n[[http.tokens]]\nid = \"wall\"\nrole = \"viewer\"\ntoken_env = \"PW_VIEWER\"\n",
+            op.display()
+        ),
+        &[("PW_VIEWER", VIEWER)],
+    )
+    .await;
+    // listen to the stream first
+    let mut stream = reqwest::Client::new()
+        .get(demo.url("/api/v1/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    demo.inject("entrapment").await;
+    let mut seen = String::new();
+    let id = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            // an SSE event: "event: timeline\ndata: {...}\n\n"
+            if let Some(ev) = seen
+                .split("\n\n")
+                .filter_map(|e| e.strip_prefix("event: timeline\ndata: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|e| e["kind"] == "incident_opened" && e["plan"] == "entrapment")
+            {
+                return ev["incident"].as_i64().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("incident_opened on the stream");
+    assert!(seen.contains("event: hello\n"), "{seen}");
+    assert!(seen.contains("event: live\n"), "{seen}");
+
+    let http = reqwest::Client::new();
+    let ack = |token: Option<&'static str>| {
+        let mut r = http
+            .post(demo.url(&format!("/api/v1/incidents/{id}/ack")))
+            .json(&serde_json::json!({"by": "王工"}));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = ack(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        ack(Some("not-a-token-at-all-xx")).await.unwrap().status(),
+        401
+    );
+    let r = ack(Some(VIEWER)).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("operator"),
+        "{body}"
+    );
+    // still unacknowledged
+    let inc: Value = http
+        .get(demo.url(&format!("/api/v1/incidents/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inc["incident"]["state"], "open");
+    assert_eq!(ack(Some(OPERATOR)).await.unwrap().status(), 200);
+    // reads on loopback stay open; whoami tells the page what it may do
+    let who: Value = http
+        .get(demo.url("/api/v1/whoami"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["role"], "viewer");
+    assert_eq!(who["token"], "wall");
+    // refusals are counted, and no secret is in the metrics
+    let m = get_text(&demo.url("/metrics")).await.unwrap();
+    let metrics = Metrics::parse(&m);
+    assert_eq!(
+        metrics.sum("propwatch_http_refused_total", &[("reason", "no_token")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.sum("propwatch_http_refused_total", &[("reason", "bad_token")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.sum(
+            "propwatch_http_refused_total",
+            &[("reason", "viewer_write")]
+        ),
+        1.0
+    );
+    assert!(!m.contains(OPERATOR) && !m.contains(VIEWER));
+}
