@@ -10,94 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::services::Influxd;
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Influxd {
-    child: Child,
-    port: u16,
-    conf: std::path::PathBuf,
-}
-
-impl Influxd {
-    async fn start(dir: &Path, port: u16) -> Self {
-        Self::start_with(dir, port, "").await
-    }
-
-    /// `http_extra`: more lines for the `[http]` section.
-    async fn start_with(dir: &Path, port: u16, http_extra: &str) -> Self {
-        let conf = dir.join("influxdb.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http_extra}\n[monitor]\n  store-enabled = false\n",
-                free_port(),
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        let mut me = Self {
-            child: spawn_influxd(&conf),
-            port,
-            conf,
-        };
-        me.wait_ready().await;
-        me
-    }
-
-    async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/ping", self.port);
-        wait_for("influxd ready", DEADLINE, || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().as_u16() == 204)
-                    .map(|_| ())
-            }
-        })
-        .await;
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn restart(&mut self) {
-        self.stop();
-        self.child = spawn_influxd(&self.conf);
-        self.wait_ready().await;
-    }
-
-    async fn query(&self, db: &str, q: &str) -> serde_json::Value {
-        let r = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/query", self.port))
-            .query(&[("db", db), ("q", q), ("epoch", "ms")])
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
-    }
-}
-
-fn spawn_influxd(conf: &Path) -> Child {
-    Command::new("influxd")
-        .arg("-config")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("influxd is needed (scripts/test installs influxdb)")
-}
-
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Three simulated elevators (one read, hence one line, per poll) on an RTU-over-TCP bus.
 fn lifts_toml(addrs: &[std::net::SocketAddr], influx: &str) -> String {

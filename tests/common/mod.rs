@@ -274,3 +274,4 @@ impl Drop for SimulatedSite {
     }
 }
 pub mod notify;
+pub mod services;
