@@ -35,7 +35,9 @@ impl Drop for Proc {
 /// `propwatch demo` on a copy of the demo estate with free ports (and `extra` appended).
 struct Demo {
     _dir: tempfile::TempDir,
-    _proc: Proc,
+    proc: Proc,
+    path: PathBuf,
+    env: Vec<(String, String)>,
     http: u16,
     sim: u16,
 }
@@ -66,23 +68,49 @@ impl Demo {
         text.push_str(extra);
         let path = dir.path().join("demo.toml");
         std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Self::spawn(&path, &env);
+        let me = Self {
+            _dir: dir,
+            proc,
+            path,
+            env,
+            http,
+            sim,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    fn spawn(path: &Path, env: &[(String, String)]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.args(["demo", "--config"])
-            .arg(&path)
+            .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc(cmd.spawn().unwrap());
-        let url = format!("http://127.0.0.1:{http}/readyz");
+        Proc(cmd.spawn().unwrap())
+    }
+
+    async fn wait_ready(&self) {
+        let url = self.url("/readyz");
         wait_for("the demo ready", DEADLINE, || get_text(&url)).await;
-        Self {
-            _dir: dir,
-            _proc: proc,
-            http,
-            sim,
-        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        self.proc = Self::spawn(&self.path, &self.env);
+        self.wait_ready().await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -176,9 +204,7 @@ impl Driver {
         let body = format!("return ({script});");
         wait_for(what, DEADLINE, || async {
             let v = self.client.execute(&body, vec![]).await.ok()?;
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != 0
-                && v != "";
+            let truthy = !matches!(&v, Value::Null | Value::Bool(false)) && v != 0 && v != "";
             truthy.then_some(v)
         })
         .await
@@ -219,7 +245,7 @@ fn shots_dir() -> (Option<tempfile::TempDir>, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_duty_room_page_in_chromium() {
-    let demo = Demo::start("", &[("PROPWATCH_DEMO_TOKEN", OPERATOR)]).await;
+    let mut demo = Demo::start("", &[("PROPWATCH_DEMO_TOKEN", OPERATOR)]).await;
     let total = demo.get_json("/api/v1/status").await.unwrap()["devices_total"]
         .as_u64()
         .unwrap();
@@ -333,6 +359,27 @@ async fn the_duty_room_page_in_chromium() {
         &format!(
             "[...document.querySelectorAll('[data-timeline=\"{id}\"] li[data-kind=\"incident_acked\"]')].some(li => li.textContent.includes('王工'))"
         ),
+    )
+    .await;
+    assert_eq!(b.js("return window.__marker").await, "no-reload");
+
+    // the daemon goes away: the page says its picture may be stale, then recovers by itself
+    // when the daemon is back, with the incident as it was (the state store survived)
+    demo.kill();
+    b.until(
+        "the page warns that the connection is lost",
+        "!document.getElementById('stale').hidden && document.body.classList.contains('stale')",
+    )
+    .await;
+    demo.restart().await;
+    b.until(
+        "the page live again without a reload",
+        "document.getElementById('stale').hidden && document.getElementById('conn').dataset.state === 'live'",
+    )
+    .await;
+    b.until(
+        "the incident still acknowledged after the restart",
+        &format!("document.querySelector('{card}')?.dataset.state === 'acknowledged'"),
     )
     .await;
     assert_eq!(b.js("return window.__marker").await, "no-reload");

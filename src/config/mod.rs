@@ -113,11 +113,13 @@ fn compile_tokens(
 ) -> Vec<ApiToken> {
     use sha2::Digest;
     let mut out: Vec<ApiToken> = Vec::new();
+    let mut ids: HashSet<&str> = HashSet::new();
+    let mut digests: Vec<[u8; 32]> = Vec::new();
     for (i, t) in tokens.iter().enumerate() {
         let key = format!("http.tokens[{i}]");
         if !valid_id(&t.id) {
             problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", t.id));
-        } else if out.iter().any(|o| o.id == t.id) {
+        } else if !ids.insert(t.id.as_str()) {
             problems.add(
                 file,
                 format!("{key}.id"),
@@ -161,7 +163,7 @@ fn compile_tokens(
             continue;
         }
         let sha256: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
-        if out.iter().any(|o| o.sha256 == sha256) {
+        if digests.contains(&sha256) {
             problems.add(
                 file,
                 format!("{key}.token"),
@@ -169,6 +171,7 @@ fn compile_tokens(
             );
             continue;
         }
+        digests.push(sha256);
         if let Some(role) = role {
             out.push(ApiToken {
                 id: t.id.clone(),

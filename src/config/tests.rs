@@ -654,3 +654,88 @@ fn notification_problems_are_all_reported_with_keys() {
         check(text, &[], expected);
     }
 }
+
+#[test]
+fn http_token_problems_are_all_reported_with_keys() {
+    std::env::set_var("PW_TEST_TOKEN_SHORT", "short");
+    std::env::set_var("PW_TEST_TOKEN_A", "a-long-enough-secret-1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("op.token"), "a-long-enough-secret-1\n").unwrap();
+    let token_file = dir.path().join("op.token");
+    let t = |id: &str, role: &str, src: &str| {
+        format!("[[http.tokens]]\nid = \"{id}\"\nrole = \"{role}\"\n{src}\n")
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // beyond loopback without tokens
+        (
+            site(&format!("[http]\nlisten = \"0.0.0.0:9780\"\n{DEVICE}")),
+            vec!["http.listen: 0.0.0.0:9780 is reachable beyond this machine"],
+        ),
+        // beyond loopback with a token: fine
+        (
+            site(&format!(
+                "[http]\nlisten = \"0.0.0.0:9780\"\n{}{DEVICE}",
+                t("duty", "operator", "token_env = \"PW_TEST_TOKEN_A\"")
+            )),
+            vec![],
+        ),
+        (
+            site(&format!(
+                "{}{}{}{}{}{DEVICE}",
+                t("duty", "admin", "token_env = \"PW_TEST_TOKEN_A\""),
+                t("wall", "viewer", "token_env = \"PW_TEST_TOKEN_SHORT\""),
+                t("x", "viewer", ""),
+                t("y", "viewer", "token_env = \"PW_TEST_UNSET_VAR\""),
+                t(
+                    "duty",
+                    "viewer",
+                    &format!("token_file = \"{}\"", token_file.display())
+                ),
+            )),
+            vec![
+                "http.tokens[0].role: \"admin\": expected operator or viewer",
+                "http.tokens[1].token: a token needs at least 16 characters",
+                "http.tokens[2].token_env: give token_env or token_file",
+                "http.tokens[3].token_env: environment variable PW_TEST_UNSET_VAR is not set",
+                "http.tokens[4].id: duplicate token id \"duty\"",
+                "http.tokens[4].token: the same secret as another token",
+            ],
+        ),
+        (
+            site(&format!(
+                "{}{DEVICE}",
+                t("bad id", "viewer", "token_env = \"PW_TEST_TOKEN_A\"")
+            )),
+            vec!["http.tokens[0].id: \"bad id\""],
+        ),
+    ];
+    for (text, expected) in cases {
+        check(&text, &[], &expected);
+    }
+}
+
+#[test]
+fn a_profile_overview_names_its_own_points() {
+    let bad = PROFILE_OK.replace(
+        "id = \"meter\"\n",
+        "id = \"meter2\"\noverview = [\"u\", \"nope\"]\n",
+    );
+    check(
+        &site(&DEVICE.replace("profile = \"meter\"", "profile = \"meter2\"")),
+        &[("meter2.toml", &bad)],
+        &[
+            "profile.overview[1]: no point \"nope\" in this profile",
+            "unknown profile \"meter2\"",
+        ],
+    );
+    let dir = profiles_dir(&[]);
+    let site = from_str(Path::new("site.toml"), &site(DEVICE), dir.path()).expect("valid");
+    // without an overview: the first points with a unit or labels
+    let ov: Vec<&str> = site.devices[0]
+        .profile
+        .overview
+        .iter()
+        .map(|&i| site.devices[0].profile.points[i].id.as_str())
+        .collect();
+    assert_eq!(ov, vec!["u"]);
+}

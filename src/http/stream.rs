@@ -1,7 +1,7 @@
 //! `GET /api/v1/stream`: server-sent events for the duty-room page.
 //!
 //! - `live`: the status document (rooms, devices, their key values), sent on connect and
-//!   then whenever it changes (checked every second);
+//!   then whenever it changes (checked every second), and at least every 10 s;
 //! - `timeline`: each alarm/incident event as the engine records it (the page refetches the
 //!   incidents it shows);
 //! - `resync`: this client fell behind the event broadcast; reload everything.
@@ -20,6 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 use super::{status_dto, AppState};
 
 const LIVE_EVERY: Duration = Duration::from_secs(1);
+/// `live` goes out at least this often, unchanged or not: the page's proof the stream lives.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 pub async fn stream(
     State(s): State<AppState>,
@@ -28,6 +30,7 @@ pub async fn stream(
     let mut events = s.alarms.events.subscribe();
     tokio::spawn(async move {
         let mut last: Option<serde_json::Value> = None;
+        let mut last_sent = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(LIVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if tx
@@ -50,9 +53,10 @@ pub async fn stream(
                 _ = tick.tick() => {
                     let Ok(mut doc) = serde_json::to_value(status_dto(&s)) else { continue };
                     let uptime = doc.as_object_mut().and_then(|o| o.remove("uptime_seconds"));
-                    if last.as_ref() == Some(&doc) {
+                    if last.as_ref() == Some(&doc) && last_sent.elapsed() < HEARTBEAT {
                         continue;
                     }
+                    last_sent = tokio::time::Instant::now();
                     let mut sent = doc.clone();
                     if let (Some(o), Some(u)) = (sent.as_object_mut(), uptime) {
                         o.insert("uptime_seconds".into(), u);
