@@ -291,7 +291,7 @@ fn load(flavour: &str, file: String, d: &Value) -> Dash {
                 what: format!(
                     "panel {:?} target {}",
                     p["title"].as_str().unwrap(),
-                    t["refId"]
+                    t["refId"].as_str().unwrap_or("?")
                 ),
                 query: t[key].as_str().unwrap().to_string(),
                 instant: t["instant"] == true,
