@@ -113,6 +113,19 @@ impl Alarms {
         };
         let store = Store::open(path).map_err(io)?;
         let reader = Store::open(path).map_err(io)?;
+        // every plan's series exist from the start, so increase()/rate() see the first alarm
+        for plan in &site.alarms.plans {
+            for sev in ["P1", "P2", "P3"] {
+                telemetry
+                    .alarms
+                    .raised
+                    .with_label_values(&[plan.id.as_str(), sev]);
+            }
+            telemetry
+                .alarms
+                .incidents_open
+                .with_label_values(&[plan.id.as_str()]);
+        }
         let (events, _) = broadcast::channel(4096);
         let engine = Engine::new(
             site.clone(),

@@ -157,6 +157,16 @@ impl Notifier {
         let Some(n) = site.notify.as_ref() else {
             return Ok(None);
         };
+        // the series exist from the start, so increase()/rate() see the first message
+        for c in &n.channels {
+            for result in ["sent", "failed"] {
+                telemetry
+                    .notify
+                    .results
+                    .with_label_values(&[c.id.as_str(), result]);
+            }
+            telemetry.notify.merged.with_label_values(&[c.id.as_str()]);
+        }
         let path = &site.alarms.settings.database;
         let io = |e: rusqlite::Error| {
             std::io::Error::other(format!(
