@@ -412,8 +412,32 @@ impl ProfilePoint {
     }
 }
 
+/// The systemd credentials of the service (`LoadCredential=`), named in a `*_file` path as
+/// `$CREDENTIALS_DIRECTORY/NAME` or `${CREDENTIALS_DIRECTORY}/NAME`.
+const CREDENTIALS_VAR: &str = "CREDENTIALS_DIRECTORY";
+
+/// `path` with a leading `$CREDENTIALS_DIRECTORY/` (or `${CREDENTIALS_DIRECTORY}/`) replaced
+/// by `dir`, the variable's value; other paths are returned as they are. Nothing else is
+/// expanded.
+fn expand_credentials_dir(path: &str, dir: Option<&str>) -> Result<PathBuf, String> {
+    let rest = ["$CREDENTIALS_DIRECTORY/", "${CREDENTIALS_DIRECTORY}/"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix));
+    let Some(rest) = rest else {
+        return Ok(PathBuf::from(path));
+    };
+    match dir {
+        Some(dir) if !dir.is_empty() => Ok(Path::new(dir).join(rest)),
+        _ => Err(format!(
+            "{path}: {CREDENTIALS_VAR} is not set (it is set by systemd for a service with \
+             LoadCredential=; outside systemd export it or give the file's path)"
+        )),
+    }
+}
+
 /// A secret from an environment variable (`<key>_env`) or a file (`<key>_file`, relative to
-/// the site file; a trailing newline is dropped), never from the config itself.
+/// the site file, or under `$CREDENTIALS_DIRECTORY/`; a trailing newline is dropped), never
+/// from the config itself.
 pub(crate) fn resolve_secret(
     file: &Path,
     key: &str,
@@ -442,13 +466,27 @@ pub(crate) fn resolve_secret(
             }
         },
         (None, Some(path)) => {
-            match std::fs::read_to_string(file.parent().unwrap_or(Path::new(".")).join(path)) {
+            let credentials = std::env::var(CREDENTIALS_VAR).ok();
+            let expanded = match expand_credentials_dir(path, credentials.as_deref()) {
+                Ok(p) => p,
+                Err(message) => {
+                    problems.add(file, format!("{key}_file"), message);
+                    return None;
+                }
+            };
+            let full = file.parent().unwrap_or(Path::new(".")).join(&expanded);
+            match std::fs::read_to_string(&full) {
                 Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
                 Err(e) => {
+                    let shown = if expanded.as_os_str() == path {
+                        path.to_string()
+                    } else {
+                        format!("{path} ({})", expanded.display())
+                    };
                     problems.add(
                         file,
                         format!("{key}_file"),
-                        format!("cannot read {path}: {e}"),
+                        format!("cannot read {shown}: {e}"),
                     );
                     None
                 }

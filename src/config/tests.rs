@@ -739,3 +739,87 @@ fn a_profile_overview_names_its_own_points() {
         .collect();
     assert_eq!(ov, vec!["u"]);
 }
+
+#[test]
+fn a_secret_file_may_name_a_systemd_credential() {
+    // the expansion alone: (path, $CREDENTIALS_DIRECTORY, expected path or error fragment)
+    let run = "/run/credentials/propwatch.service";
+    let cases: &[(&str, Option<&str>, Result<&str, &str>)] = &[
+        (
+            "$CREDENTIALS_DIRECTORY/wecom.key",
+            Some(run),
+            Ok("/run/credentials/propwatch.service/wecom.key"),
+        ),
+        (
+            "${CREDENTIALS_DIRECTORY}/sms.token",
+            Some(run),
+            Ok("/run/credentials/propwatch.service/sms.token"),
+        ),
+        // only a leading variable, and only this one, is expanded
+        ("secrets/wecom.key", None, Ok("secrets/wecom.key")),
+        (
+            "/etc/propwatch/credentials/wecom.key",
+            Some(run),
+            Ok("/etc/propwatch/credentials/wecom.key"),
+        ),
+        (
+            "$CREDENTIALS_DIRECTORYX/a",
+            Some(run),
+            Ok("$CREDENTIALS_DIRECTORYX/a"),
+        ),
+        ("$HOME/wecom.key", Some(run), Ok("$HOME/wecom.key")),
+        (
+            "keys/$CREDENTIALS_DIRECTORY/a",
+            Some(run),
+            Ok("keys/$CREDENTIALS_DIRECTORY/a"),
+        ),
+        (
+            "$CREDENTIALS_DIRECTORY/wecom.key",
+            None,
+            Err("$CREDENTIALS_DIRECTORY/wecom.key: CREDENTIALS_DIRECTORY is not set"),
+        ),
+        (
+            "${CREDENTIALS_DIRECTORY}/wecom.key",
+            Some(""),
+            Err("CREDENTIALS_DIRECTORY is not set"),
+        ),
+    ];
+    for (path, dir, want) in cases {
+        let got = expand_credentials_dir(path, *dir);
+        match (want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(g, Path::new(w), "{path}"),
+            (Err(w), Err(g)) => assert!(g.contains(w), "{path}: {g}"),
+            _ => panic!("{path} with {dir:?}: expected {want:?}, got {got:?}"),
+        }
+    }
+
+    // through a site file, with the variable set as systemd sets it for the service
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("duty.token"), "a-credential-token-0001\n").unwrap();
+    std::env::set_var("CREDENTIALS_DIRECTORY", creds.path());
+    let t = |id: &str, file: &str| {
+        format!("[[http.tokens]]\nid = \"{id}\"\nrole = \"operator\"\ntoken_file = \"{file}\"\n")
+    };
+    check(
+        &site(&format!(
+            "{}{DEVICE}",
+            t("duty", "$CREDENTIALS_DIRECTORY/duty.token")
+        )),
+        &[],
+        &[],
+    );
+    let missing = creds.path().join("wall.token");
+    check(
+        &site(&format!(
+            "{}{}{DEVICE}",
+            t("duty", "${CREDENTIALS_DIRECTORY}/duty.token"),
+            t("wall", "${CREDENTIALS_DIRECTORY}/wall.token")
+        )),
+        &[],
+        &[&format!(
+            "http.tokens[1].token_file: cannot read ${{CREDENTIALS_DIRECTORY}}/wall.token ({})",
+            missing.display()
+        )],
+    );
+    std::env::remove_var("CREDENTIALS_DIRECTORY");
+}
