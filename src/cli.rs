@@ -99,6 +99,13 @@ enum Command {
         #[command(flatten)]
         args: crate::ops::RecordArgs,
     },
+    /// The operator audit log: list actions, verify the hash chain (offline with --database).
+    Audit {
+        #[command(flatten)]
+        target: crate::ops::Target,
+        #[command(subcommand)]
+        cmd: crate::ops::AuditCmd,
+    },
 }
 
 fn init_logging() {
@@ -140,6 +147,7 @@ pub fn main() -> ExitCode {
             Command::Record { target, args } => crate::ops::record(target, args).await,
             Command::Oncall { target, at } => crate::ops::oncall(target, at).await,
             Command::Notify { target, cmd } => crate::ops::notify(target, cmd).await,
+            Command::Audit { target, cmd } => crate::ops::audit(target, cmd).await,
             Command::Simulate {
                 config,
                 scenario,

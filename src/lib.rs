@@ -11,12 +11,14 @@
 //! - [`simulator`]: the simulated estate used by `demo`, tests and benchmarks;
 //! - [`alarms`]: rules, the alarm state machine, incidents, the SQLite store, the record;
 //! - [`notify`]: escalation, duty roster, channels, the durable outbox, acknowledge links;
+//! - [`audit`]: the hash-chained operator audit log in the state store;
 //! - [`ops`]: the operator CLI (alarms, incidents, record) over the HTTP API;
 //! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
 pub mod alarms;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -1,6 +1,7 @@
-//! Operator commands of the CLI (`propwatch alarms ...`, `incidents ...`, `record`): thin
-//! clients of a running daemon's HTTP API, so the CLI and the duty-room page act through the
-//! same checks and land on the same timeline.
+//! Operator commands of the CLI (`propwatch alarms ...`, `incidents ...`, `record`, `audit`):
+//! thin clients of a running daemon's HTTP API, so the CLI and the duty-room page act through
+//! the same checks and land on the same timeline. The one exception is
+//! `audit verify --database`, which checks a copy of the state store without a daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -618,6 +619,155 @@ pub async fn notify(t: Target, cmd: NotifyCmd) -> ExitCode {
                 json!({"people": person}),
             )
             .await
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Operator actions and refused attempts, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Start: YYYY-MM-DD (site time), RFC 3339 or unix ms (default: everything).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Recompute the hash chain; exit 1 if it is broken. With --database, offline on a copy of
+    /// the state store (no daemon needed); else through the daemon.
+    Verify {
+        /// The state store (SQLite file, e.g. an inspector's copy) to check offline.
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+}
+
+/// sysexits: cannot open the input.
+const EX_NOINPUT: u8 = 66;
+
+fn print_audit(list: &[Value]) {
+    if list.is_empty() {
+        println!("no entries");
+        return;
+    }
+    println!(
+        "{:>6}  {:<19} {:>3}  {:<22} {:<16} {:<12} {:<14} detail",
+        "id", "at", "", "action", "target", "actor", "token"
+    );
+    for e in list {
+        let detail = match &e["detail"] {
+            Value::Object(o) if o.is_empty() => String::new(),
+            d => d.to_string(),
+        };
+        println!(
+            "{:>6}  {:<19} {:>3}  {:<22} {:<16} {:<12} {:<14} {}",
+            e["id"].as_i64().unwrap_or(0),
+            time(&e["at"]),
+            e["outcome"]
+                .as_i64()
+                .map(|o| o.to_string())
+                .unwrap_or_default(),
+            e["action"].as_str().unwrap_or(""),
+            e["target"].as_str().unwrap_or("-"),
+            e["actor"].as_str().unwrap_or("?"),
+            e["token"].as_str().unwrap_or("-"),
+            detail
+        );
+    }
+}
+
+/// Print a verification (`GET /api/v1/audit/verify` or offline); true when intact.
+fn print_verification(v: &Value) -> bool {
+    let entries = v["entries"].as_u64().unwrap_or(0);
+    if v["ok"] == true {
+        match v["last_id"].as_i64() {
+            Some(last) => println!(
+                "audit log intact: {entries} entries, last #{last}, head {}",
+                v["head"].as_str().unwrap_or("")
+            ),
+            None => println!("audit log intact: no entries yet"),
+        }
+        return true;
+    }
+    let at = v["first_bad_id"]
+        .as_i64()
+        .map(|i| format!(" at entry #{i}"))
+        .unwrap_or_default();
+    println!(
+        "audit log BROKEN{at}: {} ({entries} entries)",
+        v["problem"].as_str().unwrap_or("")
+    );
+    if let Some(e) = v.get("first_bad").filter(|e| e.is_object()) {
+        println!("first bad entry as stored:");
+        println!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
+    }
+    false
+}
+
+pub async fn audit(t: Target, cmd: AuditCmd) -> ExitCode {
+    match cmd {
+        AuditCmd::List { limit, from, to } => {
+            let mut q = format!("?limit={limit}");
+            if let Some(f) = &from {
+                q.push_str(&format!("&from={}", urlencode(f)));
+            }
+            if let Some(x) = &to {
+                q.push_str(&format!("&to={}", urlencode(x)));
+            }
+            run_get(&t, &format!("/api/v1/audit{q}"), |v| {
+                print_audit(v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+            })
+            .await
+        }
+        AuditCmd::Verify {
+            database: Some(path),
+        } => match crate::audit::verify_file(&path) {
+            Ok(v) => {
+                let v = serde_json::to_value(&v).unwrap_or(Value::Null);
+                let ok = if t.json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    v["ok"] == true
+                } else {
+                    print_verification(&v)
+                };
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("propwatch: {e}");
+                ExitCode::from(EX_NOINPUT)
+            }
+        },
+        AuditCmd::Verify { database: None } => {
+            let c = match client(&t) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match c
+                .call(reqwest::Method::GET, "/api/v1/audit/verify", None)
+                .await
+            {
+                Ok(text) => {
+                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let ok = if t.json {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or(text));
+                        v["ok"] == true
+                    } else {
+                        print_verification(&v)
+                    };
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(f) => fail(f),
+            }
         }
     }
 }

@@ -220,6 +220,8 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// Requests refused by access control, by reason.
     pub http_refused: IntCounterVec,
+    /// Operator audit log entries that could not be written (the action stood).
+    pub audit_write_errors: IntCounter,
     pub events_dropped: IntCounter,
     pub cycle_duration: Histogram,
     pub mqtt_connected: IntGauge,
@@ -314,6 +316,10 @@ impl Telemetry {
             ),
             &["reason"],
         ));
+        let audit_write_errors = must(IntCounter::new(
+            "propwatch_audit_write_errors_total",
+            "Operator audit log entries that could not be written (the action itself stood).",
+        ));
         let events_dropped = must(IntCounter::new(
             "propwatch_events_dropped_total",
             "Source events that could not be delivered to the core (shutdown only).",
@@ -385,6 +391,7 @@ impl Telemetry {
             Box::new(core_queue_depth.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_refused.clone()),
+            Box::new(audit_write_errors.clone()),
             Box::new(events_dropped.clone()),
             Box::new(cycle_duration.clone()),
             Box::new(mqtt_connected.clone()),
@@ -419,6 +426,7 @@ impl Telemetry {
             core_queue_depth,
             http_requests,
             http_refused,
+            audit_write_errors,
             events_dropped,
             cycle_duration,
             mqtt_connected,

@@ -61,7 +61,21 @@ fn refuse(s: &AppState, status: StatusCode, reason: &str, message: String) -> Re
     r
 }
 
-pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// Which token authorised a request (None: open loopback, or none was valid). The guard puts
+/// it into the request's extensions and into the answer's, for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub token: Option<String>,
+}
+
+fn with_caller(mut r: Response, token: Option<&str>) -> Response {
+    r.extensions_mut().insert(Caller {
+        token: token.map(str::to_string),
+    });
+    r
+}
+
+pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if is_open(&path) {
         return next.run(req).await;
@@ -90,11 +104,14 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
     match (token, write) {
         (Some(t), true) if t.role == Role::Operator => {
             info!(token = %t.id, method = %req.method(), %path, "operator action");
-            next.run(req).await
+            req.extensions_mut().insert(Caller {
+                token: Some(t.id.clone()),
+            });
+            with_caller(next.run(req).await, Some(&t.id))
         }
         (Some(t), true) => {
             warn!(token = %t.id, method = %req.method(), %path, "refused: viewer token used to write");
-            refuse(
+            let r = refuse(
                 &s,
                 StatusCode::FORBIDDEN,
                 "viewer_write",
@@ -102,7 +119,8 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
                     "token {:?} may only read: this needs an operator token",
                     t.id
                 ),
-            )
+            );
+            with_caller(r, Some(&t.id))
         }
         (None, true) => {
             warn!(method = %req.method(), %path, "refused: write without a token");

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod alarms;
+mod audit;
 mod auth;
 mod notify;
 mod stream;
@@ -41,6 +42,10 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // the operator audit log: one per router, on the state store (see `audit`)
+    let audit_log = Arc::new(crate::audit::AuditLog::open(
+        &state.site.alarms.settings.database,
+    ));
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -54,12 +59,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/whoami", get(auth::whoami))
         .merge(alarms::routes())
         .merge(notify::routes())
+        .merge(audit::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        // outside the guard: its refusals are recorded too
+        .layer(axum::middleware::from_fn_with_state(
+            (state.clone(), audit_log.clone()),
+            audit::record,
+        ))
+        .layer(axum::Extension(audit_log))
+        .layer(axum::extract::DefaultBodyLimit::max(audit::BODY_LIMIT))
         .with_state(state)
 }
 

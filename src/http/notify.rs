@@ -346,7 +346,7 @@ async fn ack_submit(
             note: Some("通过消息中的确认链接 (acknowledge link)".into()),
         })
         .await;
-    match r {
+    let mut resp = match r {
         Ok(_) => page(
             StatusCode::OK,
             "已确认 Acknowledged",
@@ -365,5 +365,8 @@ async fn ack_submit(
             "确认失败",
             &format!("<p>{}</p>", esc(&e.message)),
         ),
-    }
+    };
+    // who acknowledged, for the audit log (the form carries no `by`)
+    resp.extensions_mut().insert(super::audit::Actor(by));
+    resp
 }
