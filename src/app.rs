@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -30,16 +30,54 @@ pub struct Daemon {
     http: tokio::task::JoinHandle<()>,
 }
 
+/// A reload request from the API: answered once the new config is checked (`Ok` with a
+/// summary: the reload goes ahead) or refused (`Err` with every problem).
+pub type ReloadRequest = oneshot::Sender<Result<String, Vec<String>>>;
+
+/// What a supervisor hands to each daemon generation.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Heartbeats shared across reloads (the watchdog reads them).
+    pub beats: Option<Arc<crate::service::Beats>>,
+    /// An already bound HTTP socket (kept open across reloads); default: bind `http.listen`.
+    pub listener: Option<std::net::TcpListener>,
+    /// Where `POST /api/v1/reload` sends its requests.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
 /// Start the daemon for `site`. Binds the HTTP endpoint first: an address in use fails here.
 pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
-    let telemetry = Arc::new(Telemetry::new());
-    let table = Arc::new(LiveTable::new(&site));
-    let listener = http::bind(site.http_listen).await.map_err(|e| {
+    start_with(site, StartOptions::default()).await
+}
+
+/// Bind `addr` for the HTTP endpoint, as a std socket a supervisor can keep across reloads.
+pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("cannot listen on {} (http.listen): {e}", site.http_listen),
+            format!("cannot listen on {addr} (http.listen): {e}"),
         )
     })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+pub async fn start_with(site: Arc<Site>, opts: StartOptions) -> std::io::Result<Daemon> {
+    let mut telemetry = Telemetry::new();
+    if let Some(b) = opts.beats {
+        telemetry.beats = b;
+    }
+    let telemetry = Arc::new(telemetry);
+    let table = Arc::new(LiveTable::new(&site));
+    let listener = match opts.listener {
+        Some(l) => tokio::net::TcpListener::from_std(l)?,
+        None => http::bind(site.http_listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (http.listen): {e}", site.http_listen),
+            )
+        })?,
+    };
     let http_addr = listener.local_addr()?;
     let clock = crate::alarms::Clock::new();
     let alarms = crate::alarms::Alarms::open(site.clone(), telemetry.clone(), clock)?;
@@ -55,6 +93,7 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
         started: Instant::now(),
         point_families: Arc::new(crate::sinks::prometheus::PointFamilies::new(&site)),
         shutdown: CancellationToken::new(),
+        reload: opts.reload,
     };
 
     // Bounded: if the core falls behind, sources wait (back-pressure) rather than buffer
@@ -200,4 +239,125 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// `propwatch run`: the daemon under a supervisor that speaks systemd's notify protocol and
+/// reloads the configuration on SIGHUP or `POST /api/v1/reload`.
+///
+/// A reload checks the file first: an invalid config is refused with every problem and the
+/// running daemon is untouched. A valid one stops the running daemon's insides (sources,
+/// core, sinks, alarm engine, notifier) and starts them on the new config. Alarm state, the
+/// timeline, the outbox and the InfluxDB spool live on disk, so nothing is lost; the HTTP
+/// socket stays open across the switch (requests wait in the backlog) unless `http.listen`
+/// changed. If the new config fails to start (a port, the state store), the old one is
+/// started again.
+pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::io::Result<()> {
+    use crate::service;
+    let beats = Arc::new(service::Beats::default());
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let mut listener = bind_std(site.http_listen)?;
+    let opts = |l: &std::net::TcpListener| -> std::io::Result<StartOptions> {
+        Ok(StartOptions {
+            beats: Some(beats.clone()),
+            listener: Some(l.try_clone()?),
+            reload: Some(reload_tx.clone()),
+        })
+    };
+    let mut current = site;
+    let mut daemon = start_with(current.clone(), opts(&listener)?).await?;
+    let watchdog_stop = CancellationToken::new();
+    tokio::spawn(service::watchdog(beats.clone(), watchdog_stop.clone()));
+    let summary = |s: &Site| {
+        format!(
+            "{}: {} device(s), {} point(s), {} rule(s)",
+            s.id,
+            s.devices.len(),
+            s.points.len(),
+            s.alarms.rules.len()
+        )
+    };
+    service::ready(&format!("running {}", summary(&current)));
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        #[cfg(unix)]
+        let hangup = hup.recv();
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let reply: Option<ReloadRequest> = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup => {
+                info!("SIGHUP received: reloading the configuration");
+                None
+            }
+            Some(r) = reload_rx.recv() => {
+                info!("reload requested over the API");
+                Some(r)
+            }
+        };
+        service::reloading();
+        let new = match crate::config::load(&path) {
+            Ok(s) => Arc::new(s),
+            Err(errors) => {
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "the new configuration is invalid; keeping the running one:\n{errors}"
+                );
+                if let Some(r) = reply {
+                    let _ = r.send(Err(errors.0.iter().map(|e| e.to_string()).collect()));
+                }
+                service::ready(&format!(
+                    "running {} (last reload refused: {} problem(s))",
+                    summary(&current),
+                    errors.0.len()
+                ));
+                continue;
+            }
+        };
+        // a new HTTP address is bound before anything stops, so a taken port refuses the
+        // reload instead of leaving the daemon deaf
+        let new_listener = if new.http_listen != current.http_listen {
+            match bind_std(new.http_listen) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused");
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(vec![e.to_string()]));
+                    }
+                    service::ready(&format!("running {}", summary(&current)));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(r) = reply {
+            let _ = r.send(Ok(summary(&new)));
+        }
+        daemon.stop(Duration::from_secs(10)).await;
+        if let Some(l) = new_listener {
+            listener = l;
+        }
+        match start_with(new.clone(), opts(&listener)?).await {
+            Ok(d) => {
+                info!(config = %summary(&new), "configuration reloaded");
+                daemon = d;
+                current = new;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the new configuration cannot start; starting the previous one again");
+                if new.http_listen != current.http_listen {
+                    listener = bind_std(current.http_listen)?;
+                }
+                daemon = start_with(current.clone(), opts(&listener)?).await?;
+            }
+        }
+        service::ready(&format!("running {}", summary(&current)));
+    }
+    service::stopping();
+    daemon.stop(Duration::from_secs(10)).await;
+    watchdog_stop.cancel();
+    Ok(())
 }

@@ -138,7 +138,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::CheckConfig { config } => check_config(&config),
             Command::Run { config } => match load(&config) {
-                Ok(site) => run(site).await,
+                Ok(site) => run(config, site).await,
                 Err(code) => code,
             },
             Command::Demo { config, scenario } => demo(config, scenario).await,
@@ -195,17 +195,14 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-async fn run(site: Arc<Site>) -> ExitCode {
-    let daemon = match crate::app::start(site).await {
-        Ok(d) => d,
+async fn run(path: PathBuf, site: Arc<Site>) -> ExitCode {
+    match crate::app::run_supervised(path, site).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "cannot start");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    crate::app::shutdown_signal().await;
-    daemon.stop(Duration::from_secs(10)).await;
-    ExitCode::SUCCESS
+    }
 }
 
 fn parse_peers(items: &[String]) -> Result<HashMap<String, String>, String> {

@@ -26,6 +26,7 @@ pub mod live;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod service;
 pub mod simulator;
 pub mod sinks;
 pub mod sources;

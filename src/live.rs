@@ -126,7 +126,19 @@ pub async fn run_core(
     for g in &up {
         g.set(0);
     }
-    while let Some(event) = rx.recv().await {
+    let beat = telemetry.beats.register("core");
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(1));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = heartbeat.tick() => {
+                beat.beat();
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        beat.beat();
         telemetry.core_queue_depth.set(rx.len() as i64);
         let timer = telemetry.cycle_duration.start_timer();
         match event {
@@ -199,5 +211,6 @@ pub async fn run_core(
         }
         timer.observe_duration();
     }
+    telemetry.beats.unregister("core");
     info!("core stopped: all sources closed");
 }

@@ -2,6 +2,7 @@
 //! sinks bump through small methods (so every counted event also has one place to log).
 //! Names follow `propwatch_<noun>_<unit>_total`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -204,6 +205,8 @@ impl AlarmMetrics {
 }
 
 pub struct Telemetry {
+    /// The main loops' heartbeats (shared across reloads; the watchdog reads them).
+    pub beats: Arc<crate::service::Beats>,
     pub influx: InfluxMetrics,
     pub alarms: AlarmMetrics,
     pub notify: NotifyMetrics,
@@ -412,6 +415,7 @@ impl Telemetry {
         }
         Self {
             influx: InfluxMetrics::new(&registry),
+            beats: Arc::new(crate::service::Beats::default()),
             alarms: AlarmMetrics::new(&registry),
             notify: NotifyMetrics::new(&registry),
             registry,

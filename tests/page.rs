@@ -86,11 +86,17 @@ impl Demo {
     }
 
     fn spawn(path: &Path, env: &[(String, String)]) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.with_file_name("daemon.log"))
+            .unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["demo", "--config"])
             .arg(path)
+            .env("RUST_LOG", "debug,rumqttd=off")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -111,6 +117,11 @@ impl Demo {
         self.kill();
         self.proc = Self::spawn(&self.path, &self.env);
         self.wait_ready().await;
+    }
+
+    /// What the daemon logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path.with_file_name("daemon.log")).unwrap_or_default()
     }
 
     fn url(&self, path: &str) -> String {
@@ -538,4 +549,13 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
         1.0
     );
     assert!(!m.contains(OPERATOR) && !m.contains(VIEWER));
+    // the log names tokens by id, never by secret (at debug level too)
+    let log = demo.log();
+    assert!(log.contains("refused: viewer token used to write"), "{log}");
+    assert!(log.contains("wall"), "the viewer token's id is logged");
+    assert!(log.contains("operator action"), "{log}");
+    assert!(
+        !log.contains(OPERATOR) && !log.contains(VIEWER),
+        "a secret in the log"
+    );
 }

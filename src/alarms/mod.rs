@@ -98,6 +98,8 @@ pub struct Alarms {
     engine: Engine,
     cmds: mpsc::Receiver<(Command, Reply)>,
     pub handle: AlarmHandle,
+    beat: crate::service::Beat,
+    beats: Arc<crate::service::Beats>,
 }
 
 impl Alarms {
@@ -113,6 +115,7 @@ impl Alarms {
         };
         let store = Store::open(path).map_err(io)?;
         let reader = Store::open(path).map_err(io)?;
+        let beats = telemetry.beats.clone();
         // every plan's series exist from the start, so increase()/rate() see the first alarm
         for plan in &site.alarms.plans {
             for sev in ["P1", "P2", "P3"] {
@@ -137,6 +140,8 @@ impl Alarms {
         .map_err(io)?;
         let (tx, cmds) = mpsc::channel(64);
         Ok(Self {
+            beat: beats.register("alarms"),
+            beats,
             engine,
             cmds,
             handle: AlarmHandle {
@@ -161,6 +166,8 @@ impl Alarms {
             mut engine,
             mut cmds,
             handle,
+            beat,
+            beats,
         } = self;
         let clock = handle.clock;
         drop(handle);
@@ -168,6 +175,7 @@ impl Alarms {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut notices_open = true;
         loop {
+            beat.beat();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -206,6 +214,7 @@ impl Alarms {
             }
         }
         engine.flush();
+        beats.unregister("alarms");
         info!(
             open_alarms = engine.open_alarm_count(),
             "alarm engine stopped"

@@ -39,6 +39,8 @@ pub struct AppState {
     pub notify: Option<crate::notify::NotifyHandle>,
     /// Fires when the endpoint shuts down (ends the event streams); `serve` sets it.
     pub shutdown: CancellationToken,
+    /// `POST /api/v1/reload` goes here (set under `propwatch run`).
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::app::ReloadRequest>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/points", get(points))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/reload", axum::routing::post(reload))
         .merge(alarms::routes())
         .merge(notify::routes())
         .merge(audit::routes())
@@ -136,11 +139,52 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `POST /api/v1/reload`: check the config file again and, if valid, restart the daemon's
+/// insides on it (202); an invalid config is refused with its problems (422) and the running
+/// one stays.
+async fn reload(State(s): State<AppState>) -> Response {
+    let Some(tx) = &s.reload else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "reload is available when running as `propwatch run`",
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    match answer.await {
+        Ok(Ok(summary)) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"reloading": true, "config": summary})),
+        )
+            .into_response(),
+        Ok(Err(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "error": "the new configuration is invalid; the running one stays",
+                "problems": problems,
+            })),
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    let stuck = s.telemetry.beats.stale(crate::service::STUCK_AFTER);
+    if !stuck.is_empty() {
+        let names: Vec<&str> = stuck.iter().map(|(n, _)| n.as_str()).collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stuck: {}\n", names.join(", ")),
+        )
+            .into_response();
+    }
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -295,7 +295,9 @@ impl Notifier {
             escalations = self.escalations.len(),
             "notifier started"
         );
+        let beat = self.telemetry.beats.register("notifier");
         loop {
+            beat.beat();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -308,6 +310,7 @@ impl Notifier {
             }
             self.step();
         }
+        self.telemetry.beats.unregister("notifier");
         workers.shutdown().await;
         info!("notifier stopped");
     }

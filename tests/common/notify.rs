@@ -193,6 +193,7 @@ impl Harness {
             alarms: handle.clone(),
             notify: Some(notify.clone()),
             shutdown: CancellationToken::new(),
+            reload: None,
         };
         let listener = propwatch::http::bind(http).await.expect("bind http");
         let s = stop.clone();
