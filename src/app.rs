@@ -298,9 +298,13 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
             }
         };
         service::reloading();
+        let signalled = reply.is_none();
         let new = match crate::config::load(&path) {
             Ok(s) => Arc::new(s),
             Err(errors) => {
+                if signalled {
+                    audit_reload(&current, 422, errors.0.len());
+                }
                 tracing::error!(
                     problems = errors.0.len(),
                     "the new configuration is invalid; keeping the running one:\n{errors}"
@@ -335,6 +339,8 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
         };
         if let Some(r) = reply {
             let _ = r.send(Ok(summary(&new)));
+        } else {
+            audit_reload(&current, 202, 0);
         }
         daemon.stop(Duration::from_secs(10)).await;
         if let Some(l) = new_listener {
@@ -360,4 +366,25 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
     daemon.stop(Duration::from_secs(10)).await;
     watchdog_stop.cancel();
     Ok(())
+}
+
+/// A reload by signal is an operator action too (an API reload is recorded by the HTTP
+/// audit middleware): who sent SIGHUP is not known, only that it came by signal.
+fn audit_reload(site: &Site, outcome: u16, problems: usize) {
+    let log = crate::audit::AuditLog::open(&site.alarms.settings.database);
+    let entry = crate::audit::NewEntry {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default(),
+        actor: Some("SIGHUP".into()),
+        token: None,
+        action: "reload".into(),
+        target: Some(format!("config/{}", site.source_file.display())),
+        detail: serde_json::json!({ "via": "signal", "problems": problems }),
+        outcome: Some(outcome),
+    };
+    if let Err(e) = log.append(&entry) {
+        warn!(error = %e, "cannot record the reload in the audit log");
+    }
 }

@@ -303,4 +303,30 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
         .await
         .unwrap();
     assert_eq!(after["incident"]["state"], "open");
+    // every reload is in the operator audit log, newest first: two over the API, two by signal
+    let audit = json(&format!("{base}/api/v1/audit?limit=50")).await.unwrap();
+    let reloads: Vec<(String, i64)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "reload")
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or("-").to_string(),
+                e["outcome"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reloads,
+        vec![
+            ("-".to_string(), 202),
+            ("-".to_string(), 422),
+            ("SIGHUP".to_string(), 422),
+            ("SIGHUP".to_string(), 202),
+        ],
+        "{audit}"
+    );
+    let verify = json(&format!("{base}/api/v1/audit/verify")).await.unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
 }
