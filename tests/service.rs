@@ -304,7 +304,9 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
         .unwrap();
     assert_eq!(after["incident"]["state"], "open");
     // every reload is in the operator audit log, newest first: two over the API, two by signal
-    let audit = json(&format!("{base}/api/v1/audit?limit=50")).await.unwrap();
+    let audit = json(&format!("{base}/api/v1/audit?limit=50"))
+        .await
+        .unwrap();
     let reloads: Vec<(String, i64)> = audit
         .as_array()
         .unwrap()
