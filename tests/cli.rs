@@ -5,34 +5,12 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write_site(dir: &Path, body: &str) -> std::path::PathBuf {
-    let profiles = dir.join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
-    }
-    let path = dir.join("site.toml");
-    std::fs::write(&path, body).unwrap();
-    path
-}
 
 #[test]
 fn check_config_reports_every_problem_and_exits_64() {
@@ -304,22 +282,11 @@ async fn metrics_pass_promtool_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_the_whole_estate_including_mqtt() {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
-    let (http, sim_http) = (free_port(), free_port());
-    for (from, to) in [
-        ("127.0.0.1:9780", http),
-        ("127.0.0.1:9781", sim_http),
-        ("127.0.0.1:15020", free_port()),
-        ("127.0.0.1:15021", free_port()),
-        ("127.0.0.1:15022", free_port()),
-        ("127.0.0.1:15023", free_port()),
-    ] {
-        assert!(text.contains(from), "demo.toml no longer has {from}");
-        text = text.replace(from, &format!("127.0.0.1:{to}"));
-    }
-    assert!(text.contains("port = 18830"));
-    text = text.replace("port = 18830", &format!("port = {}", free_port()));
-    let path = write_site(dir.path(), &text);
+    let DemoSite {
+        path,
+        http,
+        sim: sim_http,
+    } = demo_site(dir.path(), "");
     let _demo = Proc(
         Command::new(BIN)
             .args(["demo", "--config"])

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::services::{Influxd, Prometheus};
@@ -475,15 +475,6 @@ fn variable_references_are_found_and_substituted() {
 
 // ------------------------------------------------------------------ running the queries
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Regex-escape a value as Grafana does before putting it in a regex (`/^...$/` in InfluxQL,
 /// `=~"..."` in PromQL, where the backslash itself needs escaping inside the string).
 fn regex_escape(v: &str, influx: bool) -> String {
@@ -717,44 +708,15 @@ impl Checker<'_> {
 
 /// The demo site (config/demo.toml) on free ports, writing to InfluxDB, its state store in
 /// `dir`; returns the config path and the daemon's and the simulator's HTTP ports.
-fn demo_site(dir: &Path, influx_url: &str) -> (PathBuf, u16, u16) {
-    let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
-    let (http, sim_http) = (free_port(), free_port());
-    for (from, to) in [
-        ("127.0.0.1:9780", http),
-        ("127.0.0.1:9781", sim_http),
-        ("127.0.0.1:15020", free_port()),
-        ("127.0.0.1:15021", free_port()),
-        ("127.0.0.1:15022", free_port()),
-        ("127.0.0.1:15023", free_port()),
-    ] {
-        assert!(text.contains(from), "demo.toml no longer has {from}");
-        text = text.replace(from, &format!("127.0.0.1:{to}"));
-    }
-    assert!(text.contains("port = 18830"));
-    text = text.replace("port = 18830", &format!("port = {}", free_port()));
-    let db = "database = \"state/propwatch.db\"";
-    assert!(text.contains(db), "demo.toml's [alarms] database moved");
-    text = text.replace(
-        db,
+fn demo_with_influx(dir: &Path, influx_url: &str) -> (PathBuf, u16, u16) {
+    let d = demo_site(
+        dir,
         &format!(
-            "database = \"{}\"",
-            dir.join("state/propwatch.db").display()
+            "\n[influx]\napi = \"v1\"\nurl = \"{influx_url}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\nspool_dir = \"{}\"\n",
+            dir.join("spool").display()
         ),
     );
-    text.push_str(&format!(
-        "\n[influx]\napi = \"v1\"\nurl = \"{influx_url}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\nspool_dir = \"{}\"\n",
-        dir.join("spool").display()
-    ));
-    let profiles = dir.join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
-    }
-    let path = dir.join("site.toml");
-    std::fs::write(&path, text).unwrap();
-    (path, http, sim_http)
+    (d.path, d.http, d.sim)
 }
 
 async fn scenario(sim_http: u16, path: &str) {
@@ -785,7 +747,7 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
     }
     let influx = Influxd::start(&dir.path().join("influxdb"), free_port()).await;
     influx.query("", "CREATE DATABASE propwatch").await;
-    let (config, http, sim_http) = demo_site(&dir.path().join("site"), &influx.url());
+    let (config, http, sim_http) = demo_with_influx(&dir.path().join("site"), &influx.url());
     let prom = Prometheus::start(
         &dir.path().join("prometheus"),
         &[format!("127.0.0.1:{http}")],

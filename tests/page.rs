@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -22,15 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
 const DEADLINE: Duration = Duration::from_secs(60);
 const OPERATOR: &str = "operator-token-for-the-page-test";
 const VIEWER: &str = "viewer-token-for-the-page-test";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `propwatch demo` on a copy of the demo estate with free ports (and `extra` appended).
 struct Demo {
@@ -45,29 +36,7 @@ struct Demo {
 impl Demo {
     async fn start(extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let profiles = dir.path().join("profiles");
-        std::fs::create_dir_all(&profiles).unwrap();
-        for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
-            let p = entry.unwrap().path();
-            std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
-        }
-        let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
-        let (http, sim) = (free_port(), free_port());
-        for (from, to) in [
-            ("127.0.0.1:9780", http),
-            ("127.0.0.1:9781", sim),
-            ("127.0.0.1:15020", free_port()),
-            ("127.0.0.1:15021", free_port()),
-            ("127.0.0.1:15022", free_port()),
-            ("127.0.0.1:15023", free_port()),
-        ] {
-            assert!(text.contains(from), "demo.toml no longer has {from}");
-            text = text.replace(from, &format!("127.0.0.1:{to}"));
-        }
-        text = text.replace("port = 18830", &format!("port = {}", free_port()));
-        text.push_str(extra);
-        let path = dir.path().join("demo.toml");
-        std::fs::write(&path, text).unwrap();
+        let DemoSite { path, http, sim } = demo_site(dir.path(), extra);
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -15,26 +14,6 @@ use tokio::net::UnixDatagram;
 
 const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
 const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
 
 /// The simulator serves two lifts; the daemon's config may name one or both.
 fn simulator_site(a: &[std::net::SocketAddr]) -> String {
@@ -53,20 +32,6 @@ fn daemon_site(bus: std::net::SocketAddr, http: u16, both: bool, extra: &str) ->
     }
     s.push_str(extra);
     s
-}
-
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let profiles = dir.join("profiles");
-    if !profiles.exists() {
-        std::fs::create_dir_all(&profiles).unwrap();
-        for entry in std::fs::read_dir(repo().join("config/profiles")).unwrap() {
-            let p = entry.unwrap().path();
-            std::fs::copy(&p, profiles.join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    let path = dir.join("site.toml");
-    std::fs::write(&path, body).unwrap();
-    path
 }
 
 async fn json(url: &str) -> Option<Value> {
@@ -111,7 +76,7 @@ async fn readiness_watchdog_reload_and_stop_on_the_notify_socket() {
     let bus = bus.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
-    let config = write_config(dir.path(), &daemon_site(bus, http, false, ""));
+    let config = write_site(dir.path(), &daemon_site(bus, http, false, ""));
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let daemon = Proc(
@@ -177,7 +142,7 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
     let base = format!("http://127.0.0.1:{http}");
-    let config = write_config(dir.path(), &daemon_site(bus, http, false, ""));
+    let config = write_site(dir.path(), &daemon_site(bus, http, false, ""));
     let daemon = Proc(
         Command::new(BIN)
             .args(["run", "--config"])
@@ -217,7 +182,7 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
 
     // a device added and a rule added: SIGHUP
     let probe = "[[rules]]\nid = \"lift2_seen\"\nname = \"2号梯已接入 (reload probe)\"\nplan = \"equipment_fault\"\nseverity = \"P3\"\nwhen = \"lift_2.floor >= 0\"\n";
-    write_config(dir.path(), &daemon_site(bus, http, true, probe));
+    write_site(dir.path(), &daemon_site(bus, http, true, probe));
     daemon.signal("-HUP");
     wait_for("lift-2 polled after the reload", DEADLINE, || async {
         let v = json(&format!("{base}/api/v1/devices/lift-2")).await?;
@@ -285,7 +250,7 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
         assert_eq!(v["state"], "online", "{d} still polled: {v}");
     }
     // fixed and reloaded over the API: lift-2 removed, the incident still there
-    write_config(dir.path(), &daemon_site(bus, http, false, ""));
+    write_site(dir.path(), &daemon_site(bus, http, false, ""));
     let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/reload"))
         .send()

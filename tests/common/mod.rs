@@ -274,4 +274,7 @@ impl Drop for SimulatedSite {
     }
 }
 pub mod notify;
+pub mod procs;
+#[allow(unused_imports)]
+pub use procs::{copy_profiles, demo_site, write_site, DemoSite, Proc};
 pub mod services;
