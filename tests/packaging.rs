@@ -150,7 +150,9 @@ fn the_example_writes_only_where_the_unit_lets_it() {
     }
     // the service reads its config where the unit says
     for line in [
-        "ExecStartPre=/usr/bin/propwatch check-config --config /etc/propwatch/site.toml",
+        "ExecStartPre=-/usr/bin/propwatch check-config --config /etc/propwatch/site.toml",
+        "ExecReload=+/usr/bin/env CREDENTIALS_DIRECTORY=/etc/propwatch/credentials \
+         /usr/bin/propwatch check-config --config /etc/propwatch/site.toml",
         "ExecStart=/usr/bin/propwatch run --config /etc/propwatch/site.toml",
         "ConditionPathExists=/etc/propwatch/site.toml",
     ] {
