@@ -391,7 +391,12 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = format!("http://{}/", daemon.http_addr);
+    let scheme = if site.http_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}/", daemon.http_addr);
     println!();
     println!(
         "propwatch demo: {} ({} devices) from {}",

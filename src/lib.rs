@@ -7,6 +7,7 @@
 //! - [`live`]: the live point table and the core task applying samples to it;
 //! - [`sinks`]: outputs of the live picture (Prometheus exposition);
 //! - [`telemetry`]: the daemon's own metrics;
+//! - [`tls`]: the one TLS stack (rustls + ring): clients with a private CA, HTTPS serving;
 //! - [`http`]: `/metrics`, health, the status API and the duty-room page;
 //! - [`simulator`]: the simulated estate used by `demo`, tests and benchmarks;
 //! - [`alarms`]: rules, the alarm state machine, incidents, the SQLite store, the record;
@@ -31,3 +32,4 @@ pub mod simulator;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+pub mod tls;

@@ -24,6 +24,10 @@ pub struct Target {
     /// A file holding the API token (default: the PROPWATCH_TOKEN environment variable).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to trust for an https daemon; with --config, the certificates
+    /// of its `[http] tls_cert_file` are trusted as well.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn token(t: &Target) -> Result<Option<String>, String> {
@@ -157,9 +161,18 @@ pub struct RecordArgs {
 
 const EX_UNAVAILABLE: u8 = 69;
 
-fn base_url(t: &Target) -> Result<String, String> {
+/// The daemon's base URL and the certificates to trust beyond the public roots (`--ca-file`;
+/// with `--config` and `[http] tls_cert_file`: https, trusting that chain).
+fn base_url(t: &Target) -> Result<(String, Vec<reqwest::Certificate>), String> {
+    let mut trust = Vec::new();
+    if let Some(p) = &t.ca_file {
+        let pem = std::fs::read(p)
+            .map_err(|e| format!("cannot read the CA file {}: {e}\n", p.display()))?;
+        trust = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate file: {e}\n", p.display()))?;
+    }
     if let Some(u) = &t.url {
-        return Ok(u.trim_end_matches('/').to_string());
+        return Ok((u.trim_end_matches('/').to_string(), trust));
     }
     if let Some(c) = &t.config {
         let site = crate::config::load(c).map_err(|e| e.to_string())?;
@@ -167,9 +180,27 @@ fn base_url(t: &Target) -> Result<String, String> {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        return Ok(format!("http://{addr}"));
+        let Some(tls) = &site.http_tls else {
+            return Ok((format!("http://{addr}"), trust));
+        };
+        for c in &tls.certs {
+            trust.push(reqwest::Certificate::from_der(c).map_err(|e| e.to_string())?);
+        }
+        return Ok((format!("https://{addr}"), trust));
     }
-    Ok("http://127.0.0.1:9780".into())
+    Ok(("http://127.0.0.1:9780".into(), trust))
+}
+
+/// An error with its causes (a TLS failure says why: "invalid peer certificate: UnknownIssuer").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }
 
 struct Client {
@@ -198,7 +229,17 @@ impl Client {
             req = req.json(&b);
         }
         let resp = req.send().await.map_err(|e| {
-            Failure::Unreachable(format!("cannot reach the daemon at {}: {e}", self.base))
+            let hint = if self.base.starts_with("https:") && error_chain(&e).contains("certificate")
+            {
+                " (trust its CA with --ca-file)"
+            } else {
+                ""
+            };
+            Failure::Unreachable(format!(
+                "cannot reach the daemon at {}: {}{hint}",
+                self.base,
+                error_chain(&e)
+            ))
         })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -228,12 +269,14 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 fn client(t: &Target) -> Result<Client, ExitCode> {
-    match base_url(t).and_then(|base| Ok((base, token(t)?))) {
-        Ok((base, token)) => Ok(Client {
-            base,
-            http: reqwest::Client::new(),
-            token,
-        }),
+    let built = base_url(t).and_then(|(base, trust)| {
+        let b = trust
+            .into_iter()
+            .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c));
+        Ok((base, b.build().map_err(|e| format!("{e}\n"))?, token(t)?))
+    });
+    match built {
+        Ok((base, http, token)) => Ok(Client { base, http, token }),
         Err(e) => {
             eprint!("{e}");
             Err(ExitCode::from(64))

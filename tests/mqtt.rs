@@ -623,49 +623,9 @@ fn run(cmd: &mut Command) {
 async fn tls_with_a_ca_file_and_password_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // a CA and a server certificate for 127.0.0.1 (openssl from Debian)
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=propwatch test CA",
-        ])
-        .arg("-keyout")
-        .arg(d.join("ca.key"))
-        .arg("-out")
-        .arg(d.join("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(d.join("server.key"))
-        .arg("-out")
-        .arg(d.join("server.csr")));
-    std::fs::write(d.join("ext.cnf"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in")
-        .arg(d.join("server.csr"))
-        .arg("-CA")
-        .arg(d.join("ca.pem"))
-        .arg("-CAkey")
-        .arg(d.join("ca.key"))
-        .arg("-out")
-        .arg(d.join("server.pem"))
-        .arg("-extfile")
-        .arg(d.join("ext.cnf")));
+    // a CA and a server certificate for 127.0.0.1 (openssl from Debian): ca.pem,
+    // server.pem, server.key in d
+    common::tls::Pki::new(d);
     std::fs::write(d.join("passwd"), "").unwrap();
     run(Command::new("mosquitto_passwd")
         .args(["-b"])

@@ -76,6 +76,8 @@ pub struct Influx {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub spool_max_age: Duration,
+    /// A private CA trusted besides the public roots (`ca_file`).
+    pub ca: Option<super::tls::CaFile>,
 }
 
 impl std::fmt::Debug for Influx {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for Influx {
             )
             .field("url", &self.url)
             .field("spool_dir", &self.spool_dir)
+            .field("ca", &self.ca)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +215,10 @@ pub(super) fn compile(file: &Path, c: &raw::InfluxCfg, problems: &mut Problems) 
     if c.spool_max_age_hours == 0 {
         problems.add(file, "influx.spool_max_age_hours", "must be at least 1");
     }
+    let ca = c
+        .ca_file
+        .as_deref()
+        .and_then(|v| super::tls::load_ca(file, "influx.ca_file", v, problems));
     if problems.list.len() > before {
         return None;
     }
@@ -227,5 +234,6 @@ pub(super) fn compile(file: &Path, c: &raw::InfluxCfg, problems: &mut Problems) 
         spool_dir: file.parent().unwrap_or(Path::new(".")).join(&c.spool_dir),
         spool_max_bytes: c.spool_max_bytes,
         spool_max_age: Duration::from_secs(c.spool_max_age_hours * 3600),
+        ca,
     })
 }

@@ -7,6 +7,7 @@ pub mod influx;
 pub mod mqtt;
 pub mod notify;
 pub mod raw;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -63,6 +64,8 @@ pub struct Site {
     pub http_listen: SocketAddr,
     /// API tokens (`[[http.tokens]]`), kept as SHA-256 digests only.
     pub http_tokens: Vec<ApiToken>,
+    /// HTTPS for the endpoint (`[http] tls_cert_file` + `tls_key_file`).
+    pub http_tls: Option<tls::HttpTls>,
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
@@ -1105,6 +1108,12 @@ fn compile_site(
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
     let http_tokens = compile_tokens(file, &f.http.tokens, http_listen, problems);
+    let http_tls = tls::compile_http_tls(
+        file,
+        f.http.tls_cert_file.as_deref(),
+        f.http.tls_key_file.as_deref(),
+        problems,
+    );
     let simulator_http_listen = parse_listen(
         file,
         "simulator.http_listen",
@@ -1550,6 +1559,7 @@ fn compile_site(
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
         http_tokens,
+        http_tls,
         simulator_http_listen: simulator_http_listen?,
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
         connections,

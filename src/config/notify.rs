@@ -170,6 +170,10 @@ pub struct ChannelCfg {
     pub failover: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout: String,
+    /// A private CA (PEM) trusted for this channel's https URL, besides the public roots
+    /// (HTTP channels: webhook, wecom, dingtalk, feishu, sms, alertmanager).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     // -- webhook and sms
     #[serde(default)]
     pub method: Option<String>,
@@ -389,6 +393,9 @@ pub struct Channel {
     pub from: Option<String>,
     #[serde(with = "secs")]
     pub resend: Duration,
+    /// A private CA for the HTTP client of this channel (`ca_file`).
+    #[serde(skip)]
+    pub ca: Option<super::tls::CaFile>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -763,6 +770,21 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             Some(l) => parse_language(file, &key("language"), l, problems),
             None => Some(settings.language),
         };
+        let ca = match (&c.ca_file, kind) {
+            (None, _) => None,
+            (Some(_), ChannelKind::Email | ChannelKind::Log) => {
+                problems.add(
+                    file,
+                    key("ca_file"),
+                    format!(
+                        "ca_file is for the HTTP channels (webhook, wecom, dingtalk, feishu, sms, alertmanager), not {}",
+                        c.kind
+                    ),
+                );
+                None
+            }
+            (Some(v), _) => super::tls::load_ca(file, &key("ca_file"), v, problems),
+        };
         let method = c
             .method
             .clone()
@@ -800,6 +822,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 .as_ref()
                 .and_then(|r| dur(&key("resend"), r, problems))
                 .unwrap_or(Duration::from_secs(60)),
+            ca,
         });
     }
     for (i, c) in channels.iter().enumerate() {

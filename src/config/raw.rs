@@ -75,6 +75,12 @@ pub struct HttpSection {
     /// API tokens. Operators acknowledge, reset, shelve and resolve; viewers read.
     #[serde(default)]
     pub tokens: Vec<TokenCfg>,
+    /// HTTPS: the certificate chain (PEM), relative to the site file.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// HTTPS: its private key (PEM), read like a secret file.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for HttpSection {
@@ -82,6 +88,8 @@ impl Default for HttpSection {
         Self {
             listen: default_http_listen(),
             tokens: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -301,6 +309,9 @@ pub struct InfluxCfg {
     pub password_env: Option<String>,
     #[serde(default)]
     pub password_file: Option<String>,
+    /// A private CA (PEM) to trust for an https URL, besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// `ns`, `us`, `ms` or `s`.
     #[serde(default = "default_precision")]
     pub precision: String,

@@ -823,3 +823,191 @@ fn a_secret_file_may_name_a_systemd_credential() {
     );
     std::env::remove_var("CREDENTIALS_DIRECTORY");
 }
+
+/// A private CA, a server certificate it signed (127.0.0.1, localhost) and their keys, made
+/// with `openssl` (Debian's; scripts/test installs it) in `dir`.
+fn test_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is needed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    std::fs::write(dir.join("not-pem.txt"), "hello\n").unwrap();
+    std::fs::write(
+        dir.join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn tls_problems_are_all_reported_with_keys() {
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let f = |name: &str| pki.path().join(name).display().to_string();
+    let influx = |ca: &str| {
+        format!("[influx]\napi = \"v1\"\nurl = \"https://db.example:8086\"\ndatabase = \"propwatch\"\nca_file = \"{ca}\"\n")
+    };
+    let webhook = |kind: &str, ca: &str| {
+        format!("[[channels]]\nid = \"h\"\ntype = \"{kind}\"\nurl = \"https://hooks.example/x\"\nhost = \"smtp.example\"\nfrom = \"duty@example.com\"\nca_file = \"{ca}\"\n")
+    };
+    let https = |cert: &str, key: &str| {
+        let mut s = String::from("[http]\n");
+        if !cert.is_empty() {
+            s.push_str(&format!("tls_cert_file = \"{cert}\"\n"));
+        }
+        if !key.is_empty() {
+            s.push_str(&format!("tls_key_file = \"{key}\"\n"));
+        }
+        s
+    };
+    let missing = f("no-such.pem");
+    let cases: Vec<(String, Vec<String>)> = vec![
+        // valid: a CA for InfluxDB and for a channel, HTTPS with a matching key
+        (
+            site(&format!(
+                "{}{DEVICE}{}{}{LOG}{ROSTER}",
+                https(&f("server.pem"), &f("server.key")),
+                influx(&f("ca.pem")),
+                webhook("webhook", &f("ca.pem"))
+            )),
+            vec![],
+        ),
+        (
+            site(&format!("{DEVICE}{}", influx(&missing))),
+            vec![format!("influx.ca_file: cannot read {missing}")],
+        ),
+        (
+            site(&format!("{DEVICE}{}", influx(&f("not-pem.txt")))),
+            vec![format!("influx.ca_file: {}: no certificate in it", f("not-pem.txt"))],
+        ),
+        (
+            site(&format!("{DEVICE}{}", influx(&f("garbage.pem")))),
+            vec![format!(
+                "influx.ca_file: {}: certificate 1 is not a valid X.509 certificate",
+                f("garbage.pem")
+            )],
+        ),
+        (
+            site(&format!(
+                "{DEVICE}{}{LOG}{ROSTER}",
+                webhook("alertmanager", &missing)
+            )),
+            vec![format!("channels[0].ca_file: cannot read {missing}")],
+        ),
+        (
+            site(&format!(
+                "{DEVICE}{}{LOG}{ROSTER}",
+                webhook("sms", &f("not-pem.txt")).replace("host =", "body = \"{{ text }}\"\nhost =")
+            )),
+            vec!["channels[0].ca_file: ".to_string() + &f("not-pem.txt") + ": no certificate"],
+        ),
+        (
+            site(&format!(
+                "{DEVICE}{}{LOG}{ROSTER}",
+                webhook("email", &f("ca.pem")).replace("url = \"https://hooks.example/x\"\n", "")
+            )),
+            vec!["channels[0].ca_file: ca_file is for the HTTP channels (webhook, wecom, dingtalk, feishu, sms, alertmanager), not email".into()],
+        ),
+        (
+            site(&format!("{}{DEVICE}", https(&f("server.pem"), ""))),
+            vec!["http.tls_key_file: tls_cert_file needs tls_key_file".into()],
+        ),
+        (
+            site(&format!("{}{DEVICE}", https("", &f("server.key")))),
+            vec!["http.tls_cert_file: tls_key_file needs tls_cert_file".into()],
+        ),
+        (
+            site(&format!("{}{DEVICE}", https(&missing, &f("server.key")))),
+            vec![format!("http.tls_cert_file: cannot read {missing}")],
+        ),
+        (
+            site(&format!("{}{DEVICE}", https(&f("server.pem"), &missing))),
+            vec![format!("http.tls_key_file: cannot read {missing}")],
+        ),
+        (
+            site(&format!("{}{DEVICE}", https(&f("server.pem"), &f("server.pem")))),
+            vec![format!("http.tls_key_file: {}: no usable private key in it", f("server.pem"))],
+        ),
+        // the CA's key does not go with the server's certificate
+        (
+            site(&format!("{}{DEVICE}", https(&f("server.pem"), &f("ca.key")))),
+            vec![format!(
+                "http.tls_key_file: {} does not go with {}",
+                f("ca.key"),
+                f("server.pem")
+            )],
+        ),
+    ];
+    for (text, expected) in &cases {
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        check(text, &[], &expected);
+    }
+
+    // relative to the site file; the key is never in a message or the Debug output
+    let dir = profiles_dir(&[]);
+    let text = site(&format!("{}{DEVICE}", https("server.pem", "server.key")));
+    let site = from_str(&pki.path().join("site.toml"), &text, dir.path()).expect("valid");
+    let tls = site.http_tls.as_ref().expect("https configured");
+    assert_eq!(tls.certs.len(), 1);
+    assert_eq!(tls.cert_file, pki.path().join("server.pem"));
+    let key = std::fs::read_to_string(pki.path().join("server.key")).unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(!format!("{site:?}").contains(key_line));
+}

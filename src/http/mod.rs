@@ -78,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` fires.
+/// Serve until `shutdown` fires: HTTPS when the site has `[http] tls_cert_file`, else HTTP.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -86,6 +86,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut state = state;
     state.shutdown = shutdown.clone();
+    if let Some(tls) = state.site.http_tls.clone() {
+        return crate::tls::serve_https(listener, router(state), &tls, shutdown).await;
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

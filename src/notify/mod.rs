@@ -256,10 +256,23 @@ impl Notifier {
 
     /// Run the planner and one worker per channel until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("propwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        // one HTTP client per distinct private CA (`ca_file`); without one, the public roots
+        let mut clients: Vec<(Option<crate::config::tls::CaFile>, reqwest::Client)> = Vec::new();
+        let mut client_for = |ch: &Channel| -> reqwest::Client {
+            if let Some((_, c)) = clients.iter().find(|(ca, _)| ca.as_ref() == ch.ca.as_ref()) {
+                return c.clone();
+            }
+            let b = reqwest::Client::builder()
+                .user_agent(concat!("propwatch/", env!("CARGO_PKG_VERSION")));
+            let c = crate::tls::with_ca(b, ch.ca.as_ref())
+                .build()
+                .unwrap_or_else(|e| {
+                    error!(channel = %ch.id, error = %e, "cannot build the HTTP client with the channel's ca_file");
+                    reqwest::Client::default()
+                });
+            clients.push((ch.ca.clone(), c.clone()));
+            c
+        };
         let n = self.notify().clone();
         let mut workers = tokio::task::JoinSet::new();
         for ch in &n.channels {
@@ -273,7 +286,7 @@ impl Notifier {
                 handle: self.handle.clone(),
                 alarms: self.alarms.clone(),
                 telemetry: self.telemetry.clone(),
-                http: http.clone(),
+                http: client_for(ch),
                 window: VecDeque::new(),
                 failures: 0,
                 retry_at: None,

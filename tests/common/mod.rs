@@ -278,3 +278,4 @@ pub mod procs;
 #[allow(unused_imports)]
 pub use procs::{copy_profiles, demo_site, write_site, DemoSite, Proc};
 pub mod services;
+pub mod tls;

@@ -14,6 +14,8 @@ pub struct Influxd {
     child: Child,
     pub port: u16,
     conf: PathBuf,
+    /// Serving HTTPS with a certificate from this CA (PEM file).
+    ca: Option<PathBuf>,
 }
 
 impl Influxd {
@@ -21,8 +23,22 @@ impl Influxd {
         Self::start_with(dir, port, "").await
     }
 
+    /// HTTPS only, with the test PKI's server certificate.
+    pub async fn start_https(dir: &Path, port: u16, pki: &super::tls::Pki) -> Self {
+        let https = format!(
+            "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        );
+        Self::start_inner(dir, port, &https, Some(pki.ca.clone())).await
+    }
+
     /// `http_extra`: more lines for the `[http]` section.
     pub async fn start_with(dir: &Path, port: u16, http_extra: &str) -> Self {
+        Self::start_inner(dir, port, http_extra, None).await
+    }
+
+    async fn start_inner(dir: &Path, port: u16, http_extra: &str, ca: Option<PathBuf>) -> Self {
         let conf = dir.join("influxdb.conf");
         std::fs::write(
             &conf,
@@ -37,21 +53,37 @@ impl Influxd {
             child: spawn_influxd(&conf),
             port,
             conf,
+            ca,
         };
         me.wait_ready().await;
         me
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for this server (trusting its CA when it serves HTTPS).
+    fn client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
     }
 
     async fn wait_ready(&mut self) {
         let url = format!("{}/ping", self.url());
+        let client = self.client();
         wait_for("influxd ready", READY, || {
             let url = url.clone();
+            let client = client.clone();
             async move {
-                reqwest::get(&url)
+                client
+                    .get(&url)
+                    .send()
                     .await
                     .ok()
                     .filter(|r| r.status().as_u16() == 204)
@@ -81,7 +113,8 @@ impl Influxd {
 
     /// Run InfluxQL through `/query` (POST, as Grafana's InfluxQL data source does).
     pub async fn try_query(&self, db: &str, q: &str) -> Result<serde_json::Value, String> {
-        let r = reqwest::Client::new()
+        let r = self
+            .client()
             .post(format!("{}/query", self.url()))
             .query(&[("db", db), ("epoch", "ms")])
             .form(&[("q", q)])

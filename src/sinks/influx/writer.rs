@@ -3,6 +3,8 @@
 //!   (gzip on the wire);
 //! - v1 (`/write?db=&rp=`: InfluxDB 1.x) through reqwest, gzip by flate2.
 //!
+//! Both trust the public roots and the `ca_file` of `[influx]` (see `crate::tls`).
+//!
 //! Known limit: the influxdb2 crate hides response headers, so on the v2 path a 429's
 //! `Retry-After` cannot be read and the capped backoff applies; v1 honours it.
 
@@ -94,10 +96,12 @@ impl Writer {
                     query.push(("rp", rp.clone()));
                 }
                 Writer::V1 {
-                    http: reqwest::Client::builder()
-                        .timeout(cfg.timeout)
-                        .build()
-                        .map_err(|e| e.to_string())?,
+                    http: crate::tls::with_ca(
+                        reqwest::Client::builder().timeout(cfg.timeout),
+                        cfg.ca.as_ref(),
+                    )
+                    .build()
+                    .map_err(|e| e.to_string())?,
                     url: format!("{}/write", cfg.url),
                     query,
                     auth: username.clone().map(|u| (u, password.clone())),
@@ -109,7 +113,11 @@ impl Writer {
                 use influxdb2::api::write::TimestampPrecision as P;
                 // influxdb2's `gzip(x)` turns compression on whatever `x` is (0.5.2): call it
                 // only when wanted. It compresses at level 9 (not configurable).
-                let mut builder = influxdb2::ClientBuilder::new(&cfg.url, org, token);
+                // the crate's own reqwest (0.11) builder, with the private CA if any
+                let http =
+                    crate::tls::with_ca_011(reqwest011::ClientBuilder::new(), cfg.ca.as_ref());
+                let mut builder =
+                    influxdb2::ClientBuilder::with_builder(http, &cfg.url, org, token);
                 if cfg.gzip {
                     builder = builder.gzip(true);
                 }
