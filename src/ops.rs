@@ -229,16 +229,18 @@ impl Client {
             req = req.json(&b);
         }
         let resp = req.send().await.map_err(|e| {
-            let hint = if self.base.starts_with("https:") && error_chain(&e).contains("certificate")
-            {
+            let chain = error_chain(&e);
+            let hint = if chain.contains("CaUsedAsEndEntity") {
+                " (the daemon serves a CA certificate: give it a server certificate with \
+                 basicConstraints CA:FALSE, see the README's HTTPS section)"
+            } else if self.base.starts_with("https:") && chain.contains("certificate") {
                 " (trust its CA with --ca-file)"
             } else {
                 ""
             };
             Failure::Unreachable(format!(
-                "cannot reach the daemon at {}: {}{hint}",
-                self.base,
-                error_chain(&e)
+                "cannot reach the daemon at {}: {chain}{hint}",
+                self.base
             ))
         })?;
         let status = resp.status();
