@@ -486,6 +486,32 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
         .await
         .unwrap();
     assert_eq!(inc["incident"]["state"], "open");
+    // an oversize body is refused before any handler sees it
+    let big = format!("{{\"by\": \"{}\"}}", "x".repeat(100 * 1024));
+    let r = http
+        .post(demo.url(&format!("/api/v1/incidents/{id}/note")))
+        .bearer_auth(OPERATOR)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // hostile paths and methods get clear refusals, not the page or a crash
+    for (method, path, want) in [
+        ("GET", "/../../etc/passwd", 404),
+        ("GET", "/api/v1/incidents/1%00", 400),
+        ("GET", "/api/v1/incidents/99999999999999999999999", 400),
+        ("DELETE", "/api/v1/incidents/1", 401),
+        ("POST", "/api/v1/alarms/abc/ack", 401),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), demo.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {path}");
+    }
     assert_eq!(ack(Some(OPERATOR)).await.unwrap().status(), 200);
     // reads on loopback stay open; whoami tells the page what it may do
     let who: Value = http
@@ -499,12 +525,13 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
         .unwrap();
     assert_eq!(who["role"], "viewer");
     assert_eq!(who["token"], "wall");
-    // refusals are counted, and no secret is in the metrics
+    // refusals are counted (the ack, the DELETE and the POST without a token), and no
+    // secret is in the metrics
     let m = get_text(&demo.url("/metrics")).await.unwrap();
     let metrics = Metrics::parse(&m);
     assert_eq!(
         metrics.sum("propwatch_http_refused_total", &[("reason", "no_token")]),
-        1.0
+        3.0
     );
     assert_eq!(
         metrics.sum("propwatch_http_refused_total", &[("reason", "bad_token")]),
