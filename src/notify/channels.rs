@@ -30,6 +30,9 @@ pub struct Outgoing {
     /// The structured messages (webhook templates, `message` variable).
     pub messages: Value,
     pub site: String,
+    /// The outbox ids of the messages this request carries (one, or those of a summary):
+    /// delivery is at least once, so a receiver deduplicates by them.
+    pub outbox: Vec<i64>,
 }
 
 /// DingTalk: `urlencode(base64(HMAC-SHA256(key = secret, msg = timestamp + "\n" + secret)))`
@@ -226,6 +229,7 @@ fn template_vars(
     v.insert("site", json!(out.site));
     v.insert("people", json!(out.people));
     v.insert("message", out.messages.clone());
+    v.insert("outbox", json!(out.outbox));
     v.insert("token", json!(ch.token));
     v.insert("secret", json!(ch.secret));
     v.insert("timestamp", json!(now_ms / 1000));
@@ -250,6 +254,23 @@ fn environment() -> minijinja::Environment<'static> {
     env
 }
 
+/// A webhook's default body: the structured document, with the outbox ids to deduplicate by.
+fn webhook_document(out: &Outgoing) -> Value {
+    json!({
+        "site": out.site,
+        "kind": out.kind,
+        "incident": out.incident,
+        "severity": out.severity,
+        "plan": out.plan,
+        "title": out.headline,
+        "text": out.text,
+        "ack_url": out.ack_url,
+        "people": out.people,
+        "messages": out.messages,
+        "outbox": out.outbox,
+    })
+}
+
 /// Webhook and SMS: a templated request (default for webhooks: a JSON document).
 async fn templated(
     http: &reqwest::Client,
@@ -267,19 +288,7 @@ async fn templated(
     let url = parse_url(&render(ch.url.as_deref().unwrap_or_default())?)?;
     let body = match &ch.body {
         Some(t) => render(t)?,
-        None => serde_json::to_string(&json!({
-            "site": out.site,
-            "kind": out.kind,
-            "incident": out.incident,
-            "severity": out.severity,
-            "plan": out.plan,
-            "title": out.headline,
-            "text": out.text,
-            "ack_url": out.ack_url,
-            "people": out.people,
-            "messages": out.messages,
-        }))
-        .map_err(|e| e.to_string())?,
+        None => serde_json::to_string(&webhook_document(out)).map_err(|e| e.to_string())?,
     };
     let method = reqwest::Method::from_bytes(ch.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut req = http.request(method.clone(), url).timeout(ch.timeout);
@@ -380,5 +389,57 @@ mod tests {
         assert!(e.contains("19021"), "{e}");
         assert!(check_vendor(reqwest::StatusCode::BAD_GATEWAY, "").is_err());
         assert!(check_vendor(ok, "not json").is_ok());
+    }
+
+    fn outgoing(outbox: Vec<i64>) -> Outgoing {
+        Outgoing {
+            kind: "summary".into(),
+            incident: None,
+            severity: Some("P1".into()),
+            plan: None,
+            headline: "h".into(),
+            text: "t".into(),
+            people: Vec::new(),
+            ack_url: None,
+            messages: json!([]),
+            site: "s".into(),
+            outbox,
+        }
+    }
+
+    /// Delivery is at least once (a crash between the receiver's answer and the outbox
+    /// write sends again): a webhook receiver gets the outbox ids to deduplicate by, in the
+    /// default document and as the template variable `outbox`.
+    #[test]
+    fn webhook_carries_the_outbox_ids() {
+        let out = outgoing(vec![7, 9]);
+        assert_eq!(webhook_document(&out)["outbox"], json!([7, 9]));
+        let ch = Channel {
+            id: "hook".into(),
+            kind: ChannelKind::Webhook,
+            url: Some("http://127.0.0.1:9/hook".into()),
+            token: None,
+            secret: None,
+            markdown: false,
+            language: crate::config::notify::Language::Zh,
+            rate_limit: 0,
+            failover: None,
+            timeout: std::time::Duration::from_secs(1),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body: None,
+            content_type: None,
+            success: None,
+            host: None,
+            port: None,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: None,
+            resend: std::time::Duration::from_secs(60),
+            ca: None,
+        };
+        let vars = template_vars(&ch, &out, None, 0);
+        assert_eq!(vars["outbox"], json!([7, 9]));
     }
 }

@@ -1156,6 +1156,7 @@ impl Worker {
                 ack_url: link,
                 messages: json!([m.message]),
                 site,
+                outbox: vec![m.id],
             }
         } else {
             let overview = n.settings.public_url.as_ref().map(|u| format!("{u}/"));
@@ -1173,6 +1174,7 @@ impl Worker {
                 ack_url: overview,
                 messages: json!(msgs),
                 site,
+                outbox: batch.iter().map(|m| m.id).collect(),
             }
         }
     }
