@@ -9,9 +9,14 @@
 //! Alarm and incident events (the timeline) go to the measurement `alarm_events`: tags
 //! `site`, `kind` (`incident_opened`, `alarm_raised`, `alarm_acked`, `limit_overdue`, ...),
 //! `plan`, `severity`, `room`, `device` where known; fields `text`, `incident`, `alarm`,
-//! `notify`, `by`; the event's own time. Grafana uses it for annotations.
+//! `notify`, `by`; the event's own time. Grafana uses it for annotations. InfluxDB keeps one
+//! point per series and timestamp (the last written), and one evaluation step often writes
+//! several events of one series at the same instant (an incident's alarms acknowledged or
+//! back to normal together, incidents grouped under a root cause): [`EventStamps`] writes
+//! those one unit of the precision apart, so none is lost.
 
-use std::time::UNIX_EPOCH;
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
@@ -19,7 +24,29 @@ use crate::config::influx::Precision;
 use crate::config::Site;
 use crate::model::{Quality, Sample, Value};
 
+/// A sample's time in `precision` (whole units, rounded down), if InfluxDB can store it: its
+/// range is nanoseconds since 1970 in an i64 (1677-09-21 to 2262-04-11) less the two values
+/// it reserves. Outside it a line would be refused, or wrap to another time.
+fn timestamp(t: SystemTime, precision: Precision) -> Option<i64> {
+    let nanos = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).ok()?,
+        Err(e) => -i128::try_from(e.duration().as_nanos()).ok()?,
+    };
+    if nanos < i128::from(i64::MIN) + 2 || nanos > i128::from(i64::MAX) - 1 {
+        return None;
+    }
+    let unit: i128 = match precision {
+        Precision::Nanoseconds => 1,
+        Precision::Microseconds => 1_000,
+        Precision::Milliseconds => 1_000_000,
+        Precision::Seconds => 1_000_000_000,
+    };
+    i64::try_from(nanos.div_euclid(unit)).ok()
+}
+
 /// Append the good samples of `samples` as lines to `out`; returns the number of lines.
+/// A value that is not finite (the line protocol has no NaN or infinity; the sources refuse
+/// them already) and a sample whose time InfluxDB cannot store are left out.
 pub fn encode(site: &Site, samples: &[Sample], precision: Precision, out: &mut Vec<u8>) -> usize {
     let mut lines = 0;
     let mut i = 0;
@@ -43,14 +70,17 @@ pub fn encode(site: &Site, samples: &[Sample], precision: Precision, out: &mut V
         }
         let run = &samples[i..j];
         i = j;
+        let Some(ts) = timestamp(s.timestamp, precision) else {
+            continue;
+        };
         let mut fields = run.iter().filter_map(|s| match (s.quality, s.value) {
+            (Quality::Good, Some(Value::Num(n))) if !n.is_finite() => None,
             (Quality::Good, Some(v)) => Some((site.points[s.point as usize].id.as_str(), v)),
             _ => None,
         });
         let Some((first_key, first_value)) = fields.next() else {
             continue;
         };
-        let ts = precision.of(s.timestamp.duration_since(UNIX_EPOCH).unwrap_or_default());
         let mut b = LineProtocolBuilder::new_with(std::mem::take(out))
             .measurement(&device.profile.kind)
             .tag("device", &device.id)
@@ -76,14 +106,46 @@ pub fn encode(site: &Site, samples: &[Sample], precision: Precision, out: &mut V
     lines
 }
 
+/// The timestamps last written per `alarm_events` series (its tag values): an event of a
+/// series at or before the one written last (the same instant, or a burst already moved
+/// on) goes one unit of the precision after it. A clock that went back is taken as it is.
+/// As many entries as series (kinds x devices x plans), not events.
+#[derive(Debug, Default)]
+pub struct EventStamps {
+    /// series -> (the event's own timestamp, the timestamp written)
+    last: HashMap<String, (i64, i64)>,
+}
+
+impl EventStamps {
+    fn stamp(&mut self, series: String, ts: i64) -> i64 {
+        let written = match self.last.get(&series) {
+            Some(&(own, written)) if ts >= own && ts <= written => written + 1,
+            _ => ts,
+        };
+        self.last.insert(series, (ts, written));
+        written
+    }
+}
+
 /// Append one alarm/incident event as a line of `alarm_events`; returns 1.
 pub fn encode_event(
     site: &Site,
     e: &crate::alarms::EventRecord,
     precision: Precision,
+    stamps: &mut EventStamps,
     out: &mut Vec<u8>,
 ) -> usize {
     let ts = precision.of(std::time::Duration::from_millis(e.at.max(0) as u64));
+    let series = [
+        Some(e.kind.as_str()),
+        e.device.as_deref(),
+        e.plan.as_deref(),
+        e.room.as_deref(),
+        e.severity.map(|s| s.as_str()),
+    ]
+    .map(|t| t.unwrap_or(""))
+    .join("\u{1f}");
+    let ts = stamps.stamp(series, ts);
     let mut b = LineProtocolBuilder::new_with(std::mem::take(out))
         .measurement("alarm_events")
         .tag("kind", &e.kind);
@@ -208,6 +270,106 @@ mod tests {
             vec!["ua=-0.00125"]
         );
         assert_eq!(parsed[2].timestamp, Some(1_795_000_001_123));
+    }
+
+    fn event(id: i64, at: i64, kind: &str, device: Option<&str>) -> crate::alarms::EventRecord {
+        crate::alarms::EventRecord {
+            id,
+            at,
+            incident: Some(1),
+            alarm: Some(id),
+            kind: kind.into(),
+            by: None,
+            notify: false,
+            text: format!("event {id}"),
+            detail: serde_json::Value::Null,
+            plan: Some("entrapment".into()),
+            severity: None,
+            room: Some("r1".into()),
+            device: device.map(Into::into),
+        }
+    }
+
+    /// Found by scripts/soak: acknowledging an incident acknowledges its alarms in one step,
+    /// so several `alarm_acked` events of one device carry the same millisecond; InfluxDB
+    /// kept only the last of them. Each event of a series now gets its own timestamp.
+    #[test]
+    fn events_of_one_series_in_one_instant_get_distinct_timestamps() {
+        let (_d, site) = site();
+        let t = 1_795_000_000_123;
+        let events = [
+            event(1, t, "alarm_acked", Some("m1")),
+            event(2, t, "alarm_acked", Some("m1")),
+            event(3, t, "alarm_acked", Some("m2")), // another series: its own time
+            event(4, t, "alarm_acked", Some("m1")),
+            event(5, t + 1, "alarm_acked", Some("m1")), // the next ms: taken at ms precision
+            event(6, t + 10, "alarm_acked", Some("m1")), // later: as it is
+            event(7, t - 60_000, "alarm_acked", Some("m1")), // the clock went back: as it is
+        ];
+        for (p, unit) in [
+            (Precision::Milliseconds, 1),
+            (Precision::Nanoseconds, 1_000_000),
+        ] {
+            let mut stamps = EventStamps::default();
+            let mut out = Vec::new();
+            for e in &events {
+                encode_event(&site, e, p, &mut stamps, &mut out);
+            }
+            let text = String::from_utf8(out).unwrap();
+            let ts: Vec<i64> = influxdb_line_protocol::parse_lines(&text)
+                .map(|l| l.unwrap().timestamp.unwrap())
+                .collect();
+            let at = |ms: i64| ms * unit;
+            assert_eq!(
+                ts,
+                vec![
+                    at(t),
+                    at(t) + 1,
+                    at(t),
+                    at(t) + 2,
+                    if unit == 1 { at(t) + 3 } else { at(t + 1) },
+                    at(t + 10),
+                    at(t - 60_000)
+                ],
+                "{p:?}"
+            );
+        }
+    }
+
+    /// Found by fuzzing (fuzz target `line_protocol`): a NaN or infinite value was written
+    /// as `NaN`/`inf`, which no InfluxDB parses (the whole batch was refused); a time after
+    /// 2262 wrapped to a negative timestamp and one before 1970 became 0.
+    #[test]
+    fn non_finite_values_and_unstorable_times_are_left_out() {
+        let (_d, site) = site();
+        let t0 = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let samples = vec![
+            sample(0, Some(Value::Num(f64::NAN)), t0),
+            sample(1, Some(Value::Bool(true)), t0),
+            sample(2, Some(Value::Num(f64::INFINITY)), t0), // m2: nothing left, no line
+            sample(3, None, t0),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(encode(&site, &samples, Precision::Nanoseconds, &mut out), 1);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(" trip=true ") && !text.contains("NaN"), "{text}");
+
+        let far = UNIX_EPOCH + Duration::from_secs(300 * 366 * 86_400); // after 2262
+        let before = UNIX_EPOCH - Duration::from_millis(1_500); // 1969-12-31T23:59:58.5
+        for (t, p, want) in [
+            (far, Precision::Nanoseconds, None),
+            (far, Precision::Seconds, None),
+            (before, Precision::Milliseconds, Some(-1_500)),
+            (before, Precision::Seconds, Some(-2)),
+        ] {
+            let mut out = Vec::new();
+            let n = encode(&site, &[sample(0, Some(Value::Num(1.0)), t)], p, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let got = influxdb_line_protocol::parse_lines(&text)
+                .map(|l| l.unwrap().timestamp.unwrap())
+                .next();
+            assert_eq!((n, got), (usize::from(want.is_some()), want), "{p:?}: {text}");
+        }
     }
 
     #[test]

@@ -137,6 +137,7 @@ async fn encode_loop(
 ) {
     let mut body: Vec<u8> = Vec::new();
     let mut lines = 0u64;
+    let mut stamps = line::EventStamps::default();
     let mut tick = tokio::time::interval(cfg.batch_max_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flush = |body: &mut Vec<u8>, lines: &mut u64| {
@@ -159,7 +160,7 @@ async fn encode_loop(
         tokio::select! {
             ev = events.recv(), if events_open => match ev {
                 Ok(e) => {
-                    let n = line::encode_event(&site, &e, cfg.precision, &mut body) as u64;
+                    let n = line::encode_event(&site, &e, cfg.precision, &mut stamps, &mut body) as u64;
                     telemetry.influx.lines_encoded.inc_by(n);
                     lines += n;
                 }
