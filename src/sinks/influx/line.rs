@@ -352,7 +352,10 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(encode(&site, &samples, Precision::Nanoseconds, &mut out), 1);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(" trip=true ") && !text.contains("NaN"), "{text}");
+        assert!(
+            text.contains(" trip=true ") && !text.contains("NaN"),
+            "{text}"
+        );
 
         let far = UNIX_EPOCH + Duration::from_secs(300 * 366 * 86_400); // after 2262
         let before = UNIX_EPOCH - Duration::from_millis(1_500); // 1969-12-31T23:59:58.5
@@ -368,7 +371,11 @@ mod tests {
             let got = influxdb_line_protocol::parse_lines(&text)
                 .map(|l| l.unwrap().timestamp.unwrap())
                 .next();
-            assert_eq!((n, got), (usize::from(want.is_some()), want), "{p:?}: {text}");
+            assert_eq!(
+                (n, got),
+                (usize::from(want.is_some()), want),
+                "{p:?}: {text}"
+            );
         }
     }
 
