@@ -541,12 +541,22 @@ pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, Co
     compile(path, text, Some(profiles_dir))
 }
 
-/// Parse and compile; profiles come from `profiles_dir`, else from the file's own
-/// `profiles_dir` relative to it. Problems in the site file and in every profile are all
-/// collected before returning.
-fn compile(path: &Path, text: &str, profiles_dir: Option<&Path>) -> Result<Site, ConfigErrors> {
+/// Compile a site from TOML text with profiles given as `(file, text)` instead of read from a
+/// directory: the same compiler, no file system for the profiles (fuzzing, tools). Secret
+/// and certificate files named by the site are still read relative to `path`.
+pub fn from_texts(
+    path: &Path,
+    text: &str,
+    profiles: &[(PathBuf, String)],
+) -> Result<Site, ConfigErrors> {
     let mut problems = Problems { list: Vec::new() };
-    let site_file: Option<raw::SiteFile> = match toml::from_str(text) {
+    let site_file = parse_site(path, text, &mut problems);
+    let profiles = compile_profiles(profiles, &mut problems);
+    finish(path, site_file, &profiles, problems)
+}
+
+fn parse_site(path: &Path, text: &str, problems: &mut Problems) -> Option<raw::SiteFile> {
+    match toml::from_str(text) {
         Ok(f) => Some(f),
         Err(e) => {
             problems.add(
@@ -556,7 +566,28 @@ fn compile(path: &Path, text: &str, profiles_dir: Option<&Path>) -> Result<Site,
             );
             None
         }
-    };
+    }
+}
+
+fn finish(
+    path: &Path,
+    site_file: Option<raw::SiteFile>,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    mut problems: Problems,
+) -> Result<Site, ConfigErrors> {
+    let site = site_file.and_then(|f| compile_site(path, f, profiles, &mut problems));
+    match site {
+        Some(site) if problems.list.is_empty() => Ok(site),
+        _ => Err(ConfigErrors(problems.list)),
+    }
+}
+
+/// Parse and compile; profiles come from `profiles_dir`, else from the file's own
+/// `profiles_dir` relative to it. Problems in the site file and in every profile are all
+/// collected before returning.
+fn compile(path: &Path, text: &str, profiles_dir: Option<&Path>) -> Result<Site, ConfigErrors> {
+    let mut problems = Problems { list: Vec::new() };
+    let site_file = parse_site(path, text, &mut problems);
     let profiles_dir = match profiles_dir {
         Some(dir) => dir.to_path_buf(),
         None => path.parent().unwrap_or(Path::new(".")).join(
@@ -566,20 +597,15 @@ fn compile(path: &Path, text: &str, profiles_dir: Option<&Path>) -> Result<Site,
         ),
     };
     let profiles = load_profiles(&profiles_dir, &mut problems);
-    let site = site_file.and_then(|f| compile_site(path, f, &profiles, &mut problems));
-    match site {
-        Some(site) if problems.list.is_empty() => Ok(site),
-        _ => Err(ConfigErrors(problems.list)),
-    }
+    finish(path, site_file, &profiles, problems)
 }
 
 fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Arc<Profile>> {
-    let mut profiles = BTreeMap::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
             problems.add(dir, "", format!("cannot read profiles directory: {e}"));
-            return profiles;
+            return BTreeMap::new();
         }
     };
     let mut files: Vec<PathBuf> = entries
@@ -587,30 +613,39 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Arc<Pr
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    let mut seen_in: HashMap<String, PathBuf> = HashMap::new();
+    let mut texts = Vec::new();
     for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.add(&file, "", format!("cannot read: {e}"));
-                continue;
-            }
-        };
-        let parsed: raw::ProfileFile = match toml::from_str(&text) {
+        match std::fs::read_to_string(&file) {
+            Ok(t) => texts.push((file, t)),
+            Err(e) => problems.add(&file, "", format!("cannot read: {e}")),
+        }
+    }
+    compile_profiles(&texts, problems)
+}
+
+/// Compile profile files (in the order given); a duplicate id is a problem of the later file.
+fn compile_profiles(
+    texts: &[(PathBuf, String)],
+    problems: &mut Problems,
+) -> BTreeMap<String, Arc<Profile>> {
+    let mut profiles = BTreeMap::new();
+    let mut seen_in: HashMap<String, PathBuf> = HashMap::new();
+    for (file, text) in texts {
+        let parsed: raw::ProfileFile = match toml::from_str(text) {
             Ok(p) => p,
             Err(e) => {
                 problems.add(
-                    &file,
+                    file,
                     "",
                     format!("invalid TOML: {}", e.to_string().trim_end()),
                 );
                 continue;
             }
         };
-        if let Some(profile) = compile_profile(&file, parsed, problems) {
+        if let Some(profile) = compile_profile(file, parsed, problems) {
             if let Some(other) = seen_in.get(&profile.id) {
                 problems.add(
-                    &file,
+                    file,
                     "profile.id",
                     format!(
                         "duplicate profile id {:?} (also in {})",

@@ -1011,3 +1011,27 @@ fn tls_problems_are_all_reported_with_keys() {
     let key_line = key.lines().nth(1).unwrap();
     assert!(!format!("{site:?}").contains(key_line));
 }
+
+/// `from_texts` (the fuzz targets' way in) is the compiler `from_str` is: same site, same
+/// problems.
+#[test]
+fn profiles_given_as_texts_compile_as_files_do() {
+    let dir = profiles_dir(&[]);
+    let texts = vec![(dir.path().join("meter.toml"), PROFILE_OK.to_string())];
+    let a = from_str(Path::new("site.toml"), &site(DEVICE), dir.path()).unwrap();
+    let b = from_texts(Path::new("site.toml"), &site(DEVICE), &texts).unwrap();
+    assert_eq!(format!("{:?}", a.devices), format!("{:?}", b.devices));
+    let bad = site(&DEVICE.replace("profile = \"meter\"", "profile = \"nope\""));
+    let twice = vec![
+        texts[0].clone(),
+        (PathBuf::from("again.toml"), PROFILE_OK.to_string()),
+    ];
+    let e = from_texts(Path::new("site.toml"), &bad, &twice).unwrap_err();
+    let got: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("again.toml: profile.id: duplicate profile id \"meter\""),
+        "{got:?}"
+    );
+    assert!(got[1].contains("unknown profile \"nope\""), "{got:?}");
+}

@@ -35,6 +35,20 @@ impl fmt::Display for DecodeError {
     }
 }
 
+/// The payload of a reply as tokio-modbus hands it over. `Client::call` has already refused
+/// a reply whose function differs from the request's; anything else is an empty payload,
+/// which [`decode_read`] refuses as the wrong length.
+pub fn read_data(response: tokio_modbus::Response) -> ReadData {
+    use tokio_modbus::Response;
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => ReadData::Bits(bits),
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            ReadData::Words(words)
+        }
+        _ => ReadData::Words(Vec::new()),
+    }
+}
+
 /// Decode the points a read serves. Yields `(profile point index, value)`; the value is
 /// `None` when it decoded to NaN or infinity.
 pub fn decode_read(

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{Request, Response, Slave};
+use tokio_modbus::{Request, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -435,20 +435,7 @@ impl ConnectionPoller {
             Function::HoldingRegisters => Request::ReadHoldingRegisters(start, count),
             Function::InputRegisters => Request::ReadInputRegisters(start, count),
         };
-        let call = async {
-            ctx.call(request).await.map(|r| {
-                r.map(|response| match response {
-                    Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
-                        ReadData::Bits(bits)
-                    }
-                    Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
-                        ReadData::Words(words)
-                    }
-                    // call() rejects replies whose function differs from the request's
-                    _ => ReadData::Words(Vec::new()),
-                })
-            })
-        };
+        let call = async { ctx.call(request).await.map(|r| r.map(decode::read_data)) };
         let result = match timeout(deadline, call).await {
             Err(_) => Err((
                 "timeout",

@@ -231,7 +231,7 @@ impl MqttSource {
             .mqtt
             .as_ref()
             .map_or(usize::MAX, |b| b.max_payload_bytes);
-        if body.len() > max {
+        if payload::within_limit(body, max).is_err() {
             self.telemetry.mqtt_message(false);
             self.reject(
                 Rejection::Oversize,
@@ -263,21 +263,23 @@ impl MqttSource {
         let dev = &site.devices[device as usize];
         let m = dev.profile.mqtt.as_ref().expect("MQTT device");
         if is_will {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text == m.offline_payload {
-                self.telemetry.mqtt_message(true);
-                self.set_presence(device, false, Some("last will: offline".to_string()), None)
-                    .await;
-            } else if text == m.online_payload {
-                self.telemetry.mqtt_message(true);
-                if !retained {
-                    self.set_presence(device, true, None, Some(Instant::now()))
+            match payload::will(m, body) {
+                Ok(false) => {
+                    self.telemetry.mqtt_message(true);
+                    self.set_presence(device, false, Some("last will: offline".to_string()), None)
                         .await;
                 }
-            } else {
-                self.telemetry.mqtt_message(false);
-                self.reject(Rejection::BadWillPayload, topic, text);
+                Ok(true) => {
+                    self.telemetry.mqtt_message(true);
+                    if !retained {
+                        self.set_presence(device, true, None, Some(Instant::now()))
+                            .await;
+                    }
+                }
+                Err(r) => {
+                    self.telemetry.mqtt_message(false);
+                    self.reject(r, topic, String::from_utf8_lossy(body).trim());
+                }
             }
             return;
         }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::mqtt::MqttProfile;
 use crate::config::{JsonKind, PointSource, Profile};
 use crate::model::Value;
 
@@ -57,6 +58,30 @@ pub struct Decoded {
     pub timestamp: Option<SystemTime>,
     /// The timestamp field was present but unusable.
     pub bad_timestamp: bool,
+}
+
+/// Refuse a payload over `max` bytes before looking at it (our limit, not rumqttc's packet
+/// limit, which would drop the connection).
+pub fn within_limit(payload: &[u8], max: usize) -> Result<(), Rejection> {
+    if payload.len() > max {
+        Err(Rejection::Oversize)
+    } else {
+        Ok(())
+    }
+}
+
+/// A message on a device's will topic: `Ok(true)` online, `Ok(false)` offline (compared
+/// after trimming white space; invalid UTF-8 is replaced, so it matches neither).
+pub fn will(m: &MqttProfile, payload: &[u8]) -> Result<bool, Rejection> {
+    let text = String::from_utf8_lossy(payload);
+    let text = text.trim();
+    if text == m.offline_payload {
+        Ok(false)
+    } else if text == m.online_payload {
+        Ok(true)
+    } else {
+        Err(Rejection::BadWillPayload)
+    }
 }
 
 /// Decode `payload` for `profile`. Fields the payload does not carry are skipped: devices
