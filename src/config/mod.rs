@@ -524,6 +524,21 @@ fn valid_id(id: &str) -> bool {
 
 const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ - .";
 
+/// What is wrong with `s` as an InfluxDB measurement or tag (a profile's `kind`, a device's
+/// `tags`): the line protocol has no empty names, no way to write a newline or other control
+/// character, and servers disagree on an escaped backslash (a trailing one is refused).
+fn influx_name_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        Some("must not be empty (InfluxDB has no empty measurement or tag)")
+    } else if s.contains('\\') {
+        Some("must not contain a backslash (InfluxDB servers read an escaped one differently)")
+    } else if s.chars().any(char::is_control) {
+        Some("must not contain control characters (a newline would end the InfluxDB line)")
+    } else {
+        None
+    }
+}
+
 /// Load and compile the site config at `path` (profiles from its `profiles_dir`).
 pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -682,6 +697,9 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
     let before = problems.list.len();
     if !valid_id(&p.profile.id) {
         problems.add(file, "profile.id", format!("{:?} {ID_RULE}", p.profile.id));
+    }
+    if let Some(why) = influx_name_problem(&p.profile.kind) {
+        problems.add(file, "profile.kind", format!("{:?} {why}", p.profile.kind));
     }
     let default_order = ByteOrder::parse(&p.profile.byte_order).unwrap_or_else(|| {
         problems.add(
@@ -1491,6 +1509,24 @@ fn compile_site(
                     format!("{key}.offline_after_failures"),
                     "must be at least 1",
                 );
+            }
+            for (k, v) in &d.tags {
+                if ["device", "profile", "room", "site"].contains(&k.as_str()) {
+                    problems.add(
+                        file,
+                        format!("{key}.tags.{k}"),
+                        format!("{k:?} is a tag propwatch sets itself"),
+                    );
+                }
+                for (what, text) in [("key", k), ("value", v)] {
+                    if let Some(why) = influx_name_problem(text) {
+                        problems.add(
+                            file,
+                            format!("{key}.tags.{k}"),
+                            format!("the tag {what} {text:?} {why}"),
+                        );
+                    }
+                }
             }
             let (Some(profile), true) = (profile, d.enabled) else {
                 continue;

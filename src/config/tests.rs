@@ -1012,6 +1012,62 @@ fn tls_problems_are_all_reported_with_keys() {
     assert!(!format!("{site:?}").contains(key_line));
 }
 
+/// Found by fuzzing (fuzz target `line_protocol`): device tags and a profile's `kind` go into
+/// InfluxDB's line protocol as tags and the measurement; an empty one, a backslash or a
+/// control character made lines no server parses (the batch went to the dead-letter file),
+/// and a tag named like one propwatch sets itself wrote that tag twice.
+#[test]
+fn tags_and_kinds_must_be_writable_to_influxdb() {
+    let tags = |t: &str| site(&DEVICE.replace("unit_id = 1", &format!("unit_id = 1\ntags = {t}")));
+    let key = "rooms[0].devices[0].tags";
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (tags(r#"{ "楼栋" = "3 栋,东", "a=b c" = "x\"y" }"#), vec![]),
+        (
+            tags(r#"{ "" = "x" }"#),
+            vec![format!("{key}.: the tag key \"\" must not be empty")],
+        ),
+        (
+            tags(r#"{ "k" = "" }"#),
+            vec![format!("{key}.k: the tag value \"\" must not be empty")],
+        ),
+        (
+            tags(r#"{ "k" = "a\\" }"#),
+            vec![format!(
+                "{key}.k: the tag value \"a\\\\\" must not contain a backslash"
+            )],
+        ),
+        (
+            tags(r#"{ "k\n" = "v" }"#),
+            vec![format!(
+                "{key}.k\n: the tag key \"k\\n\" must not contain control characters"
+            )],
+        ),
+        (
+            tags(r#"{ "site" = "other" }"#),
+            vec![format!(
+                "{key}.site: \"site\" is a tag propwatch sets itself"
+            )],
+        ),
+    ];
+    for (text, expected) in cases {
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        check(&text, &[], &expected);
+    }
+    for (kind, want) in [
+        ("", "must not be empty"),
+        ("power\\meter", "must not contain a backslash"),
+        ("meter\r", "must not contain control characters"),
+    ] {
+        let p = format!(
+            "[profile]\nid = \"p2\"\nkind = {kind:?}\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"u16\"\n"
+        );
+        let e = profile_from_str(Path::new("p2.toml"), &p).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "profile.kind");
+        assert!(e.0[0].message.contains(want), "{kind:?}: {e}");
+    }
+}
+
 /// `from_texts` (the fuzz targets' way in) is the compiler `from_str` is: same site, same
 /// problems.
 #[test]
