@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notify::routes())
         .merge(audit::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -111,6 +112,43 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         }),
     )
         .into_response()
+}
+
+/// Every error under `/api/` is `{"error": ...}`, also the ones axum answers by itself in
+/// plain text or with an empty body (a method the route does not take: 405, with its `Allow`;
+/// a query or path its extractor refuses: 400): the CLI and the page read `error`. Found by
+/// fuzzing (`fuzz/`, target `http_api`).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+        false => text,
+    };
+    let mut r = error(status, message);
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
 }
 
 async fn not_found() -> Response {
@@ -394,5 +432,62 @@ async fn points(State(s): State<AppState>, Query(q): Query<PointsQuery>) -> Resp
             None => error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
         },
         None => Json(point_dtos(&s, None)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn ask(app: &Router, method: &str, uri: &str) -> (StatusCode, Option<String>, String) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, allow, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Found by fuzzing (`http_api`): axum's own refusals (405 with an empty body, a query
+    /// or path it cannot deserialize: 400 in plain text) were not the API's JSON errors.
+    #[tokio::test]
+    async fn axum_refusals_under_the_api_are_json_errors() {
+        #[derive(Deserialize)]
+        struct Q {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        let app = Router::new()
+            .route("/api/v1/q", get(|Query(_q): Query<Q>| async { "ok" }))
+            .route("/api/v1/p/{n}", get(|Path(_n): Path<u8>| async { "ok" }))
+            .route("/metrics", get(|| async { "ok" }))
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn(json_errors));
+        for (method, uri, want, allow) in [
+            ("POST", "/api/v1/q?n=1", 405, Some("GET,HEAD")),
+            ("GET", "/api/v1/q?n=x", 400, None),
+            ("GET", "/api/v1/p/300", 400, None),
+            ("GET", "/api/v1/nope", 404, None),
+        ] {
+            let (status, got_allow, body) = ask(&app, method, uri).await;
+            assert_eq!(status.as_u16(), want, "{method} {uri}: {body}");
+            assert_eq!(got_allow.as_deref(), allow, "{method} {uri}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+        }
+        assert_eq!(ask(&app, "GET", "/api/v1/q?n=1").await.2, "ok");
+        // outside the API (the scrape endpoint, the page, links) answers stay as they are
+        let (status, _, body) = ask(&app, "POST", "/metrics").await;
+        assert_eq!((status.as_u16(), body.as_str()), (405, ""));
     }
 }
