@@ -346,8 +346,7 @@ impl Engine {
                         .rule_errors
                         .with_label_values(&[rule.key.as_str()])
                         .inc();
-                    let last = self.error_logged.get(&r).copied().unwrap_or(i64::MIN);
-                    if now_ms - last > 60_000 {
+                    if error_log_due(self.error_logged.get(&r).copied(), now_ms) {
                         self.error_logged.insert(r, now_ms);
                         warn!(rule = %rule.key, error = %e, when = %rule.when_text, "rule evaluation failed; the alarm holds its state (logged once a minute)");
                     }
@@ -1786,4 +1785,29 @@ pub fn system_ms(t: std::time::SystemTime) -> i64 {
 #[allow(dead_code)]
 fn _severity_order_is_p1_first() {
     debug_assert!(Severity::P1 < Severity::P2);
+}
+
+/// Whether a rule's evaluation error is logged now: the first one, then once a minute.
+fn error_log_due(last_logged_ms: Option<i64>, now_ms: i64) -> bool {
+    last_logged_ms.is_none_or(|last| now_ms.saturating_sub(last) > 60_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (fuzz target `http_api`): "never logged" was `i64::MIN`, and
+    /// `now - i64::MIN` overflowed on a rule's first evaluation error: the alarm task
+    /// panicked where overflow is checked, and elsewhere the subtraction wrapped negative, so
+    /// no evaluation error was ever logged.
+    #[test]
+    fn the_first_rule_error_is_logged_then_once_a_minute() {
+        let now = 1_795_000_000_000;
+        assert!(error_log_due(None, now));
+        assert!(error_log_due(None, i64::MIN));
+        assert!(!error_log_due(Some(now), now + 60_000));
+        assert!(error_log_due(Some(now), now + 60_001));
+        assert!(!error_log_due(Some(now), now - 5_000)); // the clock went back
+        assert!(error_log_due(Some(i64::MIN), i64::MAX));
+    }
 }
