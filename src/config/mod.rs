@@ -700,6 +700,15 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
     }
     if let Some(why) = influx_name_problem(&p.profile.kind) {
         problems.add(file, "profile.kind", format!("{:?} {why}", p.profile.kind));
+    } else if p.profile.kind.starts_with('#') {
+        problems.add(
+            file,
+            "profile.kind",
+            format!(
+                "{:?} must not start with # (InfluxDB would take its lines for comments)",
+                p.profile.kind
+            ),
+        );
     }
     let default_order = ByteOrder::parse(&p.profile.byte_order).unwrap_or_else(|| {
         problems.add(

@@ -1057,6 +1057,8 @@ fn tags_and_kinds_must_be_writable_to_influxdb() {
         ("", "must not be empty"),
         ("power\\meter", "must not contain a backslash"),
         ("meter\r", "must not contain control characters"),
+        // found by fuzzing: a line that starts with # is a comment, silently skipped
+        ("#meter", "must not start with #"),
     ] {
         let p = format!(
             "[profile]\nid = \"p2\"\nkind = {kind:?}\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\ntype = \"u16\"\n"
