@@ -547,3 +547,112 @@ poll_interval_ms = 200
     daemon.stop(Duration::from_secs(5)).await;
     stop.cancel();
 }
+
+/// `PUT /devices/{id}/points/{point}` holds a point over the dynamics until `DELETE`: the
+/// daemon polls the forced value, a dynamics step does not move it, bad requests are refused
+/// with a reason and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_point_reaches_the_daemon_and_holds_until_released() {
+    let estate = SimulatedSite::start(4, estate_toml, &[]).await;
+    let (site, sim) = (estate.site.clone(), estate.sim.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_http = listener.local_addr().unwrap();
+    let stop = estate.stop.clone();
+    tokio::spawn(propwatch::simulator::http::serve(
+        listener,
+        sim.clone(),
+        stop,
+    ));
+    let daemon = propwatch::app::start(site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    let client = reqwest::Client::new();
+    let url = |dev: &str, point: &str| format!("http://{sim_http}/devices/{dev}/points/{point}");
+
+    let before = sim.value("lift-2", "floor").unwrap();
+    let forced = if before == 17.0 { 16.0 } else { 17.0 };
+    let r = client
+        .put(url("lift-2", "floor"))
+        .json(&serde_json::json!({ "value": forced }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["served"], serde_json::json!(forced));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let at = v["changed_at_ms"].as_u64().unwrap();
+    assert!(
+        at <= now_ms && now_ms - at < 60_000,
+        "changed_at_ms {at} vs now {now_ms}"
+    );
+    wait_for("the daemon polls the forced floor", DEADLINE, || async {
+        (metrics(addr).await?.point("lift-2", "floor")? == forced).then_some(())
+    })
+    .await;
+    sim.tick(1.0);
+    sim.tick(1.0);
+    assert_eq!(
+        sim.value("lift-2", "floor"),
+        Some(forced),
+        "held over the dynamics"
+    );
+    let list: serde_json::Value = client
+        .get(format!("http://{sim_http}/forced"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["forced"],
+        serde_json::json!([{ "device": "lift-2", "point": "floor", "value": forced }])
+    );
+
+    // refused, each with a reason, and the forced value stays
+    for (dev, point, body, status) in [
+        ("lift-2", "floor", r#"{"value": 40000}"#, 422), // i16
+        ("lift-2", "floor", r#"{"value": "x"}"#, 400),
+        ("lift-2", "floor", "not json", 400),
+        ("lift-9", "floor", r#"{"value": 1}"#, 404),
+        ("lift-2", "no_such_point", r#"{"value": 1}"#, 404),
+    ] {
+        let r = client
+            .put(url(dev, point))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{dev}/{point} {body}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(e["error"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+    }
+    assert_eq!(sim.value("lift-2", "floor"), Some(forced));
+    let r = client
+        .put(url("lift-2", "floor"))
+        .body(r#"{"value": 1e999}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "an infinite value is refused");
+    assert_eq!(sim.value("lift-2", "floor"), Some(forced));
+
+    // released: the model's value again after a step
+    let r: serde_json::Value = client
+        .delete(url("lift-2", "floor"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["was_forced"], true);
+    sim.tick(0.1);
+    assert_ne!(sim.value("lift-2", "floor"), Some(forced), "released");
+    daemon.stop(Duration::from_secs(5)).await;
+}

@@ -57,6 +57,8 @@ pub struct SimDevice {
     json: serde_json::Value,
     state: dynamics::ModelState,
     garbage_toggle: bool,
+    /// Points held at a value over the dynamics (`PUT /devices/{id}/points/{point}`).
+    forced: Vec<(usize, f64)>,
 }
 
 impl SimDevice {
@@ -86,6 +88,26 @@ impl SimDevice {
     pub fn set_bool(&mut self, point: &str, value: bool) {
         self.set(point, f64::from(u8::from(value)));
     }
+
+    /// Write the forced points again, after the dynamics have moved.
+    fn apply_forced(&mut self) {
+        let profile = self.profile.clone();
+        for k in 0..self.forced.len() {
+            let (i, v) = self.forced[k];
+            if let Some(p) = profile.points.get(i) {
+                self.write(p, v);
+            }
+        }
+    }
+}
+
+/// Why a point cannot be forced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForceError {
+    UnknownDevice,
+    UnknownPoint,
+    /// The value does not fit the point (not finite, or out of its register's range).
+    BadValue(String),
 }
 
 pub struct Simulator {
@@ -122,6 +144,7 @@ impl Simulator {
                 image: image::RegisterImage::default(),
                 json: serde_json::Value::Object(Default::default()),
                 garbage_toggle: false,
+                forced: Vec::new(),
             };
             dynamics::step(&mut dev, &[], 0.0, 0.0);
             devices.push(dev);
@@ -152,6 +175,7 @@ impl Simulator {
             let active: Vec<&ActiveScenario> =
                 scenarios.iter().filter(|s| s.applies_to(dev)).collect();
             dynamics::step(dev, &active, dt, now);
+            dev.apply_forced();
         }
     }
 
@@ -236,6 +260,69 @@ impl Simulator {
             d.read(p)
         })
         .flatten()
+    }
+
+    /// Hold a point at an engineering value over the dynamics and scenarios until
+    /// [`Simulator::release`]: what an integrator does to try a rule end to end. The value is
+    /// served from the next request on; returns the wall-clock time of the change (benchmarks
+    /// measure alarm latency from it).
+    pub fn force(
+        &self,
+        device: &str,
+        point: &str,
+        value: f64,
+    ) -> Result<std::time::SystemTime, ForceError> {
+        if !value.is_finite() {
+            return Err(ForceError::BadValue(format!(
+                "{value} is not a finite number"
+            )));
+        }
+        self.with_device(device, |d| {
+            let profile = d.profile.clone();
+            let (i, p) = profile.point(point).ok_or(ForceError::UnknownPoint)?;
+            d.write(p, value);
+            let served = d.read(p);
+            let fits = served.is_some_and(|s| {
+                // what the register can carry: a scaled or float point reads back close to it
+                (s - value).abs() <= 1e-6_f64.max(value.abs() * 1e-6) + p.scale.abs()
+            });
+            if !fits {
+                d.apply_forced(); // undo: the dynamics' value or the earlier forced one
+                return Err(ForceError::BadValue(format!(
+                    "{value} does not fit point {point} (it would read back as {})",
+                    served.map_or("nothing".to_string(), |s| s.to_string())
+                )));
+            }
+            d.forced.retain(|&(j, _)| j != i);
+            d.forced.push((i, value));
+            Ok(std::time::SystemTime::now())
+        })
+        .ok_or(ForceError::UnknownDevice)?
+    }
+
+    /// Let a forced point follow the dynamics again; whether it was forced.
+    pub fn release(&self, device: &str, point: &str) -> Result<bool, ForceError> {
+        self.with_device(device, |d| {
+            let profile = d.profile.clone();
+            let (i, _) = profile.point(point).ok_or(ForceError::UnknownPoint)?;
+            let before = d.forced.len();
+            d.forced.retain(|&(j, _)| j != i);
+            Ok(d.forced.len() != before)
+        })
+        .ok_or(ForceError::UnknownDevice)?
+    }
+
+    /// The forced points of every device: (device, point, value).
+    pub fn forced(&self) -> Vec<(String, String, f64)> {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices
+            .iter()
+            .flat_map(|d| {
+                d.forced.iter().filter_map(|&(i, v)| {
+                    Some((d.id.clone(), d.profile.points.get(i)?.id.clone(), v))
+                })
+            })
+            .collect()
     }
 
     /// Freeze the dynamics of one device at its current values (tests compare exact values).
