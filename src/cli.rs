@@ -189,6 +189,19 @@ fn check_config(path: &Path) -> ExitCode {
                 site.notify.as_ref().map_or(0, |n| n.channels.len()),
                 site.notify.as_ref().map_or(0, |n| n.roster.roles.len())
             );
+            // the floor of each RTU line's poll cycle, and whether the bus can keep up
+            for conn in &site.connections {
+                let devices = conn.devices.iter().map(|&d| {
+                    let d = &site.devices[d as usize];
+                    (d.reads.as_slice(), d.poll_interval)
+                });
+                if let Some(floor) = crate::sources::modbus::line::cycle_floor(conn, devices) {
+                    println!("  {}", floor.describe(conn, conn.devices.len()));
+                    if let Some(w) = floor.warning(conn) {
+                        eprintln!("{}: warning: {w}", path.display());
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

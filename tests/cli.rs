@@ -75,6 +75,58 @@ fn check_config_accepts_the_demo_estate() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ok: site \"lvyuan\""), "{text}");
+    // one line per RTU connection (the demo has two RTU-over-TCP buses), none for TCP
+    assert_eq!(
+        text.matches("device turnaround not included").count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("connection \"lift-bus\" (rtu_over_tcp, 9600 baud, 11-bit characters)"),
+        "{text}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn check_config_warns_when_an_rtu_line_cannot_keep_up() {
+    // ten DTSU666 meters on one 9600-baud line: 40 reads, 1040 frame bytes, at least
+    // 1352.1 ms a cycle. Polled every 1 s that is 135 % of the line: a warning, not an error.
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = String::from(
+        "[site]\nid = \"m\"\n[[connections]]\nid = \"meters\"\ntransport = \"rtu\"\nserial_port = \"/dev/null\"\nbaud_rate = 9600\nparity = \"even\"\n[[rooms]]\nid = \"r\"\n",
+    );
+    for unit in 1..=10 {
+        site.push_str(&format!(
+            "[[rooms.devices]]\nid = \"m{unit}\"\nprofile = \"chnt-dtsu666\"\nconnection = \"meters\"\nunit_id = {unit}\npoll_interval_ms = 1000\n"
+        ));
+    }
+    let path = write_site(dir.path(), &site);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("40 Modbus read(s) per full poll cycle"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "connection \"meters\" (rtu, 9600 baud, 11-bit characters): one poll of its 10 device(s) takes at least 1352.1 ms on the line: 40 transaction(s), 1040 frame bytes (1191.7 ms), 40 x 4.01 ms silence"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: connection \"meters\": the poll intervals of its devices ask for 135 % of the line"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the bus cannot keep up"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

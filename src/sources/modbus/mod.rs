@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod decode;
+pub mod line;
 pub mod plan;
 mod transport;
 
@@ -467,16 +468,7 @@ fn bad(point: u32, at: SystemTime) -> Sample {
 /// The Modbus RTU inter-frame silence: 3.5 character times, fixed at 1.75 ms above 19200 baud
 /// (Modbus over Serial Line V1.02, 2.5.1.1).
 pub fn rtu_silence(conn: &Connection) -> Duration {
-    let (baud, bits) = match &conn.transport {
-        crate::config::Transport::Rtu(s) => {
-            let parity = u32::from(s.parity != crate::config::Parity::None);
-            (
-                s.baud_rate,
-                1 + u32::from(s.data_bits) + parity + u32::from(s.stop_bits),
-            )
-        }
-        _ => (conn.baud_rate, 11),
-    };
+    let (baud, bits) = (line::baud_rate(conn), line::bits_per_char(conn));
     if baud > 19_200 {
         Duration::from_micros(1750)
     } else {
