@@ -349,8 +349,21 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
     assert_eq!(sms["PhoneNumbers"], "13800000001");
     let param: Value = serde_json::from_str(sms["TemplateParam"].as_str().unwrap()).unwrap();
     assert!(param["title"].as_str().unwrap().contains("设备故障"));
-    // the timeline has every send, failure and the failover
-    let timeline = h.handle.read(|s| s.events_of_incident(inc)).unwrap();
+    // the timeline has every send, failure and the failover (a send is on the timeline once
+    // the worker has the answer, so after the receiver saw it: wait for it)
+    let sent_everywhere = |t: &[propwatch::alarms::EventRecord]| {
+        ["wecom", "dingtalk", "feishu", "webhook", "sms"]
+            .iter()
+            .all(|c| {
+                t.iter()
+                    .any(|e| e.kind == "notification_sent" && e.detail["channel"] == *c)
+            })
+    };
+    let timeline = wait_for("every send on the timeline", DEADLINE, || async {
+        let t = h.handle.read(|s| s.events_of_incident(inc)).unwrap();
+        sent_everywhere(&t).then_some(t)
+    })
+    .await;
     let has = |kind: &str, channel: &str| {
         timeline
             .iter()

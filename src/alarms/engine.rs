@@ -133,6 +133,10 @@ pub struct Engine {
     store: Store,
     unflushed: Vec<Write>,
     events_tx: broadcast::Sender<Arc<EventRecord>>,
+    /// Events announced on `events_tx` by the next `flush`, after their write: a subscriber
+    /// (the notifier) reads the timeline from the store when told, so telling it before the
+    /// commit made it find nothing and wait for its next poll (up to 500 ms of alarm latency).
+    unsent: Vec<Arc<EventRecord>>,
     insts: Vec<Inst>,
     /// Rules to evaluate when a device's samples arrive.
     by_device: Vec<Vec<usize>>,
@@ -242,6 +246,7 @@ impl Engine {
             telemetry,
             store,
             unflushed: Vec::new(),
+            unsent: Vec::new(),
             events_tx,
             insts,
             by_device,
@@ -792,7 +797,7 @@ impl Engine {
         };
         self.next_event += 1;
         self.unflushed.push(Write::Event(e.clone()));
-        let _ = self.events_tx.send(Arc::new(e));
+        self.unsent.push(Arc::new(e));
     }
 
     /// Devices whose outage the incident stands for (its own plan's alarms).
@@ -1724,7 +1729,17 @@ impl Engine {
 
     /// Write this step's changes in one transaction. On failure they are kept (bounded) and
     /// retried with the next step; the engine keeps working from memory.
+    /// Write what changed to the state store, then announce the new events (also when the
+    /// write failed: the page and InfluxDB take them from the announcement; the notifier
+    /// finds them once the write succeeds).
     pub fn flush(&mut self) {
+        self.write_unflushed();
+        for e in self.unsent.drain(..) {
+            let _ = self.events_tx.send(e);
+        }
+    }
+
+    fn write_unflushed(&mut self) {
         if self.unflushed.is_empty() {
             return;
         }
@@ -1809,5 +1824,103 @@ mod tests {
         assert!(error_log_due(Some(now), now + 60_001));
         assert!(!error_log_due(Some(now), now - 5_000)); // the clock went back
         assert!(error_log_due(Some(i64::MIN), i64::MAX));
+    }
+
+    /// An event is announced only once it is in the store: the notifier reads the timeline
+    /// from the store when told, and used to be told before the write, find nothing and wait
+    /// for its next poll (up to 500 ms more alarm latency; seen in the scale benchmark).
+    #[test]
+    fn events_are_announced_after_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = r#"
+[profile]
+id = "t"
+name = "t"
+kind = "test"
+
+[[points]]
+id = "fault"
+function = 1
+address = 0
+type = "bool"
+
+[[rules]]
+id = "fault"
+name = "fault"
+plan = "equipment_fault"
+when = "fault"
+"#;
+        let site = format!(
+            r#"
+[site]
+id = "s"
+name = "s"
+
+[alarms]
+database = "{}/state.db"
+
+[[connections]]
+id = "c"
+transport = "tcp"
+address = "127.0.0.1:1502"
+
+[[rooms]]
+id = "r"
+name = "r"
+kind = "other"
+
+[[rooms.devices]]
+id = "d"
+profile = "t"
+connection = "c"
+unit_id = 1
+"#,
+            dir.path().display()
+        );
+        let site = crate::config::from_texts(
+            &dir.path().join("site.toml"),
+            &site,
+            &[(dir.path().join("profiles/t.toml"), profile.to_string())],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let site = Arc::new(site);
+        let db = dir.path().join("state.db");
+        let (tx, mut rx) = broadcast::channel(64);
+        let now = 1_795_000_000_000;
+        let mut engine = Engine::new(
+            site.clone(),
+            Arc::new(Telemetry::new()),
+            Store::open(&db).unwrap(),
+            tx,
+            now,
+        )
+        .unwrap();
+        let table = crate::live::LiveTable::new(&site);
+        table.set_point(
+            0,
+            Some(crate::model::Value::Bool(true)),
+            crate::model::Quality::Good,
+            std::time::SystemTime::now(),
+        );
+        engine.refresh(&table, None);
+        engine.evaluate(now, None);
+        assert!(
+            matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Empty)),
+            "nothing announced before the write"
+        );
+        engine.flush();
+        let reader = Store::open(&db).unwrap();
+        let stored: Vec<i64> = reader
+            .events_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let mut announced = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            announced.push(e.id);
+        }
+        assert!(!announced.is_empty(), "the raise was announced");
+        assert_eq!(announced, stored, "every announced event is in the store");
     }
 }
