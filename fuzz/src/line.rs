@@ -228,7 +228,7 @@ fn expected(site: &Site, samples: &[Sample], precision: Precision) -> Vec<Line> 
             .filter(|s| s.quality == Quality::Good)
             .filter_map(|s| {
                 s.value
-                    .map(|v| (site.points[s.point as usize].id.clone(), v))
+                    .map(|v| (site.points[s.point as usize].id.to_string(), v))
             })
             .filter(|(_, v)| !matches!(v, Value::Num(x) if !x.is_finite()))
             .collect();

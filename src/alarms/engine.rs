@@ -681,7 +681,7 @@ impl Engine {
                         self.site.devices[point.device as usize].id, point.id
                     )
                 } else {
-                    point.id.clone()
+                    point.id.to_string()
                 };
                 if let Some(v) = &self.point_vals[p as usize] {
                     let v = match v {

@@ -301,7 +301,9 @@ pub struct Point {
     pub device: DeviceId,
     /// Index in the device profile's `points`.
     pub profile_point: usize,
-    pub id: String,
+    /// The profile point's id, shared by every device of the profile (100,000 points of
+    /// 2,000 devices hold 50 ids, not 100,000 strings).
+    pub id: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -1335,6 +1337,7 @@ fn compile_site(
     let mut rooms = Vec::new();
     let mut devices: Vec<Device> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
+    let mut point_ids: HashMap<String, Vec<Arc<str>>> = HashMap::new();
     let mut room_ids: HashSet<&str> = HashSet::new();
     let mut device_ids: HashMap<&str, String> = HashMap::new();
     let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
@@ -1542,12 +1545,19 @@ fn compile_site(
             };
             let index = devices.len() as DeviceId;
             let first_point = points.len() as PointId;
-            for (pi, pp) in profile.points.iter().enumerate() {
+            let ids = point_ids.entry(profile.id.clone()).or_insert_with(|| {
+                profile
+                    .points
+                    .iter()
+                    .map(|pp| Arc::<str>::from(pp.id.as_str()))
+                    .collect::<Vec<_>>()
+            });
+            for (pi, id) in ids.iter().enumerate() {
                 points.push(Point {
                     index: points.len() as PointId,
                     device: index,
                     profile_point: pi,
-                    id: pp.id.clone(),
+                    id: id.clone(),
                 });
             }
             let limits = connection
@@ -1596,6 +1606,9 @@ fn compile_site(
             });
         }
     }
+    // kept for the daemon's life: no spare capacity (1.4 MB at 100,000 points)
+    points.shrink_to_fit();
+    devices.shrink_to_fit();
     let alarms = if problems.list.len() > before {
         None
     } else {

@@ -351,7 +351,7 @@ fn point_dto(s: &AppState, states: &[crate::live::PointState], index: usize) -> 
         _ => None,
     };
     PointDto {
-        id: p.id.clone(),
+        id: p.id.to_string(),
         name: pp.name.clone(),
         device: d.id.clone(),
         unit: pp.unit.clone(),

@@ -83,7 +83,7 @@ fn snapshot(site: &Site, table: &LiveTable, nb: &Northbound) -> Vec<Message> {
                         Value::Bool(b) => json!(b),
                         Value::Num(n) => json!(n),
                     };
-                    points.insert(p.id.clone(), json!({ "value": value, "unit": unit }));
+                    points.insert(p.id.to_string(), json!({ "value": value, "unit": unit }));
                     latest = latest.max(st.timestamp);
                 }
                 if points.is_empty() {

@@ -75,7 +75,7 @@ pub fn encode(site: &Site, samples: &[Sample], precision: Precision, out: &mut V
         };
         let mut fields = run.iter().filter_map(|s| match (s.quality, s.value) {
             (Quality::Good, Some(Value::Num(n))) if !n.is_finite() => None,
-            (Quality::Good, Some(v)) => Some((site.points[s.point as usize].id.as_str(), v)),
+            (Quality::Good, Some(v)) => Some((&*site.points[s.point as usize].id, v)),
             _ => None,
         });
         let Some((first_key, first_value)) = fields.next() else {
