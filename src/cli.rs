@@ -193,7 +193,7 @@ fn check_config(path: &Path) -> ExitCode {
             for conn in &site.connections {
                 let devices = conn.devices.iter().map(|&d| {
                     let d = &site.devices[d as usize];
-                    (d.reads.as_slice(), d.poll_interval)
+                    (&d.reads[..], d.poll_interval)
                 });
                 if let Some(floor) = crate::sources::modbus::line::cycle_floor(conn, devices) {
                     println!("  {}", floor.describe(conn, conn.devices.len()));

@@ -81,7 +81,7 @@ fn check_site(site: &Site) {
         }
         let conn = d.connection.map(|c| &site.connections[c]);
         let mut served = vec![0u32; d.profile.points.len()];
-        for read in &d.reads {
+        for read in d.reads.iter() {
             let limits = conn.expect("a device with reads has a connection").limits;
             let max = if read.function.is_bit_access() {
                 limits.max_bits

@@ -292,7 +292,8 @@ pub struct Device {
     pub first_point: PointId,
     pub point_count: u32,
     /// The coalesced reads; `Read::points` index the profile's points.
-    pub reads: Vec<Read>,
+    /// The planned reads, shared by the devices of one profile on like connections.
+    pub reads: Arc<[Read]>,
 }
 
 #[derive(Debug, Clone)]
@@ -1338,6 +1339,7 @@ fn compile_site(
     let mut devices: Vec<Device> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
     let mut point_ids: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+    let mut plans: HashMap<(String, Limits), Arc<[plan::Read]>> = HashMap::new();
     let mut room_ids: HashSet<&str> = HashSet::new();
     let mut device_ids: HashMap<&str, String> = HashMap::new();
     let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
@@ -1572,19 +1574,26 @@ fn compile_site(
                     .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
                 ..limits
             };
-            // plan the Modbus points; `Read::points` index the profile's points
-            let (point_of_span, spans): (Vec<usize>, Vec<Span>) = profile
-                .points
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
-                .unzip();
-            let mut reads = plan::plan(&spans, &profile.blocks, &limits);
-            for r in &mut reads {
-                for p in &mut r.points {
-                    *p = point_of_span[*p];
-                }
-            }
+            // plan the Modbus points; `Read::points` index the profile's points. One plan per
+            // profile and limits, shared by its devices.
+            let reads = plans
+                .entry((profile.id.clone(), limits))
+                .or_insert_with(|| {
+                    let (point_of_span, spans): (Vec<usize>, Vec<Span>) = profile
+                        .points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
+                        .unzip();
+                    let mut reads = plan::plan(&spans, &profile.blocks, &limits);
+                    for r in &mut reads {
+                        for p in &mut r.points {
+                            *p = point_of_span[*p];
+                        }
+                    }
+                    reads.into()
+                })
+                .clone();
             if let Some(ci) = connection {
                 connections[ci].devices.push(index);
             }
