@@ -164,18 +164,42 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .http_requests
         .with_label_values(&["/metrics", "2xx"])
         .inc();
-    let body = crate::sinks::prometheus::render(
-        &s.site,
-        &s.point_families,
-        &s.table,
-        &s.telemetry.registry,
+    // the daemon's own metrics, then the points in chunks of POINTS_PER_CHUNK, each rendered
+    // when the connection takes it: at 100,000 points the whole text is ~10 MB
+    const POINTS_PER_CHUNK: usize = 2000;
+    let head = crate::sinks::prometheus::render_registry(&s.telemetry.registry);
+    let (site, families, table) = (s.site.clone(), s.point_families.clone(), s.table.clone());
+    let points = futures::stream::unfold(
+        Some(crate::sinks::prometheus::Cursor::default()),
+        move |at| {
+            let (site, families, table) = (site.clone(), families.clone(), table.clone());
+            async move {
+                // never an empty chunk (points without a good value render nothing)
+                let mut at = at?;
+                let mut out = String::with_capacity(POINTS_PER_CHUNK * 100);
+                loop {
+                    let next = families.render_chunk(&site, &table, at, POINTS_PER_CHUNK, &mut out);
+                    match next {
+                        _ if !out.is_empty() => {
+                            return Some((Ok::<_, std::convert::Infallible>(out), next))
+                        }
+                        Some(n) => at = n,
+                        None => return None,
+                    }
+                }
+            }
+        },
+    );
+    let body = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::convert::Infallible>(head) }),
+        points,
     );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        body,
+        axum::body::Body::from_stream(body),
     )
         .into_response()
 }
