@@ -121,13 +121,32 @@ retry_max = "1s"
         (!alerts.iter().any(is_ours)).then_some(())
     })
     .await;
-    let rows = h.outbox(inc);
-    let am: Vec<_> = rows.iter().filter(|m| m.channel == "am").collect();
+    // Alertmanager may answer the resolving POST before the daemon has recorded it as
+    // sent: wait for the outbox to settle, then check what it holds.
+    let am_rows = || {
+        h.outbox(inc)
+            .into_iter()
+            .filter(|m| m.channel == "am")
+            .map(|m| (m.kind, m.state))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "the outbox settled for the am channel",
+        DEADLINE,
+        || async {
+            am_rows()
+                .iter()
+                .all(|(_, state)| state != "pending")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
-        am.iter()
-            .map(|m| (m.kind.as_str(), m.state.as_str()))
-            .collect::<Vec<_>>(),
-        vec![("firing", "sent"), ("resolved", "sent")]
+        am_rows(),
+        vec![
+            ("firing".to_string(), "sent".to_string()),
+            ("resolved".to_string(), "sent".to_string())
+        ]
     );
     h.stop().await;
 }

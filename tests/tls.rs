@@ -357,7 +357,14 @@ retry_max = "400ms"
             "{error}"
         );
     }
-    let ok = h.outbox(incident);
+    // the trusting channel's send is recorded once its reply is in: wait for that
+    let ok = wait_for("the trusting channel's message sent", DEADLINE, || async {
+        let rows = h.outbox(incident);
+        rows.iter()
+            .any(|m| m.channel == "hook-ca" && m.state == "sent")
+            .then_some(rows)
+    })
+    .await;
     assert!(ok
         .iter()
         .any(|m| m.channel == "hook-ca" && m.state == "sent"));
