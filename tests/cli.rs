@@ -355,7 +355,7 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
     };
     let st = wait_for(
         "every demo device online",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let v = status().await?;
             (v["devices_online"] == v["devices_total"]).then_some(v)
@@ -387,7 +387,7 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
     let device_url = format!("http://127.0.0.1:{http}/api/v1/devices/{lift}");
     wait_for(
         "the MQTT lift offline by its last will",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let v: serde_json::Value = serde_json::from_str(&get_text(&device_url).await?).ok()?;
             (v["state"] == "offline" && v["reason"] == "last will: offline").then_some(())
@@ -400,7 +400,7 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    wait_for("back online", Duration::from_secs(30), || async {
+    wait_for("back online", Duration::from_secs(60), || async {
         let v: serde_json::Value = serde_json::from_str(&get_text(&device_url).await?).ok()?;
         (v["state"] == "online").then_some(())
     })
