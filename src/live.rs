@@ -2,6 +2,7 @@
 //! reachability of every device, plus the core task that applies source events to it.
 //! Readers (HTTP, /metrics) take short read locks; the core is the only writer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,11 @@ pub struct DeviceState {
 pub struct LiveTable {
     points: RwLock<Vec<PointState>>,
     devices: RwLock<Vec<DeviceState>>,
+    /// Set when a change reached the table without the alarm engine being told which devices
+    /// it touched (a notice dropped because the engine was behind, a direct `set_*`, the
+    /// start): the engine's next periodic evaluation re-reads every device instead of only
+    /// those it was told about.
+    resync: AtomicBool,
 }
 
 impl LiveTable {
@@ -45,7 +51,19 @@ impl LiveTable {
                 site.points.len()
             ]),
             devices: RwLock::new(vec![DeviceState::default(); site.devices.len()]),
+            resync: AtomicBool::new(true),
         }
+    }
+
+    /// Some change was not announced to the alarm engine: it must re-read everything.
+    pub fn mark_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    /// Whether a re-read of everything is due (and clear the mark). Clear before reading, so a
+    /// change marked while the engine reads is caught by the next call.
+    pub fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
     }
 
     /// Run `f` over the point states under one read lock.
@@ -77,6 +95,8 @@ impl LiveTable {
                 timestamp: Some(at),
             };
         }
+        drop(points);
+        self.mark_resync();
     }
 
     /// Set a device's reachability directly: for tests and tools.
@@ -86,6 +106,8 @@ impl LiveTable {
             d.online = online;
             d.since = Some(at);
         }
+        drop(devices);
+        self.mark_resync();
     }
 }
 
@@ -126,6 +148,8 @@ pub async fn run_core(
     for g in &up {
         g.set(0);
     }
+    // the received-samples counter per source, kept rather than looked up per batch
+    let mut sample_counters: Vec<(&'static str, prometheus::IntCounter)> = Vec::new();
     let beat = telemetry.beats.register("core");
     let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(1));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +167,14 @@ pub async fn run_core(
         let timer = telemetry.cycle_duration.start_timer();
         match event {
             SourceEvent::Samples { source, samples } => {
-                telemetry.samples_received(source, samples.len());
+                let counter = match sample_counters.iter().find(|(s, _)| *s == source) {
+                    Some((_, c)) => c,
+                    None => {
+                        sample_counters.push((source, telemetry.samples_counter(source)));
+                        &sample_counters[sample_counters.len() - 1].1
+                    }
+                };
+                counter.inc_by(samples.len() as u64);
                 let mut good_devices: Vec<(u32, SystemTime)> = Vec::new();
                 {
                     let mut points = table.points.write().unwrap_or_else(|e| e.into_inner());
@@ -168,8 +199,10 @@ pub async fn run_core(
                         .filter_map(|s| site.points.get(s.point as usize).map(|p| p.device))
                         .collect();
                     devs.dedup();
-                    // if the engine is behind, its periodic evaluation catches up
-                    let _ = tx.try_send(devs);
+                    // if the engine is behind, its periodic evaluation re-reads everything
+                    if tx.try_send(devs).is_err() {
+                        table.mark_resync();
+                    }
                 }
                 if !good_devices.is_empty() {
                     let mut devices = table.devices.write().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +238,9 @@ pub async fn run_core(
                 d.reason = reason;
                 drop(devices);
                 if let Some(tx) = &alarms {
-                    let _ = tx.try_send(vec![device]);
+                    if tx.try_send(vec![device]).is_err() {
+                        table.mark_resync();
+                    }
                 }
             }
         }

@@ -450,6 +450,29 @@ impl Telemetry {
             .inc();
     }
 
+    /// The request counter of one device and result, to keep and `inc()` where requests
+    /// are many (the label lookup hashes three strings under a lock).
+    pub fn modbus_request_counter(
+        &self,
+        connection: &str,
+        device: &str,
+        result: ModbusResult,
+    ) -> prometheus::IntCounter {
+        self.modbus_requests
+            .with_label_values(&[connection, device, result.as_str()])
+    }
+
+    /// The request-duration histogram of one connection, to keep (see above).
+    pub fn modbus_duration_histogram(&self, connection: &str) -> prometheus::Histogram {
+        self.modbus_request_duration
+            .with_label_values(&[connection])
+    }
+
+    /// The received-samples counter of one source, to keep.
+    pub fn samples_counter(&self, source: &str) -> prometheus::IntCounter {
+        self.samples.with_label_values(&[source])
+    }
+
     pub fn modbus_duration(&self, connection: &str, elapsed: Duration) {
         self.modbus_request_duration
             .with_label_values(&[connection])

@@ -140,6 +140,9 @@ pub struct Engine {
     insts: Vec<Inst>,
     /// Rules to evaluate when a device's samples arrive.
     by_device: Vec<Vec<usize>>,
+    /// For each device, the points some rule reads (its expressions or their history), sorted:
+    /// the only ones [`Engine::refresh`] copies from the live table.
+    watched: Vec<Vec<u32>>,
     is_enum: Vec<bool>,
     point_vals: Vec<Option<EValue>>,
     online: Vec<Option<EValue>>,
@@ -174,6 +177,19 @@ impl Engine {
             for d in &r.devices {
                 by_device[*d as usize].push(i);
             }
+        }
+        let mut watched = vec![Vec::new(); site.devices.len()];
+        for r in rules {
+            for &p in r.points.iter().chain(&r.history_points) {
+                if let Some(point) = site.points.get(p as usize) {
+                    watched[point.device as usize].push(p);
+                }
+            }
+        }
+        for w in &mut watched {
+            w.sort_unstable();
+            w.dedup();
+            w.shrink_to_fit();
         }
         let is_enum = site
             .points
@@ -250,6 +266,7 @@ impl Engine {
             events_tx,
             insts,
             by_device,
+            watched,
             is_enum,
             point_vals: vec![None; n_points],
             online: vec![None; n_devices],
@@ -276,7 +293,8 @@ impl Engine {
             .map_or(&[], |v| v.as_slice())
     }
 
-    /// Copy the live values of `devices` (all if `None`) into the evaluation context.
+    /// Copy the live values of `devices` (all if `None`) into the evaluation context: only the
+    /// points some rule reads.
     pub fn refresh(&mut self, table: &LiveTable, devices: Option<&[u32]>) {
         let site = self.site.clone();
         let all: Vec<u32>;
@@ -294,11 +312,14 @@ impl Engine {
                 }
             }
         });
+        let watched = std::mem::take(&mut self.watched);
         table.with_points(|points| {
             for &d in devs {
-                let dev = &site.devices[d as usize];
+                let Some(watched) = watched.get(d as usize) else {
+                    continue;
+                };
                 let offline = matches!(self.online[d as usize], Some(EValue::Boolean(false)));
-                for p in dev.first_point..dev.first_point + dev.point_count {
+                for &p in watched {
                     let i = p as usize;
                     let Some(ps) = points.get(i) else { continue };
                     let ts = ps.timestamp.map(system_ms);
@@ -322,6 +343,7 @@ impl Engine {
                 }
             }
         });
+        self.watched = watched;
     }
 
     /// Evaluate `rules` (all if `None`) at `now_ms` and apply the transitions.

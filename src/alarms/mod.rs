@@ -206,7 +206,11 @@ impl Alarms {
                 }
                 _ = interval.tick() => {
                     let now = clock.now_ms();
-                    engine.refresh(&table, None);
+                    // every change the core applied was announced (and read above) unless
+                    // a notice was dropped: only then re-read the whole table
+                    if table.take_resync() {
+                        engine.refresh(&table, None);
+                    }
                     engine.evaluate(now, None);
                     engine.tick(now);
                     engine.flush();

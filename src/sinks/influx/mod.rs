@@ -138,6 +138,7 @@ async fn encode_loop(
     let mut body: Vec<u8> = Vec::new();
     let mut lines = 0u64;
     let mut stamps = line::EventStamps::default();
+    let encoder = line::LineEncoder::new(&site);
     let mut tick = tokio::time::interval(cfg.batch_max_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flush = |body: &mut Vec<u8>, lines: &mut u64| {
@@ -171,7 +172,7 @@ async fn encode_loop(
             },
             samples = rx.recv() => match samples {
                 Some(samples) => {
-                    let n = line::encode(&site, &samples, cfg.precision, &mut body) as u64;
+                    let n = encoder.encode(&site, &samples, cfg.precision, &mut body) as u64;
                     telemetry.influx.lines_encoded.inc_by(n);
                     lines += n;
                     if lines as usize >= cfg.batch_max_lines {

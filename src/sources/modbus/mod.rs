@@ -77,6 +77,10 @@ struct ConnectionPoller {
     last_frame: Option<Instant>,
     connect_failures: u32,
     next_connect_attempt: Instant,
+    /// This connection's request-duration histogram and each device's `ok` counter, kept
+    /// rather than looked up by label for every request.
+    duration: prometheus::Histogram,
+    ok: std::collections::HashMap<DeviceId, prometheus::IntCounter>,
 }
 
 impl ConnectionPoller {
@@ -86,6 +90,19 @@ impl ConnectionPoller {
         out: mpsc::Sender<SourceEvent>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
+        let conn_id = &site.connections[conn].id;
+        let duration = telemetry.modbus_duration_histogram(conn_id);
+        let ok = site.connections[conn]
+            .devices
+            .iter()
+            .map(|&d| {
+                let device = &site.devices[d as usize];
+                (
+                    device.index,
+                    telemetry.modbus_request_counter(conn_id, &device.id, ModbusResult::Ok),
+                )
+            })
+            .collect();
         Self {
             site,
             conn,
@@ -95,6 +112,8 @@ impl ConnectionPoller {
             last_frame: None,
             connect_failures: 0,
             next_connect_attempt: Instant::now(),
+            duration,
+            ok,
         }
     }
 
@@ -310,8 +329,14 @@ impl ConnectionPoller {
                 Ok(Ok(data)) => match decode::decode_read(&device.profile, read, &data) {
                     Ok(values) => {
                         answered = true;
-                        self.telemetry
-                            .modbus_request(&conn_id, &device.id, ModbusResult::Ok);
+                        match self.ok.get(&device.index) {
+                            Some(c) => c.inc(),
+                            None => self.telemetry.modbus_request(
+                                &conn_id,
+                                &device.id,
+                                ModbusResult::Ok,
+                            ),
+                        }
                         for (pi, value) in values {
                             let point = device.first_point + pi as u32;
                             match value {
@@ -422,9 +447,7 @@ impl ConnectionPoller {
         start: u16,
         count: u16,
     ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, (&'static str, String)> {
-        let conn = &self.site.connections[self.conn];
-        let deadline = conn.timeout;
-        let conn_id = conn.id.clone();
+        let deadline = self.site.connections[self.conn].timeout;
         let ctx = self.ctx.as_mut().expect("connected before transact");
         ctx.set_slave(Slave(device.unit_id));
         let started = Instant::now();
@@ -446,7 +469,7 @@ impl ConnectionPoller {
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(("garbled", e.to_string())),
             Ok(Ok(r)) => Ok(r),
         };
-        self.telemetry.modbus_duration(&conn_id, started.elapsed());
+        self.duration.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             // A late or partial reply may still arrive on this transport and would be taken
             // for the answer to the next request: never reuse it.
