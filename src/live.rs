@@ -249,3 +249,71 @@ pub async fn run_core(
     telemetry.beats.unregister("core");
     info!("core stopped: all sources closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn site() -> (tempfile::TempDir, Site) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.toml"),
+            "[profile]\nid = \"m\"\nkind = \"meter\"\n[[points]]\nid = \"ua\"\nfunction = 3\naddress = 0\ntype = \"u16\"\n",
+        )
+        .unwrap();
+        let text = "[site]\nid = \"s\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"h:502\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"a\"\nprofile = \"m\"\nconnection = \"gw\"\n[[rooms.devices]]\nid = \"b\"\nprofile = \"m\"\nconnection = \"gw\"\nunit_id = 2\n";
+        let site = crate::config::from_str(Path::new("s.toml"), text, dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, site)
+    }
+
+    fn samples(point: u32) -> SourceEvent {
+        SourceEvent::Samples {
+            source: "modbus",
+            samples: vec![Sample {
+                point,
+                value: Some(Value::Num(1.0)),
+                quality: Quality::Good,
+                timestamp: SystemTime::now(),
+            }],
+        }
+    }
+
+    /// The alarm engine re-reads only the devices it is told about, and the whole table only
+    /// when something reached the table without a notice: at the start, after a direct set,
+    /// and when a notice could not be queued because the engine was behind.
+    #[tokio::test]
+    async fn a_change_the_engine_was_not_told_about_asks_for_a_full_reread() {
+        let (_d, site) = site();
+        let site = Arc::new(site);
+        let table = Arc::new(LiveTable::new(&site));
+        assert!(table.take_resync(), "everything is unread at the start");
+        assert!(!table.take_resync());
+        table.set_point(0, Some(Value::Num(2.0)), Quality::Good, SystemTime::now());
+        assert!(table.take_resync(), "a direct set is not announced");
+        assert!(!table.take_resync());
+
+        // the core with room for one notice: the first change is announced, the second is
+        // not (the engine has not taken the first), and asks for the full re-read
+        let (notices_tx, mut notices) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(8);
+        let core = tokio::spawn(run_core(
+            site.clone(),
+            table.clone(),
+            Arc::new(Telemetry::new()),
+            rx,
+            Vec::new(),
+            Some(notices_tx),
+        ));
+        tx.send(samples(0)).await.unwrap();
+        tx.send(samples(1)).await.unwrap();
+        drop(tx);
+        core.await.unwrap();
+        assert_eq!(notices.recv().await, Some(vec![0]));
+        assert!(table.take_resync(), "the dropped notice asks for a re-read");
+        assert_eq!(table.point(1).unwrap().value, Some(Value::Num(1.0)));
+        assert_eq!(notices.recv().await, None);
+        assert!(!table.take_resync());
+    }
+}
