@@ -18,10 +18,11 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use influxdb_line_protocol::builder::AfterMeasurement;
 use influxdb_line_protocol::LineProtocolBuilder;
 
 use crate::config::influx::Precision;
-use crate::config::Site;
+use crate::config::{Device, Site};
 use crate::model::{Quality, Sample, Value};
 
 /// A sample's time in `precision` (whole units, rounded down), if InfluxDB can store it: its
@@ -53,6 +54,20 @@ pub struct LineEncoder {
     prefixes: Vec<Box<[u8]>>,
 }
 
+/// The crate's builder after a device's measurement and tags: the series key of the schema.
+fn series(site: &Site, device: &Device) -> LineProtocolBuilder<Vec<u8>, AfterMeasurement> {
+    let mut b = LineProtocolBuilder::new()
+        .measurement(&device.profile.kind)
+        .tag("device", &device.id)
+        .tag("profile", &device.profile.id)
+        .tag("room", &site.rooms[device.room].id)
+        .tag("site", &site.id);
+    for (k, v) in &device.tags {
+        b = b.tag(k, v);
+    }
+    b
+}
+
 /// What [`LineEncoder::new`] puts after a prefix to end a line, and cuts off again.
 const PREFIX_TAIL: &[u8] = b" x=true\n";
 
@@ -62,16 +77,7 @@ impl LineEncoder {
             .devices
             .iter()
             .map(|device| {
-                let mut b = LineProtocolBuilder::new()
-                    .measurement(&device.profile.kind)
-                    .tag("device", &device.id)
-                    .tag("profile", &device.profile.id)
-                    .tag("room", &site.rooms[device.room].id)
-                    .tag("site", &site.id);
-                for (k, v) in &device.tags {
-                    b = b.tag(k, v);
-                }
-                let mut line = b.field("x", true).close_line().build();
+                let mut line = series(site, device).field("x", true).close_line().build();
                 debug_assert!(line.ends_with(PREFIX_TAIL));
                 line.truncate(line.len() - PREFIX_TAIL.len());
                 line.into_boxed_slice()
@@ -324,16 +330,7 @@ mod tests {
                     1
                 );
                 let device = &site.devices[site.points[dev_point as usize].device as usize];
-                let mut b = LineProtocolBuilder::new()
-                    .measurement(&device.profile.kind)
-                    .tag("device", &device.id)
-                    .tag("profile", &device.profile.id)
-                    .tag("room", &site.rooms[device.room].id)
-                    .tag("site", &site.id);
-                for (k, v) in &device.tags {
-                    b = b.tag(k, v);
-                }
-                let want = b
+                let want = series(&site, device)
                     .field("ua", v)
                     .field("trip", flag)
                     .timestamp(1_795_000_000_123)
