@@ -126,8 +126,20 @@ for = "2s"
 profile = "chnt-dtsu666"
 rule = "undervoltage"
 for = "3s"
+
+# every message goes to the outbox, where each is checked against the alarms it covers
+[[channels]]
+id = "duty-log"
+type = "log"
+[notify]
+group_wait = "0s"
+{}
 "#,
-        addrs[0], addrs[1], addrs[2], addrs[3]
+        addrs[0],
+        addrs[1],
+        addrs[2],
+        addrs[3],
+        common::notify::DUTY_ROSTER
     )
 }
 
@@ -204,6 +216,61 @@ impl Api {
             .filter(|e| e["kind"] == kind)
             .count()
     }
+}
+
+/// Every message sent so far describes the alarms it lists: each line is an alarm of the
+/// message's incident (or of the incident it was merged into) and of the message's plan, its
+/// place is in the title, the severity is the highest of the listed alarms, and consequences
+/// grouped under a root cause are listed apart. Returns how many messages were checked.
+async fn check_messages(api: &Api) -> usize {
+    let rows = api.get("/api/v1/outbox?limit=1000").await.unwrap();
+    let mut checked = 0;
+    for row in rows.as_array().unwrap() {
+        let m = &row["message"];
+        if m["kind"] == "test" {
+            continue;
+        }
+        let detail = api
+            .get(&format!("/api/v1/incidents/{}", m["incident"]))
+            .await
+            .unwrap();
+        let mut alarms = detail["alarms"].as_array().cloned().unwrap_or_default();
+        if let Some(root) = detail["incident"]["merged_into"].as_i64() {
+            let d = api.get(&format!("/api/v1/incidents/{root}")).await.unwrap();
+            alarms.extend(d["alarms"].as_array().cloned().unwrap_or_default());
+        }
+        let what = format!(
+            "{} message of #{} titled {}",
+            m["kind"], m["incident"], m["title"]
+        );
+        let title = m["title"].as_str().unwrap();
+        let mut highest: Option<String> = None;
+        for line in m["alarms"].as_array().unwrap() {
+            let a = alarms
+                .iter()
+                .find(|a| a["message"] == *line)
+                .unwrap_or_else(|| panic!("{what} lists {line}, not one of its alarms"));
+            assert_eq!(a["plan"], m["plan"], "{what}: {line}");
+            for part in [&a["room_name"], &a["device_name"]] {
+                if let Some(p) = part.as_str() {
+                    assert!(title.contains(p), "{what} lists an alarm at {p}: {line}");
+                }
+            }
+            let sev = a["severity"].as_str().unwrap().to_string();
+            highest = Some(highest.map_or(sev.clone(), |h| h.min(sev)));
+        }
+        assert_eq!(
+            m["severity"].as_str().map(str::to_string),
+            highest,
+            "{what}"
+        );
+        for line in m["grouped"].as_array().into_iter().flatten() {
+            let a = alarms.iter().find(|a| a["message"] == *line).unwrap();
+            assert_eq!(a["grouped"], true, "{what}: {line}");
+        }
+        checked += 1;
+    }
+    checked
 }
 
 fn plans(incidents: &[Value]) -> BTreeMap<String, usize> {
@@ -290,6 +357,7 @@ async fn scenario(kind: ScenarioKind, device: Option<&str>, plan: &str) -> Value
         .any(|e| e["kind"] == "incident_opened"));
     estate.sim.clear(kind, device);
     all_back_to_normal(&api).await;
+    assert!(check_messages(&api).await >= 1, "the incident was told");
     daemon.stop(Duration::from_secs(5)).await;
     inc
 }
@@ -423,8 +491,19 @@ async fn power_outage_groups_its_consequences_while_an_entrapment_alarms_on_its_
     // confirmed were merged into it)
     let merged = api.events("incident_merged").await;
     assert_eq!(api.events("incident_opened").await, 2 + merged);
+    // no consequence was announced on its own before (or beside) the outage: they waited for it
+    assert_eq!(merged, 0, "a consequence opened its own incident first");
+    let told = api.get("/api/v1/outbox?limit=1000").await.unwrap();
+    for row in told.as_array().unwrap() {
+        let plan = row["message"]["plan"].as_str().unwrap();
+        assert!(
+            plan == "power_outage" || plan == "entrapment",
+            "a consequence was told on its own: {row:#}"
+        );
+    }
     estate.sim.clear_all();
     all_back_to_normal(&api).await;
+    assert!(check_messages(&api).await >= 2);
     daemon.stop(Duration::from_secs(5)).await;
 }
 

@@ -156,6 +156,11 @@ pub struct Engine {
     next_event: i64,
     start_ms: i64,
     error_logged: HashMap<usize, i64>,
+    /// Per rule: how long its new alarm waits for a root cause before it opens an incident
+    /// of its own (ms); `None` for alarms no root cause can explain and life-safety plans.
+    hold_ms: Vec<Option<i64>>,
+    /// Alarms waiting for their root cause: alarm id -> when they are announced on their own.
+    held: BTreeMap<i64, i64>,
     /// The InfluxDB spool's dropped-lines counter as last seen, and when it last grew.
     spool_dropped_seen: u64,
     spool_dropped_at: Option<i64>,
@@ -255,6 +260,19 @@ impl Engine {
                 "resumed open alarms and incidents from the state store"
             );
         }
+        let hold_ms = grouping_holds(&site);
+        // an alarm that was waiting for its root cause when the daemon stopped waits again
+        let held = alarms
+            .values()
+            .filter(|a| a.incident.is_none() && a.shelved.is_none() && a.closed_at.is_none())
+            .map(|a| {
+                let hold = index
+                    .get(a.key.as_str())
+                    .and_then(|&r| hold_ms[r])
+                    .unwrap_or(0);
+                (a.id, now_ms + hold)
+            })
+            .collect();
         let n_points = site.points.len();
         let n_devices = site.devices.len();
         let e = Self {
@@ -280,6 +298,8 @@ impl Engine {
             next_event: loaded.max_event + 1,
             start_ms: now_ms,
             error_logged: HashMap::new(),
+            hold_ms,
+            held,
             spool_dropped_seen: 0,
             spool_dropped_at: None,
         };
@@ -614,7 +634,7 @@ impl Engine {
             detail,
         );
         if shelve.is_none() {
-            self.assign_incident(id, now);
+            self.assign_incident(id, now, true);
         }
         self.save_alarm(id);
     }
@@ -740,6 +760,10 @@ impl Engine {
                     };
                     s = s.replace(&format!("{{{k}}}"), &shown);
                 }
+                // a value that could not be computed (missing data) is shown as unknown
+                for (k, _) in &rule.values {
+                    s = s.replace(&format!("{{{k}}}"), "?");
+                }
                 s
             }
             None => values
@@ -853,7 +877,23 @@ impl Engine {
             .any(|u| self.site.alarms.feeds(u, dev))
     }
 
-    fn assign_incident(&mut self, id: i64, now: i64) {
+    /// Whether the incident's own alarms (those of its plan, not grouped consequences) are
+    /// active or latched: only then is it a root cause that explains new alarms, or the same
+    /// emergency that a new alarm of its plan elsewhere joins.
+    fn root_active(&self, inc: &IncidentRecord) -> bool {
+        inc.alarms
+            .iter()
+            .filter_map(|a| self.alarms.get(a))
+            .any(|a| a.plan == inc.plan && (a.active || a.latched))
+    }
+
+    /// Put a new (or unshelved) alarm into an incident. It joins an open incident only when it
+    /// is the same alarm again (same plan at the same place), a consequence of a root cause
+    /// that is still active, or (plan `grouping = "site"`) another place of the same
+    /// emergency while that emergency is still active; otherwise it opens its own incident,
+    /// with its own title, place and severity. An alarm that a root cause could explain
+    /// waits up to its grouping hold for that root cause before opening one (`may_hold`).
+    fn assign_incident(&mut self, id: i64, now: i64, may_hold: bool) {
         let site = self.site.clone();
         let Some(a) = self.alarms.get(&id).cloned() else {
             return;
@@ -872,26 +912,63 @@ impl Engine {
             .filter(|i| i.is_open())
             .map(|i| i.id)
             .collect();
-        // 1. a consequence of an open root cause (never for life-safety plans)
+        // 1. a consequence of a root cause that is still active (never for life-safety plans)
         if !plan.life_safety {
             for &i in &open {
-                if self.explains(&self.incidents[&i], &a.plan, device) {
+                let inc = &self.incidents[&i];
+                if self.root_active(inc) && self.explains(inc, &a.plan, device) {
+                    self.held.remove(&id);
                     self.join(id, i, now, true);
                     return;
                 }
             }
         }
-        // 2. the same emergency still open
+        // 2. the same alarm again: its plan at its place, whatever the incident's state;
+        //    or another place of a site-wide emergency that is still going on
         for &i in &open {
             let inc = &self.incidents[&i];
-            if inc.plan == a.plan
-                && (plan.grouping == crate::config::alarms::Grouping::Site
-                    || inc.device == a.device)
-            {
+            if inc.plan != a.plan {
+                continue;
+            }
+            let same_place = inc.device == a.device;
+            let same_emergency =
+                plan.grouping == crate::config::alarms::Grouping::Site && self.root_active(inc);
+            if same_place || same_emergency {
+                self.held.remove(&id);
                 self.join(id, i, now, false);
                 return;
             }
         }
+        // 2b. a root cause may still be on its way: wait for it (bounded)
+        if may_hold {
+            let hold = site
+                .alarms
+                .rules
+                .iter()
+                .position(|r| r.key == a.key)
+                .and_then(|r| self.hold_ms[r]);
+            if let Some(hold) = hold {
+                if let std::collections::btree_map::Entry::Vacant(e) = self.held.entry(id) {
+                    e.insert(now + hold);
+                    self.event(
+                        now,
+                        None,
+                        Some(id),
+                        "alarm_held",
+                        None,
+                        false,
+                        format!(
+                            "{}: 等待根本原因确认, 至多 {:.1} 秒 (held for its root cause)",
+                            a.name,
+                            hold as f64 / 1000.0
+                        ),
+                        json!({"hold_ms": hold}),
+                    );
+                }
+                return;
+            }
+        }
+        self.held.remove(&id);
         // 3. a new incident
         let inc_id = self.next_incident;
         self.next_incident += 1;
@@ -961,13 +1038,21 @@ impl Engine {
         a.grouped = grouped;
         let text = a.message.clone();
         let sev = a.severity;
+        let (plan, device) = (a.plan.clone(), a.device.clone());
         let Some(inc) = self.incidents.get_mut(&inc_id) else {
             return;
         };
         inc.alarms.push(id);
-        if sev < inc.severity {
-            inc.severity = sev;
-        }
+        // another place of a site-wide emergency: the title names every place
+        let new_place = !grouped
+            && plan == inc.plan
+            && inc.device != device
+            && !inc
+                .alarms
+                .iter()
+                .filter(|&&x| x != id)
+                .filter_map(|x| self.alarms.get(x))
+                .any(|x| x.plan == plan && x.device == device);
         let kind = if grouped {
             "alarm_grouped"
         } else {
@@ -985,19 +1070,167 @@ impl Engine {
             kind,
             None,
             false,
-            text,
+            text.clone(),
             json!({}),
         );
         self.save_alarm(id);
-        self.incident_activity(inc_id, now, !grouped);
+        let reactivated = self.incident_activity(inc_id, now, !grouped);
+        if new_place {
+            self.retitle(inc_id);
+            if !reactivated {
+                let title = self.incidents[&inc_id].title.clone();
+                self.event(
+                    now,
+                    Some(inc_id),
+                    Some(id),
+                    "incident_extended",
+                    None,
+                    true,
+                    format!("{title}: 新增报警 {text}"),
+                    json!({"alarm": id}),
+                );
+            }
+        }
+        // a grouped consequence never raises its root cause's severity; the emergency's own
+        // alarms do
+        if !grouped {
+            self.raise_severity(inc_id, sev, id, now);
+        }
+        self.save_incident(inc_id);
+        self.absorb_held(inc_id, now);
     }
 
-    /// An alarm of the incident became active: it is no longer all-normal.
-    fn incident_activity(&mut self, inc_id: i64, now: i64, announce: bool) {
+    /// The incident's severity becomes `sev` when that is higher: an event that is announced
+    /// at once (the notifier restarts the escalation ladder).
+    fn raise_severity(&mut self, inc_id: i64, sev: Severity, alarm: i64, now: i64) {
         let Some(inc) = self.incidents.get_mut(&inc_id) else {
             return;
         };
-        if inc.normal_at.take().is_some() {
+        if sev >= inc.severity {
+            return;
+        }
+        let from = inc.severity;
+        inc.severity = sev;
+        let title = inc.title.clone();
+        let line = self.alarms.get(&alarm).map(|a| a.message.clone());
+        info!(
+            incident = inc_id,
+            from = from.as_str(),
+            to = sev.as_str(),
+            "incident severity raised"
+        );
+        self.event(
+            now,
+            Some(inc_id),
+            Some(alarm),
+            "incident_raised",
+            None,
+            true,
+            format!(
+                "{title} 升级为 {}: {}",
+                sev.as_str(),
+                line.unwrap_or_default()
+            ),
+            json!({"from": from, "to": sev}),
+        );
+        self.save_incident(inc_id);
+    }
+
+    /// Title, room and device of an incident from the places of its own plan's alarms: one
+    /// place as `plan · room device`, several as `plan · room a、b` (first three, then a count).
+    fn retitle(&mut self, inc_id: i64) {
+        let Some(inc) = self.incidents.get(&inc_id) else {
+            return;
+        };
+        let mut places: Vec<(Option<String>, Option<String>)> = Vec::new();
+        for a in inc.alarms.iter().filter_map(|a| self.alarms.get(a)) {
+            if a.plan != inc.plan {
+                continue;
+            }
+            let p = (a.room_name.clone(), a.device_name.clone());
+            if !places.contains(&p) {
+                places.push(p);
+            }
+        }
+        if places.len() < 2 {
+            return;
+        }
+        let one_room = places.iter().all(|p| p.0 == places[0].0);
+        let shown: Vec<String> = places
+            .iter()
+            .take(3)
+            .map(|(room, dev)| {
+                let parts: Vec<&str> = if one_room {
+                    dev.as_deref().into_iter().collect()
+                } else {
+                    [room.as_deref(), dev.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                };
+                parts.join(" ")
+            })
+            .collect();
+        let more = if places.len() > 3 {
+            format!(" 等 {} 处", places.len())
+        } else {
+            String::new()
+        };
+        let devices = format!("{}{more}", shown.join("、"));
+        let room = if one_room { places[0].0.clone() } else { None };
+        let plan_name = inc.plan_name.clone();
+        let Some(inc) = self.incidents.get_mut(&inc_id) else {
+            return;
+        };
+        inc.title = match &room {
+            Some(r) => format!("{plan_name} · {r} {devices}"),
+            None => format!("{plan_name} · {devices}"),
+        };
+        inc.room_name = room;
+        inc.device_name = Some(devices);
+    }
+
+    /// Held alarms that the root cause `root` now explains join it.
+    fn absorb_held(&mut self, root: i64, now: i64) {
+        let Some(inc) = self.incidents.get(&root) else {
+            return;
+        };
+        let has_explains = self
+            .site
+            .alarms
+            .plan(&inc.plan)
+            .is_some_and(|p| !p.explains.is_empty());
+        if self.held.is_empty() || !has_explains || !self.root_active(inc) {
+            return;
+        }
+        let explained: Vec<i64> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|id| {
+                self.alarms.get(id).is_some_and(|a| {
+                    let dev = a
+                        .device
+                        .as_deref()
+                        .and_then(|d| self.site.device_by_id(d))
+                        .map(|d| d.index);
+                    a.incident.is_none() && self.explains(inc, &a.plan, dev)
+                })
+            })
+            .collect();
+        for id in explained {
+            self.held.remove(&id);
+            self.join(id, root, now, true);
+        }
+    }
+
+    /// An alarm of the incident became active: it is no longer all-normal.
+    fn incident_activity(&mut self, inc_id: i64, now: i64, announce: bool) -> bool {
+        let Some(inc) = self.incidents.get_mut(&inc_id) else {
+            return false;
+        };
+        let reactivated = inc.normal_at.take().is_some();
+        if reactivated {
             let text = format!("{} 再次报警", inc.title);
             self.event(
                 now,
@@ -1011,6 +1244,7 @@ impl Engine {
             );
         }
         self.save_incident(inc_id);
+        reactivated
     }
 
     fn merge_consequences(&mut self, root: i64, now: i64) {
@@ -1092,6 +1326,7 @@ impl Engine {
             self.incidents.remove(&j);
         }
         self.save_incident(root);
+        self.absorb_held(root, now);
     }
 
     fn try_close(&mut self, id: i64, now: i64) {
@@ -1198,6 +1433,7 @@ impl Engine {
 
     /// Timers that run without samples: shelving expiry and the plans' time limits.
     pub fn tick(&mut self, now: i64) {
+        self.release_held(now);
         for r in 0..self.insts.len() {
             let expired = self.insts[r]
                 .st
@@ -1271,6 +1507,34 @@ impl Engine {
         }
     }
 
+    /// Held alarms whose root cause did not come within their hold open incidents of their
+    /// own (one that returned to normal meanwhile is recorded, and its incident is normal).
+    fn release_held(&mut self, now: i64) {
+        let due: Vec<i64> = self
+            .held
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.held.remove(&id);
+            let Some(a) = self.alarms.get(&id) else {
+                continue;
+            };
+            if a.incident.is_some() || a.shelved.is_some() {
+                continue;
+            }
+            let still = a.active || a.latched;
+            self.assign_incident(id, now, false);
+            self.save_alarm(id);
+            if !still {
+                if let Some(inc) = self.alarms.get(&id).and_then(|a| a.incident) {
+                    self.check_incident_normal(inc, now);
+                }
+            }
+        }
+    }
+
     fn unshelve(&mut self, r: usize, now: i64, by: &str) {
         let Some(s) = self.insts[r].st.shelve.take() else {
             return;
@@ -1299,7 +1563,7 @@ impl Engine {
         );
         self.save_alarm(id);
         if active && needs_incident {
-            self.assign_incident(id, now);
+            self.assign_incident(id, now, false);
             self.save_alarm(id);
         }
     }
@@ -1811,6 +2075,41 @@ fn labels<'a>(site: &'a Site, rule: &'a Rule) -> [&'a str; 5] {
         site.alarms.plans[rule.plan].id.as_str(),
         rule.severity.as_str(),
     ]
+}
+
+/// Per rule, how long a new alarm of it waits for a root cause that could explain it (ms):
+/// `[alarms] grouping_hold` if set, else the longest on-delay of the root-cause rules on the
+/// devices upstream of it, plus one poll of their device and one evaluation interval.
+/// `None` for rules no root cause explains and for life-safety plans.
+fn grouping_holds(site: &Site) -> Vec<Option<i64>> {
+    let a = &site.alarms;
+    let eval = a.settings.eval_interval.as_millis() as i64;
+    a.rules
+        .iter()
+        .map(|rule| {
+            let plan = &a.plans[rule.plan];
+            let dev = rule.device?;
+            if plan.life_safety {
+                return None;
+            }
+            let mut hold: Option<i64> = None;
+            for root in &a.rules {
+                let root_plan = &a.plans[root.plan];
+                let Some(up) = root.device else { continue };
+                if !root_plan.explains.contains(&plan.id) || !a.feeds(up, dev) {
+                    continue;
+                }
+                let poll = site.devices[up as usize].poll_interval.as_millis() as i64;
+                let h = root.on_delay.as_millis() as i64 + poll + eval;
+                hold = Some(hold.map_or(h, |x| x.max(h)));
+            }
+            match (hold, a.settings.grouping_hold) {
+                (None, _) => None,
+                (Some(_), Some(fixed)) => Some(fixed.as_millis() as i64).filter(|&h| h > 0),
+                (Some(h), None) => Some(h),
+            }
+        })
+        .collect()
 }
 
 pub fn system_ms(t: std::time::SystemTime) -> i64 {

@@ -7,6 +7,9 @@
 //! | `rise_pct("p", secs)` | rise of `p` above its lowest value within `secs`, in % |
 //! | `delta("p", secs)` | current value minus the oldest value within `secs` |
 //! | `slope("p", secs)` | least-squares slope of `p` over `secs`, per second |
+//! | `trend("p", secs)` | the current rate of `p`, per second: the least-squares slope since its present rise or fall began (the last time within `secs` it was near its highest value, when falling, or its lowest, when rising), so a flat stretch before a fall does not dilute it |
+//! | `trend_secs("p", secs)` | how many seconds of samples `trend` fitted |
+//! | `time_to("p", target, secs)` | seconds until `p` reaches `target` at its `trend`; unknown when it is not moving towards it |
 //! | `age("p")` | seconds since `p` last had a good sample |
 //! | `count(a, b, ...)` | how many of the arguments are true |
 //! | `hour()` | the site's local hour of day, 0-23 |
@@ -64,6 +67,51 @@ impl History {
     }
 }
 
+/// Least-squares slope of the samples, per second; `None` for fewer than two distinct times.
+fn least_squares(w: &[(i64, f64)]) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let n = w.len() as f64;
+    let t0 = w[0].0;
+    let xs: Vec<f64> = w.iter().map(|(t, _)| (t - t0) as f64 / 1000.0).collect();
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = w.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let sxy: f64 = xs
+        .iter()
+        .zip(w)
+        .map(|(x, (_, y))| (x - mx) * (y - my))
+        .sum();
+    Some(sxy / sxx)
+}
+
+/// Where the present rise or fall began: falling (the value nearer its lowest than its
+/// highest), the last sample within a tenth of the drop of the highest; rising, the same from
+/// the lowest. A flat series starts at its first sample.
+fn trend_start(w: &[(i64, f64)]) -> usize {
+    let Some(&(_, cur)) = w.last() else {
+        return 0;
+    };
+    let max = w.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
+    let min = w.iter().map(|(_, v)| *v).fold(f64::MAX, f64::min);
+    if max - min <= 0.0 {
+        return 0;
+    }
+    let start = if max - cur >= cur - min {
+        let near = max - (max - cur) * 0.1;
+        w.iter().rposition(|(_, v)| *v >= near)
+    } else {
+        let near = min + (cur - min) * 0.1;
+        w.iter().rposition(|(_, v)| *v <= near)
+    };
+    // at least two samples to fit
+    start.unwrap_or(0).min(w.len().saturating_sub(2))
+}
+
 /// The outcome of evaluating a condition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -94,6 +142,11 @@ pub struct EvalCtx<'a> {
 }
 
 const NO_DATA: &str = "no data";
+
+/// Whether an evaluation failed only for missing data (the value is unknown, not wrong).
+pub fn is_no_data(e: &EvalexprError) -> bool {
+    matches!(e, EvalexprError::CustomMessage(m) if m == NO_DATA)
+}
 
 fn no_data<T>() -> EvalexprResult<T, DefaultNumericTypes> {
     Err(EvalexprError::CustomMessage(NO_DATA.into()))
@@ -136,7 +189,7 @@ impl EvalCtx<'_> {
                 .unwrap_or(self.start_ms);
             return Ok(EValue::Float((self.now_ms - since).max(0) as f64 / 1000.0));
         }
-        let secs = match a.get(1) {
+        let secs = match a.get(if name == "time_to" { 2 } else { 1 }) {
             Some(v) => v.as_number()?,
             None => {
                 return Err(EvalexprError::CustomMessage(format!(
@@ -166,25 +219,37 @@ impl EvalCtx<'_> {
                 }
             }
             "delta" => cur - w[0].1,
-            "slope" => {
-                if w.len() < 2 {
+            "slope" => match least_squares(&w) {
+                Some(s) => s,
+                None => return no_data(),
+            },
+            "trend" | "trend_secs" | "time_to" => {
+                let since = &w[trend_start(&w)..];
+                let Some(rate) = least_squares(since) else {
                     return no_data();
+                };
+                match name {
+                    "trend" => rate,
+                    "trend_secs" => (since[since.len() - 1].0 - since[0].0) as f64 / 1000.0,
+                    _ => {
+                        let target = match a.get(1) {
+                            Some(v) => v.as_number()?,
+                            None => {
+                                return Err(EvalexprError::CustomMessage(
+                                    "time_to() needs a point, a target and a window, e.g. time_to(\"p\", 0.5, 600)".into(),
+                                ))
+                            }
+                        };
+                        let to_go = target - cur;
+                        if to_go == 0.0 {
+                            0.0
+                        } else if rate == 0.0 || to_go.signum() != rate.signum() {
+                            return no_data();
+                        } else {
+                            to_go / rate
+                        }
+                    }
                 }
-                let n = w.len() as f64;
-                let t0 = w[0].0;
-                let xs: Vec<f64> = w.iter().map(|(t, _)| (t - t0) as f64 / 1000.0).collect();
-                let mx = xs.iter().sum::<f64>() / n;
-                let my = w.iter().map(|(_, v)| v).sum::<f64>() / n;
-                let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-                if sxx <= 0.0 {
-                    return no_data();
-                }
-                let sxy: f64 = xs
-                    .iter()
-                    .zip(&w)
-                    .map(|(x, (_, y))| (x - mx) * (y - my))
-                    .sum();
-                sxy / sxx
             }
             _ => return Err(EvalexprError::FunctionIdentifierNotFound(name.into())),
         };
@@ -224,9 +289,8 @@ impl Context for EvalCtx<'_> {
                 let local = self.now_ms / 1000 + i64::from(self.utc_offset_seconds);
                 Ok(EValue::Int(local.rem_euclid(86_400) / 3600))
             }
-            "fall_pct" | "rise_pct" | "delta" | "slope" | "age" => {
-                self.history_fn(identifier, argument)
-            }
+            "fall_pct" | "rise_pct" | "delta" | "slope" | "trend" | "trend_secs" | "time_to"
+            | "age" => self.history_fn(identifier, argument),
             other => Err(EvalexprError::FunctionIdentifierNotFound(other.into())),
         }
     }
@@ -328,5 +392,46 @@ mod tests {
         let empty = History::new([0], 600_000);
         let e = ctx_eval("slope(\"#0\", 120)", &empty, &pts, 3000).unwrap_err();
         assert!(e.contains(NO_DATA), "{e}");
+    }
+
+    /// A scripted draw-down: the tank flat at 2.0 m (with +-2 mm of sensor noise) for two
+    /// minutes, then falling at 0.1 m/min. After 90 s of fall (1.85 m) the tank reaches
+    /// 0.5 m in 1.35 / 0.1 = 13.5 min. The slope over the last 5 minutes, diluted by the flat
+    /// stretch, says about twice that; `time_to` follows the fall.
+    #[test]
+    fn time_to_follows_the_fall_not_the_flat_stretch_before_it() {
+        let mut h = History::new([0], 600_000);
+        let noise = |t: i64| ((t * 7919) % 5 - 2) as f64 * 0.001;
+        let mut now = 0;
+        let mut level = 2.0;
+        for s in 0..=210 {
+            now = s * 1000;
+            level = if s <= 120 {
+                2.0
+            } else {
+                2.0 - (s - 120) as f64 * 0.1 / 60.0
+            };
+            h.push(0, now, level + noise(s));
+        }
+        let pts = [Some(EValue::Float(level))];
+        let eval = |text: &str| ctx_eval(text, &h, &pts, now).unwrap().as_number().unwrap();
+        let minutes = eval("time_to(\"#0\", 0.5, 300)") / 60.0;
+        assert!((minutes - 13.5).abs() < 0.5, "time_to says {minutes} min");
+        let rate = eval("trend(\"#0\", 300)") * 60.0;
+        assert!((rate + 0.1).abs() < 0.005, "trend says {rate} m/min");
+        let fitted = eval("trend_secs(\"#0\", 300)");
+        assert!((80.0..=100.0).contains(&fitted), "fitted {fitted} s");
+        // the old estimate over a fixed window: far off, which is the defect this replaces
+        let diluted = (level - 0.5) / -eval("slope(\"#0\", 300)") / 60.0;
+        assert!(diluted > 20.0, "slope over the window says {diluted} min");
+        // rising, or flat: not moving towards the target, so no estimate
+        let mut up = History::new([0], 600_000);
+        for s in 0..60 {
+            up.push(0, s * 1000, 1.0 + s as f64 * 0.01);
+        }
+        let e = ctx_eval("time_to(\"#0\", 0.5, 300)", &up, &pts, 59_000).unwrap_err();
+        assert!(e.contains(NO_DATA), "{e}");
+        let r = ctx_eval("time_to(\"#0\", 2.0, 300)", &up, &pts, 59_000).unwrap();
+        assert!((r.as_number().unwrap() - 41.0).abs() < 0.5, "{r:?}");
     }
 }

@@ -19,10 +19,28 @@ use serde::{Deserialize, Serialize};
 use super::{valid_id, Device, Problems, Room, ID_RULE};
 
 /// Functions whose first argument is a quoted point name (they read the point's history).
-pub const HISTORY_FUNCTIONS: [&str; 5] = ["fall_pct", "rise_pct", "delta", "slope", "age"];
+pub const HISTORY_FUNCTIONS: [&str; 8] = [
+    "fall_pct",
+    "rise_pct",
+    "delta",
+    "slope",
+    "trend",
+    "trend_secs",
+    "time_to",
+    "age",
+];
 /// Every function a rule may call besides evalexpr's built-ins.
-pub const OWN_FUNCTIONS: [&str; 7] = [
-    "fall_pct", "rise_pct", "delta", "slope", "age", "count", "hour",
+pub const OWN_FUNCTIONS: [&str; 10] = [
+    "fall_pct",
+    "rise_pct",
+    "delta",
+    "slope",
+    "trend",
+    "trend_secs",
+    "time_to",
+    "age",
+    "count",
+    "hour",
 ];
 
 /// evalexpr's built-in functions a rule may call.
@@ -184,6 +202,13 @@ pub struct AlarmsCfg {
     /// The site's offset from UTC for records and `hour()`, e.g. `+08:00`.
     #[serde(default = "default_utc_offset")]
     pub utc_offset: String,
+    /// How long an alarm that a root cause could explain (a lift stopping, a pump tripping in
+    /// a power outage) waits for that root cause before it is announced on its own. Default:
+    /// for each such alarm, the longest on-delay of the root-cause rules upstream of it plus
+    /// one poll of their device and one evaluation interval. `"0s"` announces at once.
+    /// Life-safety alarms are never held.
+    #[serde(default)]
+    pub grouping_hold: Option<String>,
 }
 
 impl Default for AlarmsCfg {
@@ -198,6 +223,7 @@ impl Default for AlarmsCfg {
             shelve_max: default_shelve_max(),
             history: default_history(),
             utc_offset: default_utc_offset(),
+            grouping_hold: None,
         }
     }
 }
@@ -437,6 +463,8 @@ pub struct AlarmSettings {
     pub shelve_max: Duration,
     pub history: Duration,
     pub utc_offset_seconds: i32,
+    /// `[alarms] grouping_hold` when set; `None`: computed per rule (see `Alarms::hold_ms`).
+    pub grouping_hold: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -511,6 +539,10 @@ pub(super) fn compile_settings(
     let flap_hold = d("alarms.flap_hold", &c.flap_hold, problems);
     let shelve_max = d("alarms.shelve_max", &c.shelve_max, problems);
     let history = d("alarms.history", &c.history, problems);
+    let grouping_hold = c
+        .grouping_hold
+        .as_ref()
+        .map(|t| d("alarms.grouping_hold", t, problems));
     let offset = parse_offset(&c.utc_offset);
     if offset.is_none() {
         problems.add(
@@ -534,6 +566,10 @@ pub(super) fn compile_settings(
         shelve_max: shelve_max?,
         history: history?,
         utc_offset_seconds: offset?,
+        grouping_hold: match grouping_hold {
+            Some(hold) => Some(hold?),
+            None => None,
+        },
     })
 }
 
@@ -1478,9 +1514,12 @@ impl DryRun {
                 _ => Ok(()),
             }
         } else {
-            e.eval_with_context(&ctx)
-                .map(|_| ())
-                .map_err(|err| format!("does not evaluate: {err}"))
+            // missing data (e.g. time_to() of a level that is not moving) is not a mistake
+            match e.eval_with_context(&ctx) {
+                Ok(_) => Ok(()),
+                Err(err) if crate::alarms::expr::is_no_data(&err) => Ok(()),
+                Err(err) => Err(format!("does not evaluate: {err}")),
+            }
         }
     }
 }

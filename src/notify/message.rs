@@ -25,9 +25,14 @@ pub struct Message {
     pub opened_at: i64,
     /// When this message was made.
     pub at: i64,
-    /// The alarms' own lines (place, rule, values), first few.
+    /// The incident's own alarms' lines (place, rule, values), first few.
     pub alarms: Vec<String>,
     pub alarm_count: usize,
+    /// Consequences grouped under this incident as their root cause, first few.
+    #[serde(default)]
+    pub grouped: Vec<String>,
+    #[serde(default)]
+    pub grouped_count: usize,
     pub steps: Vec<String>,
     pub steps_en: Vec<String>,
     /// Escalation step (0-based) and cycle, for `escalated`/`repeat`.
@@ -58,16 +63,27 @@ impl Message {
         at: i64,
         utc_offset: i32,
     ) -> Self {
-        let mut lines: Vec<String> = alarms
-            .iter()
-            .filter(|a| a.closed_at.is_none() || kind == "normal")
-            .map(|a| a.message.clone())
-            .collect();
-        if lines.is_empty() {
-            lines = alarms.iter().map(|a| a.message.clone()).collect();
-        }
+        // the emergency's own alarms first; the consequences it explains apart, so that the
+        // title, place and severity describe the lines under them
+        let (own, consequences): (Vec<&AlarmRecord>, Vec<&AlarmRecord>) =
+            alarms.iter().partition(|a| !a.grouped);
+        let lines_of = |list: &[&AlarmRecord]| {
+            let mut lines: Vec<String> = list
+                .iter()
+                .filter(|a| a.closed_at.is_none() || kind == "normal")
+                .map(|a| a.message.clone())
+                .collect();
+            if lines.is_empty() {
+                lines = list.iter().map(|a| a.message.clone()).collect();
+            }
+            lines
+        };
+        let mut lines = lines_of(&own);
         let alarm_count = lines.len();
         lines.truncate(5);
+        let mut grouped = lines_of(&consequences);
+        let grouped_count = grouped.len();
+        grouped.truncate(5);
         Message {
             kind: kind.into(),
             incident: inc.id,
@@ -84,6 +100,8 @@ impl Message {
             at,
             alarms: lines,
             alarm_count,
+            grouped,
+            grouped_count,
             steps: plan.map(|p| p.steps.clone()).unwrap_or_default(),
             steps_en: plan.map(|p| p.steps_en.clone()).unwrap_or_default(),
             normal_at: inc.normal_at,
@@ -120,6 +138,10 @@ impl Message {
             ("acked", false) => " · acknowledged".into(),
             ("reactivated", true) => "·再次报警".into(),
             ("reactivated", false) => " · active again".into(),
+            ("raised", true) => format!("·升级为{}", self.severity()),
+            ("raised", false) => format!(" · raised to {}", self.severity()),
+            ("extended", true) => "·新增报警".into(),
+            ("extended", false) => " · more alarms".into(),
             ("unshelved", true) => "·搁置到期仍在报警".into(),
             ("unshelved", false) => " · unshelved, still active".into(),
             ("test", true) => "测试消息".into(),
@@ -258,6 +280,23 @@ impl Message {
                     format!("- 等共 {} 条", self.alarm_count)
                 } else {
                     format!("- {} in all", self.alarm_count)
+                });
+            }
+        }
+        if !self.grouped.is_empty() {
+            out.push(if zh {
+                "同时受影响（已归入本事件，不再单独通知）：".into()
+            } else {
+                "Also affected (grouped under this incident, not sent separately):".into()
+            });
+            for a in &self.grouped {
+                out.push(format!("- {a}"));
+            }
+            if self.grouped_count > self.grouped.len() {
+                out.push(if zh {
+                    format!("- 等共 {} 条", self.grouped_count)
+                } else {
+                    format!("- {} in all", self.grouped_count)
                 });
             }
         }

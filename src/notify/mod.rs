@@ -397,28 +397,17 @@ impl Notifier {
                 self.escalations.insert(id, st);
                 self.run_due(id, now, "opened", batch);
             }
-            "incident_reactivated" => {
-                let Some(inc) = self.incident(id) else {
-                    return;
-                };
-                self.alertmanager(&inc, "firing", now, batch);
-                if inc.acked_at.is_some() {
-                    self.to_notified(&inc, "reactivated", None, now, false, batch);
-                } else {
-                    let notified = self
-                        .stored_escalation(id)
-                        .map(|s| s.notified)
-                        .unwrap_or_default();
-                    let st = EscState {
-                        incident: id,
-                        plan: inc.plan.clone(),
-                        started_at: e.at,
-                        next_at: Some(e.at),
-                        notified,
-                        ..Default::default()
-                    };
-                    self.escalations.insert(id, st);
-                    self.run_due(id, now, "reactivated", batch);
+            "incident_reactivated" => self.announce_again(id, e.at, "reactivated", now, batch),
+            // a raise in severity restarts the ladder from its first step (or, once someone
+            // acknowledged, tells those already told); a new place of a site-wide emergency
+            // is told to those already told
+            "incident_raised" => self.announce_again(id, e.at, "raised", now, batch),
+            "incident_extended" => {
+                if let Some(inc) = self.incident(id) {
+                    if inc.resolved_at.is_none() {
+                        self.alertmanager(&inc, "firing", now, batch);
+                        self.to_notified(&inc, "extended", None, now, false, batch);
+                    }
                 }
             }
             "incident_acked" => {
@@ -460,6 +449,37 @@ impl Notifier {
             }
             _ => {}
         }
+    }
+
+    /// The incident is news again (active again, or more severe): unacknowledged, its ladder
+    /// starts over at `at` with `kind` as the first step's message; acknowledged, those
+    /// already told hear it.
+    fn announce_again(&mut self, id: i64, at: i64, kind: &str, now: i64, batch: &mut Batch) {
+        let Some(inc) = self.incident(id) else {
+            return;
+        };
+        if inc.resolved_at.is_some() {
+            return;
+        }
+        self.alertmanager(&inc, "firing", now, batch);
+        if inc.acked_at.is_some() {
+            self.to_notified(&inc, kind, None, now, false, batch);
+            return;
+        }
+        let notified = self
+            .stored_escalation(id)
+            .map(|s| s.notified)
+            .unwrap_or_default();
+        let st = EscState {
+            incident: id,
+            plan: inc.plan.clone(),
+            started_at: at,
+            next_at: Some(at),
+            notified,
+            ..Default::default()
+        };
+        self.escalations.insert(id, st);
+        self.run_due(id, now, kind, batch);
     }
 
     fn stored_escalation(&self, id: i64) -> Option<EscState> {
@@ -1026,8 +1046,10 @@ impl Worker {
                 changed.push(m);
                 continue;
             }
-            if let (Some(i), "opened" | "escalated" | "repeat" | "reactivated") =
-                (m.incident, m.kind.as_str())
+            if let (
+                Some(i),
+                "opened" | "escalated" | "repeat" | "reactivated" | "raised" | "extended",
+            ) = (m.incident, m.kind.as_str())
             {
                 let inc = incidents
                     .entry(i)
@@ -1035,7 +1057,8 @@ impl Worker {
                     .clone();
                 let superseded = inc.as_ref().is_some_and(|inc| {
                     inc.merged_into.is_some()
-                        || (m.kind != "opened" && m.kind != "reactivated" && inc.acked_at.is_some())
+                        || (matches!(m.kind.as_str(), "escalated" | "repeat")
+                            && inc.acked_at.is_some())
                 });
                 if superseded && m.attempts == 0 {
                     m.state = "superseded".into();

@@ -29,7 +29,7 @@ pub struct OutMsg {
     pub channel: String,
     pub incident: Option<i64>,
     /// `opened`, `escalated`, `repeat`, `reminder`, `normal`, `acked`, `reactivated`,
-    /// `unshelved`, `resolved`, `test`.
+    /// `unshelved`, `raised` (severity raised), `extended` (another place), `resolved`, `test`.
     pub kind: String,
     pub severity: Severity,
     /// Who it is for (contacts as they were when it was queued).

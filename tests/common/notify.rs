@@ -158,12 +158,22 @@ impl Harness {
     /// `extra`: channels, notify, roster (`{http}` becomes the HTTP address). `wall_start`:
     /// the wall clock at start (unix ms), for shift tests.
     pub async fn start(extra: &str, devices: usize, wall_start: Option<i64>) -> Self {
+        Self::start_with_profile(PROFILE, extra, devices, wall_start).await
+    }
+
+    /// The same with another profile (its `[profile] id` must be `notify-test`).
+    pub async fn start_with_profile(
+        profile: &str,
+        extra: &str,
+        devices: usize,
+        wall_start: Option<i64>,
+    ) -> Self {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let http = l.local_addr().unwrap();
         drop(l);
         let (dir, site) = super::site_in_tempdir(
             &site_toml(devices, http, extra),
-            &[("notify-test.toml", PROFILE)],
+            &[("notify-test.toml", profile)],
         );
         let clock = wall_start.map_or_else(Clock::new, Clock::starting_at);
         Self::open(dir, site, clock, http).await
@@ -249,6 +259,11 @@ impl Harness {
         let p = d.first_point + d.profile.point(point).unwrap().0 as u32;
         self.table
             .set_point(p, Some(Value::Bool(v)), Quality::Good, self.now());
+    }
+
+    pub fn set_online(&self, device: usize, up: bool) {
+        self.table
+            .set_device_online(device as u32, Some(up), self.now());
     }
 
     pub fn incidents(&self) -> Vec<IncidentRecord> {
