@@ -251,7 +251,19 @@ pub async fn shutdown_signal() {
 /// socket stays open across the switch (requests wait in the backlog) unless `http.listen`
 /// changed. If the new config fails to start (a port, the state store), the old one is
 /// started again.
-pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::io::Result<()> {
+/// Write `ports` (the addresses a process bound) to `path` atomically: a reader sees the
+/// whole document or none.
+pub fn write_ports_file(path: &std::path::Path, ports: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{ports:#}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+pub async fn run_supervised(
+    path: std::path::PathBuf,
+    site: Arc<Site>,
+    ports_file: Option<std::path::PathBuf>,
+) -> std::io::Result<()> {
     use crate::service;
     let beats = Arc::new(service::Beats::default());
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -276,6 +288,12 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
             s.alarms.rules.len()
         )
     };
+    if let Some(p) = &ports_file {
+        write_ports_file(
+            p,
+            &serde_json::json!({"http": daemon.http_addr.to_string()}),
+        )?;
+    }
     service::ready(&format!("running {}", summary(&current)));
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -330,6 +348,12 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
                     if let Some(r) = reply {
                         let _ = r.send(Err(vec![e.to_string()]));
                     }
+                    if let Some(p) = &ports_file {
+                        write_ports_file(
+                            p,
+                            &serde_json::json!({"http": daemon.http_addr.to_string()}),
+                        )?;
+                    }
                     service::ready(&format!("running {}", summary(&current)));
                     continue;
                 }
@@ -359,6 +383,12 @@ pub async fn run_supervised(path: std::path::PathBuf, site: Arc<Site>) -> std::i
                 }
                 daemon = start_with(current.clone(), opts(&listener)?).await?;
             }
+        }
+        if let Some(p) = &ports_file {
+            write_ports_file(
+                p,
+                &serde_json::json!({"http": daemon.http_addr.to_string()}),
+            )?;
         }
         service::ready(&format!("running {}", summary(&current)));
     }

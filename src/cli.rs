@@ -34,6 +34,11 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Once listening, write the addresses actually bound (JSON: `http`) to this file,
+        /// replacing it atomically: with `listen = "127.0.0.1:0"` the OS picks the port and
+        /// a supervisor or test reads it here instead of choosing one.
+        #[arg(long)]
+        ports_file: Option<PathBuf>,
     },
     /// Run the built-in simulated estate and the daemon together; no setup, no external services.
     Demo {
@@ -43,6 +48,18 @@ enum Command {
         /// Start a scenario right away: KIND[:DEVICE], e.g. `entrapment:lift-1`.
         #[arg(long)]
         scenario: Vec<String>,
+        /// Once running, write the addresses actually bound (JSON: `http`, `simulator_http`,
+        /// `connections`) to this file; any of them may be configured on port 0.
+        #[arg(long)]
+        ports_file: Option<PathBuf>,
+        /// Where the demo keeps its state store (alarms, incidents, outbox). Default:
+        /// `$XDG_STATE_HOME/propwatch/demo` (`~/.local/state/propwatch/demo`), never the
+        /// source tree. Emptied at start unless `--keep`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Resume the incidents and alarms of the last demo run instead of starting fresh.
+        #[arg(long)]
+        keep: bool,
     },
     /// Validate a site config and its profiles; print every problem; exit 64 if any.
     CheckConfig {
@@ -137,11 +154,23 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::CheckConfig { config } => check_config(&config),
-            Command::Run { config } => match load(&config) {
-                Ok(site) => run(config, site).await,
+            Command::Run { config, ports_file } => match load(&config) {
+                Ok(site) => run(config, site, ports_file).await,
                 Err(code) => code,
             },
-            Command::Demo { config, scenario } => demo(config, scenario).await,
+            Command::Demo {
+                config,
+                scenario,
+                ports_file,
+                state_dir,
+                keep,
+            } => {
+                let state = DemoState {
+                    dir: state_dir,
+                    keep,
+                };
+                demo(config, scenario, ports_file, state).await
+            }
             Command::Alarms { target, cmd } => crate::ops::alarms(target, cmd).await,
             Command::Incidents { target, cmd } => crate::ops::incidents(target, cmd).await,
             Command::Record { target, args } => crate::ops::record(target, args).await,
@@ -202,14 +231,28 @@ fn check_config(path: &Path) -> ExitCode {
                     }
                 }
             }
+            for c in site.unbound_connections() {
+                eprintln!(
+                    "{}: warning: connection {c:?} is on port 0: only `propwatch simulate` and `demo` can use it, `run` refuses it",
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
 }
 
-async fn run(path: PathBuf, site: Arc<Site>) -> ExitCode {
-    match crate::app::run_supervised(path, site).await {
+async fn run(path: PathBuf, site: Arc<Site>, ports_file: Option<PathBuf>) -> ExitCode {
+    let unbound = site.unbound_connections();
+    if !unbound.is_empty() {
+        eprintln!(
+            "{}: connections {unbound:?}: address port 0 (only `propwatch simulate` and `demo` bind it; a daemon polls a device's real port)",
+            path.display()
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
+    match crate::app::run_supervised(path, site, ports_file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "cannot start");
@@ -233,6 +276,7 @@ async fn start_simulator(
     site: &Arc<Site>,
     scenarios: &[String],
     opts: SimOptions,
+    scenario_listener: Option<std::net::TcpListener>,
     stop: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<Arc<simulator::Simulator>, ExitCode> {
@@ -259,7 +303,11 @@ async fn start_simulator(
             return Err(ExitCode::from(EX_CONFIG));
         }
     }
-    let listener = match tokio::net::TcpListener::bind(site.simulator_http_listen).await {
+    let bound = match scenario_listener {
+        Some(l) => tokio::net::TcpListener::from_std(l),
+        None => tokio::net::TcpListener::bind(site.simulator_http_listen).await,
+    };
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, addr = %site.simulator_http_listen, "cannot bind the scenario endpoint");
@@ -293,9 +341,9 @@ async fn simulate(
     let opts = SimOptions {
         serial_peers,
         emulate_line_timing: line_timing,
-        tick: None,
+        ..Default::default()
     };
-    if let Err(code) = start_simulator(&site, &scenarios, opts, &stop, &mut tasks).await {
+    if let Err(code) = start_simulator(&site, &scenarios, opts, None, &stop, &mut tasks).await {
         return code;
     }
     println!(
@@ -353,7 +401,43 @@ fn demo_config(explicit: Option<PathBuf>) -> std::io::Result<PathBuf> {
     Ok(dir.join("demo.toml"))
 }
 
-async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
+/// Where `propwatch demo` keeps its state store, and whether it resumes it.
+struct DemoState {
+    dir: Option<PathBuf>,
+    keep: bool,
+}
+
+impl DemoState {
+    /// The state directory, created; emptied of the state store's files unless `keep`.
+    fn prepare(&self) -> std::io::Result<PathBuf> {
+        let dir = match &self.dir {
+            Some(d) => d.clone(),
+            None => std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("propwatch/demo"),
+        };
+        std::fs::create_dir_all(&dir)?;
+        if !self.keep {
+            for f in ["propwatch.db", "propwatch.db-wal", "propwatch.db-shm"] {
+                match std::fs::remove_file(dir.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(dir)
+    }
+}
+
+async fn demo(
+    config: Option<PathBuf>,
+    scenarios: Vec<String>,
+    ports_file: Option<PathBuf>,
+    state: DemoState,
+) -> ExitCode {
     let path = match demo_config(config) {
         Ok(p) => p,
         Err(e) => {
@@ -364,6 +448,28 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     let mut site = match load(&path) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    let state_dir = match state.prepare() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("propwatch: cannot prepare the demo's state directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(s) = Arc::get_mut(&mut site) {
+        s.alarms.settings.database = state_dir.join("propwatch.db");
+    }
+    // The simulator's listeners first (any may be on port 0): the daemon polls what was bound.
+    let prebound = match Arc::get_mut(&mut site).map(simulator::prebind) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            error!(error = %e, "cannot start the simulator");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            error!("the demo's site is shared before it starts");
+            return ExitCode::FAILURE;
+        }
     };
     // The demo's operator token: PROPWATCH_DEMO_TOKEN, else a fresh one, unless the config
     // names its own tokens. It goes into the page link printed below.
@@ -392,8 +498,20 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     let site = site;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Err(code) =
-        start_simulator(&site, &scenarios, SimOptions::default(), &stop, &mut tasks).await
+    let simulator::Prebound {
+        options,
+        scenario_http,
+        connections,
+    } = prebound;
+    if let Err(code) = start_simulator(
+        &site,
+        &scenarios,
+        options,
+        Some(scenario_http),
+        &stop,
+        &mut tasks,
+    )
+    .await
     {
         return code;
     }
@@ -419,10 +537,20 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     );
     match &demo_token {
         Some(t) => {
-            println!("  duty-room page   {url}#token={t}   (operator: acknowledge, resolve)")
+            println!("  duty-room page   {url}#token={t}   (operator: acknowledge, resolve)");
+            println!("  CLI writes       export PROPWATCH_TOKEN={t}   (then e.g. propwatch incidents list)");
         }
         None => println!("  duty-room page   {url}"),
     }
+    println!(
+        "  state            {} ({})",
+        state_dir.display(),
+        if state.keep {
+            "resumed; without --keep the next run starts fresh"
+        } else {
+            "fresh; --keep resumes it next time"
+        }
+    );
     println!("  metrics          {url}metrics");
     println!("  status API       {url}api/v1/status");
     println!(
@@ -432,6 +560,21 @@ async fn demo(config: Option<PathBuf>, scenarios: Vec<String>) -> ExitCode {
     println!("Ctrl-C stops.");
     println!();
     info!(%url, "demo running");
+    if let Some(p) = &ports_file {
+        let ports = serde_json::json!({
+            "http": daemon.http_addr.to_string(),
+            "simulator_http": site.simulator_http_listen.to_string(),
+            "connections": connections
+                .iter()
+                .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        if let Err(e) = crate::app::write_ports_file(p, &ports) {
+            error!(error = %e, path = %p.display(), "cannot write the ports file");
+            daemon.stop(Duration::from_secs(5)).await;
+            return ExitCode::FAILURE;
+        }
+    }
     crate::app::shutdown_signal().await;
     daemon.stop(Duration::from_secs(5)).await;
     stop.cancel();

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -132,7 +131,7 @@ fn check_config_warns_when_an_rtu_line_cannot_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = 0;
     let bad = write_site(
         dir.path(),
         &format!("[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nsurprise = 1\n"),
@@ -144,6 +143,22 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+    // a device on port 0 is something only the simulator can bind: refused before binding
+    let zero = write_site(
+        dir.path(),
+        "[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&zero)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("port 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // a device nobody answers for: the daemon runs, reports it offline, and stops on SIGTERM
     let dead = free_port();
@@ -153,16 +168,18 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
             "[site]\nid = \"x\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dead}\"\nconnect_timeout_ms = 200\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\npoll_interval_ms = 100\n"
         ),
     );
-    let mut child = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&good)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    // the daemon binds port 0 and says which port it got
+    let log = dir.path().join("daemon.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&good);
+    let (mut child, ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &log,
+        Duration::from_secs(20),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", ports.http());
     let ready = format!("{base}/readyz");
     wait_for("ready", Duration::from_secs(20), || get_text(&ready)).await;
     wait_for(
@@ -187,14 +204,7 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
     })
     .await;
     assert_eq!(code.code(), Some(0));
-    let mut err = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
     assert!(
         err.contains("SIGTERM received") && err.contains("propwatch stopped"),
         "{err}"
@@ -334,20 +344,20 @@ async fn metrics_pass_promtool_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_the_whole_estate_including_mqtt() {
     let dir = tempfile::tempdir().unwrap();
-    let DemoSite {
-        path,
-        http,
-        sim: sim_http,
-    } = demo_site(dir.path(), "");
-    let _demo = Proc(
-        Command::new(BIN)
-            .args(["demo", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let DemoSite { path } = demo_site(dir.path(), "");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--config"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let (_demo, ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &dir.path().join("daemon.log"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (http, sim_http) = (ports.http(), ports.sim());
     let status_url = format!("http://127.0.0.1:{http}/api/v1/status");
     let status = || async {
         let v: serde_json::Value = serde_json::from_str(&get_text(&status_url).await?).ok()?;

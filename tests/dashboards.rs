@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::services::{Influxd, Prometheus};
@@ -706,17 +706,17 @@ impl Checker<'_> {
     }
 }
 
-/// The demo site (config/demo.toml) on free ports, writing to InfluxDB, its state store in
-/// `dir`; returns the config path and the daemon's and the simulator's HTTP ports.
-fn demo_with_influx(dir: &Path, influx_url: &str) -> (PathBuf, u16, u16) {
-    let d = demo_site(
+/// The demo site (config/demo.toml) on ports it binds itself, writing to InfluxDB, its state
+/// store in `dir`; returns the config path.
+fn demo_with_influx(dir: &Path, influx_url: &str) -> PathBuf {
+    demo_site(
         dir,
         &format!(
             "\n[influx]\napi = \"v1\"\nurl = \"{influx_url}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\nspool_dir = \"{}\"\n",
             dir.join("spool").display()
         ),
-    );
-    (d.path, d.http, d.sim)
+    )
+    .path
 }
 
 async fn scenario(sim_http: u16, path: &str) {
@@ -747,22 +747,26 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
     }
     let influx = Influxd::start(&dir.path().join("influxdb"), free_port()).await;
     influx.query("", "CREATE DATABASE propwatch").await;
-    let (config, http, sim_http) = demo_with_influx(&dir.path().join("site"), &influx.url());
+    let config = demo_with_influx(&dir.path().join("site"), &influx.url());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("site/state"));
+    let (_daemon, ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("site/ports.json"),
+        &dir.path().join("site/daemon.log"),
+        SETUP_DEADLINE,
+    )
+    .await;
+    let (http, sim_http) = (ports.http(), ports.sim());
     let prom = Prometheus::start(
         &dir.path().join("prometheus"),
         &[format!("127.0.0.1:{http}")],
         Duration::from_secs(1),
     )
     .await;
-    let _daemon = Proc(
-        Command::new(BIN)
-            .args(["demo", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     wait_metric(addr, "every demo device online", |m| {
         let n = m.0.get("propwatch_device_up").map_or(0, Vec::len);

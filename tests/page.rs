@@ -36,40 +36,46 @@ struct Demo {
 impl Demo {
     async fn start(extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let DemoSite { path, http, sim } = demo_site(dir.path(), extra);
+        let DemoSite { path } = demo_site(dir.path(), extra);
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let proc = Self::spawn(&path, &env);
+        let (proc, ports) = Self::spawn(&path, &env, false).await;
         let me = Self {
             _dir: dir,
             proc,
             path,
             env,
-            http,
-            sim,
+            http: ports.http(),
+            sim: ports.sim(),
         };
         me.wait_ready().await;
         me
     }
 
-    fn spawn(path: &Path, env: &[(String, String)]) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path.with_file_name("daemon.log"))
-            .unwrap();
+    /// The demo on ports it binds itself; back once it has written them. Its state store in
+    /// the test's directory: fresh, or resumed (`keep`, a restart).
+    async fn spawn(path: &Path, env: &[(String, String)], keep: bool) -> (Proc, Ports) {
         let mut cmd = Command::new(BIN);
         cmd.args(["demo", "--config"])
             .arg(path)
-            .env("RUST_LOG", "debug,rumqttd=off")
-            .stdout(Stdio::null())
-            .stderr(log);
+            .arg("--state-dir")
+            .arg(path.with_file_name("state"))
+            .env("RUST_LOG", "debug,rumqttd=off");
+        if keep {
+            cmd.arg("--keep");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Proc(cmd.spawn().unwrap())
+        spawn_daemon(
+            cmd,
+            &path.with_file_name("ports.json"),
+            &path.with_file_name("daemon.log"),
+            DEADLINE,
+        )
+        .await
     }
 
     async fn wait_ready(&self) {
@@ -82,9 +88,22 @@ impl Demo {
         let _ = self.proc.0.wait();
     }
 
+    /// A restart on the same HTTP port (the open page reconnects to it); everything else is
+    /// bound anew.
     async fn restart(&mut self) {
         self.kill();
-        self.proc = Self::spawn(&self.path, &self.env);
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        let fixed = text.replacen(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"127.0.0.1:{}\"", self.http),
+            1,
+        );
+        assert_ne!(text, fixed, "the demo's [http] listen line moved");
+        std::fs::write(&self.path, fixed).unwrap();
+        let (proc, ports) = Self::spawn(&self.path, &self.env, true).await;
+        self.proc = proc;
+        self.http = ports.http();
+        self.sim = ports.sim();
         self.wait_ready().await;
     }
 

@@ -198,6 +198,21 @@ fn compile_tokens(
 }
 
 impl Site {
+    /// TCP connections configured on port 0: something the simulator (or the demo) may bind,
+    /// but no device a daemon can poll.
+    pub fn unbound_connections(&self) -> Vec<&str> {
+        self.connections
+            .iter()
+            .filter(|c| match &c.transport {
+                Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
+                    address.ends_with(":0")
+                }
+                Transport::Rtu(_) => false,
+            })
+            .map(|c| c.id.as_str())
+            .collect()
+    }
+
     pub fn device_by_id(&self, id: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.id == id)
     }
@@ -1202,8 +1217,10 @@ fn compile_site(
         let address = |problems: &mut Problems| -> String {
             match &c.address {
                 Some(a)
+                    // port 0: only for the simulator and the demo, which bind it themselves
+                    // (`propwatch run` refuses it: see `Site::unbound_connections`)
                     if a.rsplit_once(':').is_some_and(|(h, p)| {
-                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                        !h.is_empty() && p.parse::<u16>().is_ok()
                     }) =>
                 {
                     a.clone()

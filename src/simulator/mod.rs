@@ -341,6 +341,68 @@ pub struct SimOptions {
     pub emulate_line_timing: bool,
     /// Dynamics step.
     pub tick: Option<Duration>,
+    /// Listeners bound beforehand by [`prebind`], by connection index (taken by `start`).
+    pub listeners: Arc<Mutex<HashMap<usize, std::net::TcpListener>>>,
+}
+
+/// Listeners for a simulated site bound before anything starts: a connection or scenario
+/// endpoint configured on port 0 gets a port from the OS, and the site is rewritten to name
+/// the address actually bound (so the daemon polls it and nothing hands a port number over).
+pub struct Prebound {
+    pub options: SimOptions,
+    pub scenario_http: std::net::TcpListener,
+    /// `(connection id, address)` of every TCP connection served.
+    pub connections: Vec<(String, std::net::SocketAddr)>,
+}
+
+/// Bind every TCP / RTU-over-TCP connection of `site` with devices, and its scenario
+/// endpoint, rewriting their addresses in `site` to the bound ones.
+pub fn prebind(site: &mut Site) -> std::io::Result<Prebound> {
+    let options = SimOptions::default();
+    let mut connections = Vec::new();
+    for (ci, conn) in site.connections.iter_mut().enumerate() {
+        if conn.devices.is_empty() {
+            continue;
+        }
+        let (Transport::Tcp { address } | Transport::RtuOverTcp { address }) = &mut conn.transport
+        else {
+            continue;
+        };
+        let l = std::net::TcpListener::bind(address.as_str()).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "simulator cannot listen on {address} for connection {}: {e}",
+                    conn.id
+                ),
+            )
+        })?;
+        l.set_nonblocking(true)?;
+        let bound = l.local_addr()?;
+        *address = bound.to_string();
+        connections.push((conn.id.clone(), bound));
+        options
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ci, l);
+    }
+    let scenario_http = std::net::TcpListener::bind(site.simulator_http_listen).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot bind the scenario endpoint {}: {e}",
+                site.simulator_http_listen
+            ),
+        )
+    })?;
+    scenario_http.set_nonblocking(true)?;
+    site.simulator_http_listen = scenario_http.local_addr()?;
+    Ok(Prebound {
+        options,
+        scenario_http,
+        connections,
+    })
 }
 
 /// Bind and serve every connection of the site that can be served locally, and run the
@@ -358,7 +420,16 @@ pub async fn start(
         }
         match &conn.transport {
             Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
-                let listener = match tokio::net::TcpListener::bind(address.as_str()).await {
+                let prebound = opts
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ci);
+                let bound = match prebound {
+                    Some(l) => tokio::net::TcpListener::from_std(l),
+                    None => tokio::net::TcpListener::bind(address.as_str()).await,
+                };
+                let listener = match bound {
                     Ok(l) => l,
                     Err(e) => {
                         return Err(std::io::Error::new(

@@ -276,6 +276,6 @@ impl Drop for SimulatedSite {
 pub mod notify;
 pub mod procs;
 #[allow(unused_imports)]
-pub use procs::{copy_profiles, demo_site, write_site, DemoSite, Proc};
+pub use procs::{copy_profiles, demo_site, spawn_daemon, write_site, DemoSite, Ports, Proc};
 pub mod services;
 pub mod tls;

@@ -45,37 +45,105 @@ pub fn write_site(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
-/// `config/demo.toml` written into a directory with every fixed port replaced by a free one.
+/// `config/demo.toml` written into a directory with every port the demo binds itself set to 0
+/// (the daemon's HTTP, the scenario endpoint, the simulated Modbus servers): the demo reports
+/// what it bound in its ports file ([`spawn_daemon`]), so no port number is handed over.
+/// Only the embedded MQTT broker's port is chosen here (rumqttd cannot report a port it picked).
 pub struct DemoSite {
     pub path: PathBuf,
-    /// The daemon's HTTP port.
-    pub http: u16,
-    /// The simulator's scenario endpoint.
-    pub sim: u16,
 }
 
 /// The demo estate in `dir` (its state store, relative to the file, lands there too), with
 /// `extra` appended to the site file.
 pub fn demo_site(dir: &Path, extra: &str) -> DemoSite {
     let mut text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
-    let (http, sim) = (free_port(), free_port());
-    for (from, to) in [
-        ("127.0.0.1:9780", http),
-        ("127.0.0.1:9781", sim),
-        ("127.0.0.1:15020", free_port()),
-        ("127.0.0.1:15021", free_port()),
-        ("127.0.0.1:15022", free_port()),
-        ("127.0.0.1:15023", free_port()),
+    for from in [
+        "127.0.0.1:9780",
+        "127.0.0.1:9781",
+        "127.0.0.1:15020",
+        "127.0.0.1:15021",
+        "127.0.0.1:15022",
+        "127.0.0.1:15023",
     ] {
         assert!(text.contains(from), "demo.toml no longer has {from}");
-        text = text.replace(from, &format!("127.0.0.1:{to}"));
+        text = text.replace(from, "127.0.0.1:0");
     }
     assert!(text.contains("port = 18830"), "demo.toml's MQTT port moved");
     text = text.replace("port = 18830", &format!("port = {}", free_port()));
     text.push_str(extra);
     DemoSite {
         path: write_site(dir, &text),
-        http,
-        sim,
+    }
+}
+
+/// What a `propwatch run|demo` child bound, from its ports file.
+pub struct Ports(pub serde_json::Value);
+
+impl Ports {
+    fn port(&self, key: &str) -> u16 {
+        let addr: std::net::SocketAddr = self.0[key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} address in the ports file: {}", self.0));
+        addr.port()
+    }
+    /// The daemon's HTTP port.
+    pub fn http(&self) -> u16 {
+        self.port("http")
+    }
+    /// The simulator's scenario endpoint (demo).
+    pub fn sim(&self) -> u16 {
+        self.port("simulator_http")
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Start `cmd` (a `propwatch run` or `demo` command line) with `--ports-file` and its stderr
+/// appended to `log`, and wait until it has written what it bound. Fails at once, with the
+/// tail of its log, if the process exits first; and with the tail after `deadline`.
+pub async fn spawn_daemon(
+    mut cmd: Command,
+    ports_file: &Path,
+    log: &Path,
+    deadline: std::time::Duration,
+) -> (Proc, Ports) {
+    let _ = std::fs::remove_file(ports_file);
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    cmd.arg("--ports-file")
+        .arg(ports_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    let mut proc = Proc(cmd.spawn().expect("spawn the daemon"));
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = std::fs::read_to_string(ports_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            return (proc, Ports(v));
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            panic!(
+                "the daemon exited ({status}) before it was ready; its log ends:\n{}",
+                log_tail(log, 40)
+            );
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!(
+                "the daemon was not ready after {deadline:?}; its log ends:\n{}",
+                log_tail(log, 40)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
