@@ -173,7 +173,8 @@ pub struct ConnectionCfg {
     pub inter_request_delay_ms: u64,
     #[serde(default = "default_reconnect_backoff_max_ms")]
     pub reconnect_backoff_max_ms: u64,
-    /// Longest pause between probes of a device that stopped answering.
+    /// Longest pause between probes of a device that stopped answering: a device that comes
+    /// back is seen online within this (plus one poll).
     #[serde(default = "default_device_backoff_max_ms")]
     pub device_backoff_max_ms: u64,
     /// Unused registers a coalesced read may span to join two points.
@@ -213,7 +214,7 @@ fn default_reconnect_backoff_max_ms() -> u64 {
     30_000
 }
 fn default_device_backoff_max_ms() -> u64 {
-    60_000
+    15_000
 }
 fn default_max_gap_registers() -> u16 {
     10

@@ -81,7 +81,13 @@ struct ConnectionPoller {
     /// rather than looked up by label for every request.
     duration: prometheus::Histogram,
     ok: std::collections::HashMap<DeviceId, prometheus::IntCounter>,
+    /// When a device's bad replies (by kind: `exception`, `malformed`) were last logged: a
+    /// block that always answers an exception is counted every time, logged once a minute.
+    logged: std::collections::HashMap<(DeviceId, &'static str), Instant>,
 }
+
+/// How often the same kind of bad reply from one device is logged.
+const REPLY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl ConnectionPoller {
     fn new(
@@ -114,6 +120,20 @@ impl ConnectionPoller {
             next_connect_attempt: Instant::now(),
             duration,
             ok,
+            logged: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether a bad reply of `kind` from `device` is to be logged now (the first, then once
+    /// per [`REPLY_LOG_INTERVAL`]); every one is counted regardless.
+    fn log_due(&mut self, device: DeviceId, kind: &'static str) -> bool {
+        let now = Instant::now();
+        match self.logged.get(&(device, kind)) {
+            Some(&at) if now.duration_since(at) < REPLY_LOG_INTERVAL => false,
+            _ => {
+                self.logged.insert((device, kind), now);
+                true
+            }
         }
     }
 
@@ -359,7 +379,9 @@ impl ConnectionPoller {
                             &device.id,
                             ModbusResult::Malformed,
                         );
-                        warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, error = %e, "malformed reply");
+                        if self.log_due(device.index, "malformed") {
+                            warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, error = %e, "malformed reply (the same from this device is logged once a minute, every one counted in propwatch_modbus_requests_total)");
+                        }
                         samples.extend(
                             read.points
                                 .iter()
@@ -372,7 +394,9 @@ impl ConnectionPoller {
                     answered = true;
                     self.telemetry
                         .modbus_request(&conn_id, &device.id, ModbusResult::Exception);
-                    warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, %exception, "exception reply");
+                    if self.log_due(device.index, "exception") {
+                        warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, %exception, "exception reply (the same from this device is logged once a minute, every one counted in propwatch_modbus_requests_total)");
+                    }
                     samples.extend(
                         read.points
                             .iter()
