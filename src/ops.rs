@@ -244,6 +244,14 @@ impl Client {
             ))
         })?;
         let status = resp.status();
+        if let Some(offset) = resp
+            .headers()
+            .get(crate::http::UTC_OFFSET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            let _ = SITE_OFFSET.set(offset);
+        }
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             Ok(text)
@@ -286,10 +294,19 @@ fn client(t: &Target) -> Result<Client, ExitCode> {
     }
 }
 
+/// The site's offset from UTC as the daemon reported it (every API response says it).
+static SITE_OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// A time in the site's local time (as its records show it), with the offset when the daemon
+/// did not say it (then UTC, marked `Z`).
 fn time(v: &Value) -> String {
-    v.as_i64()
-        .map(|ms| crate::alarms::record::local_time(ms, 8 * 3600))
-        .unwrap_or_else(|| "-".into())
+    let Some(ms) = v.as_i64() else {
+        return "-".into();
+    };
+    match SITE_OFFSET.get() {
+        Some(&offset) => crate::alarms::record::local_time(ms, offset),
+        None => format!("{}Z", crate::alarms::record::local_time(ms, 0)),
+    }
 }
 
 fn print_alarms(list: &[Value]) {

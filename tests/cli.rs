@@ -423,3 +423,30 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
     })
     .await;
 }
+
+/// The CLI shows times in the site's time zone (every API response names its offset), not in
+/// a fixed +08:00: a site at -03:00 whose incident opened at 2026-01-01 00:00:05 UTC lists it
+/// at 2025-12-31 21:00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_times_in_the_sites_time_zone() {
+    let site = format!(
+        "utc_offset = \"-03:00\"\n[[channels]]\nid = \"duty-log\"\ntype = \"log\"\n{}",
+        common::notify::DUTY_ROSTER
+    );
+    let h = common::notify::Harness::start(&site, 1, Some(1_767_225_605_000)).await;
+    h.set_flag(0, "fault", true);
+    h.wait_incident("equipment_fault").await;
+    let url = h.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["incidents", "list", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2025-12-31 21:00"), "{text}");
+    h.stop().await;
+}

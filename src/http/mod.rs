@@ -66,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
+            state.site.alarms.settings.utc_offset_seconds,
+            site_offset,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
@@ -118,6 +122,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// plain text or with an empty body (a method the route does not take: 405, with its `Allow`;
 /// a query or path its extractor refuses: 400): the CLI and the page read `error`. Found by
 /// fuzzing (`fuzz/`, target `http_api`).
+/// The header telling a client the site's offset from UTC in seconds, so that it shows times
+/// as the site's records do (the CLI formats every time with it).
+pub const UTC_OFFSET_HEADER: &str = "x-propwatch-utc-offset";
+
+async fn site_offset(
+    State(offset): State<i32>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(UTC_OFFSET_HEADER, header::HeaderValue::from(offset));
+    resp
+}
+
 async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let resp = next.run(req).await;

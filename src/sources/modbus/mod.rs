@@ -5,7 +5,9 @@
 //! - every call is wrapped in a timeout; after a timeout or a garbled frame the transport is
 //!   dropped and reconnected, because a late reply would desynchronise it;
 //! - a device that stops answering is backed off exponentially (one probe per backoff period,
-//!   no retries), so it never stalls its neighbours on the bus;
+//!   no retries), and its probe waits for a gap in the bus's schedule as long as the probe may
+//!   take (its timeout), so a dead unit does not delay its neighbours' polls (bounded: a probe
+//!   deferred for two of its poll intervals runs anyway);
 //! - exception replies and malformed replies are counted and mark the affected points bad;
 //! - RTU transports keep the 3.5-character silence between frames plus a configurable delay.
 
@@ -57,6 +59,27 @@ struct DeviceSlot {
     next_due: Instant,
     consecutive_failures: u32,
     online: Option<bool>,
+    /// A probe of this (offline) device waiting for a gap in the schedule since then.
+    deferred_since: Option<Instant>,
+}
+
+/// Whether a probe due `now` that may take `cost` is to wait: a healthy device is due before
+/// the probe could be over, and the probe has not waited `max_wait` already. Returns the time
+/// to try again (just after that healthy poll is due).
+fn defer_probe(
+    now: Instant,
+    cost: Duration,
+    healthy_due: impl Iterator<Item = Instant>,
+    deferred_since: Option<Instant>,
+    max_wait: Duration,
+) -> Option<Instant> {
+    if deferred_since.is_some_and(|since| now.duration_since(since) >= max_wait) {
+        return None;
+    }
+    healthy_due
+        .filter(|&due| due < now + cost)
+        .min()
+        .map(|due| due.max(now) + Duration::from_millis(1))
 }
 
 /// How one poll of one device went.
@@ -160,6 +183,7 @@ impl ConnectionPoller {
                             .min(interval),
                     consecutive_failures: 0,
                     online: None,
+                    deferred_since: None,
                 }
             })
             .collect();
@@ -173,6 +197,30 @@ impl ConnectionPoller {
             }
             let site = self.site.clone();
             let device = &site.devices[slots[i].device as usize];
+            if slots[i].online == Some(false) {
+                // a probe: into a gap of the schedule, so that neighbours keep their period
+                let now = Instant::now();
+                let conn = &site.connections[self.conn];
+                let healthy = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, s)| j != i && s.online != Some(false))
+                    .map(|(_, s)| s.next_due);
+                // at most two of its intervals: a bus with no gap that long still probes
+                let max_wait = conn.device_backoff_max.min(device.poll_interval * 2);
+                if let Some(retry) = defer_probe(
+                    now,
+                    conn.timeout,
+                    healthy,
+                    slots[i].deferred_since,
+                    max_wait,
+                ) {
+                    slots[i].deferred_since.get_or_insert(now);
+                    slots[i].next_due = retry;
+                    continue;
+                }
+                slots[i].deferred_since = None;
+            }
             let outcome = self
                 .poll_device(device, slots[i].consecutive_failures == 0, &shutdown)
                 .await;
@@ -527,6 +575,58 @@ pub fn rtu_silence(conn: &Connection) -> Duration {
 mod tests {
     use super::*;
     use crate::config::{Parity, SerialSettings, Transport};
+
+    /// A probe that may take 1 s waits while a healthy neighbour is due within that second,
+    /// runs once the schedule has a gap, and never waits longer than its bound.
+    #[test]
+    fn a_probe_waits_for_a_gap_in_the_schedule_but_not_forever() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let cost = ms(1000);
+        let max = ms(15_000);
+        // a neighbour due in 300 ms: wait until just after it
+        assert_eq!(
+            defer_probe(
+                now,
+                cost,
+                [now + ms(300), now + ms(5000)].into_iter(),
+                None,
+                max
+            ),
+            Some(now + ms(301))
+        );
+        // one overdue: right after it
+        assert_eq!(
+            defer_probe(now, cost, [now - ms(50)].into_iter(), None, max),
+            Some(now + ms(1))
+        );
+        // nothing due within the probe's timeout: probe now
+        assert_eq!(
+            defer_probe(
+                now,
+                cost,
+                [now + ms(1000), now + ms(4000)].into_iter(),
+                None,
+                max
+            ),
+            None
+        );
+        assert_eq!(defer_probe(now, cost, std::iter::empty(), None, max), None);
+        // a saturated bus: after waiting its bound, the probe runs anyway
+        let since = now - max;
+        assert_eq!(
+            defer_probe(now, cost, [now + ms(10)].into_iter(), Some(since), max),
+            None
+        );
+        assert!(defer_probe(
+            now,
+            cost,
+            [now + ms(10)].into_iter(),
+            Some(now - ms(100)),
+            max
+        )
+        .is_some());
+    }
 
     fn conn(transport: Transport, baud_rate: u32) -> Connection {
         Connection {
