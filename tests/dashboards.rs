@@ -745,7 +745,7 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
     for sub in ["influxdb", "prometheus", "site"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
-    let influx = Influxd::start(&dir.path().join("influxdb"), free_port()).await;
+    let influx = Influxd::start(&dir.path().join("influxdb")).await;
     influx.query("", "CREATE DATABASE propwatch").await;
     let config = demo_with_influx(&dir.path().join("site"), &influx.url());
     let mut cmd = Command::new(BIN);

@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::services::Influxd;
+use common::services::{Influxd, Victoria};
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -48,7 +48,7 @@ async fn floor_rows(db: &Influxd) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage() {
     let db_dir = tempfile::tempdir().unwrap();
-    let mut db = Influxd::start(db_dir.path(), free_port()).await;
+    let mut db = Influxd::start(db_dir.path()).await;
     db.query("", "CREATE DATABASE propwatch").await;
     let influx = format!("[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\ntimeout_ms = 2000\nretry_backoff_max_ms = 1000\n", db.port);
     let served = SimulatedSite::start(1, |a| lifts_toml(a, &influx), &[]).await;
@@ -145,68 +145,6 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
             Some(dev == "lift-2"),
             "{dev} alarm_button: {v}"
         );
-    }
-}
-
-struct Victoria {
-    child: Child,
-    port: u16,
-}
-
-impl Victoria {
-    async fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-storageDataPath={}", dir.display()))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            // identical samples written twice (a replayed batch) count once
-            .arg("-dedup.minScrapeInterval=1ms")
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics is needed (scripts/test installs it)");
-        let url = format!("http://127.0.0.1:{port}/health");
-        wait_for("victoria-metrics ready", DEADLINE, || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
-        Self { child, port }
-    }
-
-    /// Every sample of the series matching `selector`, via /api/v1/export.
-    async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
-        let _ = reqwest::get(format!(
-            "http://127.0.0.1:{}/internal/force_flush",
-            self.port
-        ))
-        .await;
-        let text = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/api/v1/export", self.port))
-            .query(&[("match[]", selector)])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -313,7 +251,7 @@ async fn victoria_metrics_takes_the_v2_api_with_gzip_and_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_type_conflict_sets_aside_only_the_offending_lines() {
     let db_dir = tempfile::tempdir().unwrap();
-    let db = Influxd::start(db_dir.path(), free_port()).await;
+    let db = Influxd::start(db_dir.path()).await;
     db.query("", "CREATE DATABASE propwatch").await;
     // someone wrote `floor` of lift-2's kind as a string before: its floats will be refused
     const ODD: &str = "[profile]\nid = \"odd-lift\"\nkind = \"odd_elevator\"\nsim_model = \"elevator\"\n[[points]]\nid = \"floor\"\nfunction = 4\naddress = 0\ntype = \"i16\"\n";
@@ -399,44 +337,37 @@ fn spooled_lines_on_disk(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_lines_survive_sigkill() {
     let db_dir = tempfile::tempdir().unwrap();
-    let mut db = Influxd::start(db_dir.path(), free_port()).await;
+    let mut db = Influxd::start(db_dir.path()).await;
     db.query("", "CREATE DATABASE propwatch").await;
     let spool = tempfile::tempdir().unwrap();
-    let http = free_port();
     let influx = format!(
         "[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\nbatch_max_interval_ms = 200\ntimeout_ms = 1000\nretry_backoff_max_ms = 1000\nspool_dir = \"{}\"\n",
         db.port,
         spool.path().display()
     );
-    let served = SimulatedSite::start(
-        1,
-        |a| {
-            lifts_toml(a, &influx).replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:{http}\""),
-            )
-        },
-        &[],
-    )
-    .await;
-    let config = served.dir.path().join("site.toml");
-    let run = || {
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    let served = SimulatedSite::start(1, |a| lifts_toml(a, &influx), &[]).await;
+    // the daemon binds its HTTP port itself (listen = 127.0.0.1:0) and says which
+    let dir = served.dir.path().to_path_buf();
+    let run = || async {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config"]).arg(dir.join("site.toml"));
+        spawn_daemon(
+            cmd,
+            &dir.join("ports.json"),
+            &dir.join("daemon.log"),
+            DEADLINE,
+        )
+        .await
     };
-    let base = format!("http://127.0.0.1:{http}/metrics");
-    let scrape = || {
-        let base = base.clone();
-        async move { Some(Metrics::parse(&get_text(&base).await?)) }
+    let scrape = |http: u16| async move {
+        Some(Metrics::parse(
+            &get_text(&format!("http://127.0.0.1:{http}/metrics")).await?,
+        ))
     };
-    let mut daemon = run();
+    let (mut daemon, ports) = run().await;
+    let http = ports.http();
     wait_for("writing", DEADLINE, || async {
-        (scrape()
+        (scrape(http)
             .await?
             .get("propwatch_influx_lines_written_total", &[])?
             >= 10.0)
@@ -446,26 +377,30 @@ async fn spooled_lines_survive_sigkill() {
     let rows_before = floor_rows(&db).await;
     db.stop();
     wait_for("spooling", DEADLINE, || async {
-        (scrape().await?.get("propwatch_influx_spool_lines", &[])? >= 30.0).then_some(())
+        (scrape(http)
+            .await?
+            .get("propwatch_influx_spool_lines", &[])?
+            >= 30.0)
+            .then_some(())
     })
     .await;
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
+    daemon.0.kill().unwrap(); // SIGKILL
+    daemon.0.wait().unwrap();
     let spooled = spooled_lines_on_disk(spool.path());
     assert!(spooled >= 30, "{spooled} lines on disk after SIGKILL");
     db.restart().await;
-    let mut daemon = run();
+    let (daemon, ports) = run().await;
+    let http = ports.http();
     wait_for("replayed after restart", DEADLINE, || async {
-        let m = scrape().await?;
+        let m = scrape(http).await?;
         (m.get("propwatch_influx_replayed_lines_total", &[])? >= spooled as f64
             && m.get("propwatch_influx_spool_lines", &[])? == 0.0)
             .then_some(())
     })
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
+    daemon.signal("-TERM");
+    let mut daemon = daemon;
+    let _ = daemon.0.wait();
     assert_eq!(spooled_lines_on_disk(spool.path()), 0);
     let rows = floor_rows(&db).await;
     assert!(
@@ -479,7 +414,7 @@ async fn spooled_lines_survive_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_too_large_for_the_server_are_split() {
     let db_dir = tempfile::tempdir().unwrap();
-    let db = Influxd::start_with(db_dir.path(), free_port(), "  max-body-size = 2000").await;
+    let db = Influxd::start_with(db_dir.path(), "  max-body-size = 2000").await;
     db.query("", "CREATE DATABASE propwatch").await;
     let influx = format!("[influx]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"propwatch\"\ngzip = false\nbatch_max_interval_ms = 1000\n", db.port);
     let served = SimulatedSite::start(1, |a| lifts_toml(a, &influx), &[]).await;

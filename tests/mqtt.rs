@@ -24,7 +24,43 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    async fn start(dir: &Path, port: u16) -> Self {
+    /// On a port picked for it (again on another if that one was taken meanwhile).
+    async fn start(dir: &Path) -> Self {
+        let (child, port) = common::services::start_service(
+            "mosquitto",
+            &dir.join("mosquitto.log"),
+            |port, _| Self::spawn(dir, port),
+            |port| Self::ready(dir, port),
+        )
+        .await;
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// On `port` again (its clients know it): fails at once if it cannot listen there.
+    async fn start_on(dir: &Path, port: u16) -> Self {
+        let log = dir.join("mosquitto.log");
+        let _ = std::fs::remove_file(&log);
+        let mut child = Self::spawn(dir, port);
+        if let Err(tail) =
+            common::services::wait_service("mosquitto", &mut child, port, &log, &|port| {
+                Self::ready(dir, port)
+            })
+            .await
+        {
+            panic!("mosquitto did not start again on port {port}; its log ends:\n{tail}");
+        }
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -35,25 +71,21 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto is needed (scripts/test installs it)");
-        wait_for("mosquitto listening", DEADLINE, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .expect("mosquitto is needed (scripts/test installs it)")
+    }
+
+    /// Our broker is up: it logged that it runs (so the port is its own) and it accepts.
+    async fn ready(dir: &Path, port: u16) -> bool {
+        std::fs::read_to_string(dir.join("mosquitto.log")).is_ok_and(|l| l.contains(" running"))
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        Self {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
+                .is_ok()
     }
 
     /// SIGKILL: no chance to save sessions.
@@ -65,7 +97,7 @@ impl Mosquitto {
     async fn restart(&mut self) {
         self.kill();
         let dir = self.dir.clone();
-        *self = Mosquitto::start(&dir, self.port).await;
+        *self = Mosquitto::start_on(&dir, self.port).await;
     }
 }
 
@@ -192,8 +224,8 @@ profile = "fast-lift"
 
 async fn setup(client_id: &str) -> (tempfile::TempDir, Mosquitto, Arc<Site>, tempfile::TempDir) {
     let broker_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let broker = Mosquitto::start(broker_dir.path(), port).await;
+    let broker = Mosquitto::start(broker_dir.path()).await;
+    let port = broker.port;
     let (cfg_dir, site) = site_in_tempdir(
         &site_toml(port, client_id),
         &[("fast-lift.toml", FAST_LIFT)],
@@ -512,9 +544,9 @@ async fn next_matching(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn northbound_publishes_telemetry_and_state_and_buffers_through_an_outage() {
     let ingest_dir = tempfile::tempdir().unwrap();
-    let ingest = Mosquitto::start(ingest_dir.path(), free_port()).await;
+    let ingest = Mosquitto::start(ingest_dir.path()).await;
     let up_dir = tempfile::tempdir().unwrap();
-    let mut upstream = Mosquitto::start(up_dir.path(), free_port()).await;
+    let mut upstream = Mosquitto::start(up_dir.path()).await;
     let toml = format!(
         "{}\n[northbound]\npublish_interval_ms = 200\nbuffer_messages = 5\n[northbound.broker]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_backoff_max_ms = 1000\n",
         site_toml(ingest.port, "pw-north"),
@@ -590,7 +622,7 @@ async fn northbound_publishes_telemetry_and_state_and_buffers_through_an_outage(
     p.publish(&status("lift-2"), r#"{"floor": 9}"#, false).await;
     // back: buffered messages flow again, with the newest values
     let dir = upstream.dir.clone();
-    upstream = Mosquitto::start(&dir, upstream.port).await;
+    upstream = Mosquitto::start_on(&dir, upstream.port).await;
     let mut rx = collector(upstream.port, "upstream-watch-2").await;
     next_matching(&mut rx, "telemetry after the outage", |t, v, _| {
         t.ends_with("lift-2/telemetry") && v["points"]["floor"]["value"] == 9.0

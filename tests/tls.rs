@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::notify::{Harness, DUTY_ROSTER};
-use common::services::Influxd;
+use common::services::{Influxd, Victoria};
 use common::tls::Pki;
 use common::*;
 
@@ -114,7 +114,7 @@ async fn influxdb_1x_over_https_needs_the_ca_file_and_loses_nothing() {
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(pki_dir.path());
     let db_dir = tempfile::tempdir().unwrap();
-    let db = Influxd::start_https(db_dir.path(), free_port(), &pki).await;
+    let db = Influxd::start_https(db_dir.path(), &pki).await;
     assert!(db.url().starts_with("https://"));
     db.query("", "CREATE DATABASE propwatch").await;
     let influx = |ca: bool| {
@@ -139,88 +139,12 @@ async fn influxdb_1x_over_https_needs_the_ca_file_and_loses_nothing() {
     assert_eq!(count_rows(&floors) + count_rows(&events), encoded);
 }
 
-/// VictoriaMetrics serving HTTPS with the test certificate.
-struct Victoria {
-    child: Child,
-    port: u16,
-    client: reqwest::Client,
-}
-
-impl Victoria {
-    async fn start(dir: &Path, pki: &Pki) -> Self {
-        let port = free_port();
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-storageDataPath={}", dir.display()))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg("-tls")
-            .arg(format!("-tlsCertFile={}", pki.cert.display()))
-            .arg(format!("-tlsKeyFile={}", pki.key.display()))
-            .arg("-dedup.minScrapeInterval=1ms")
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics is needed (scripts/test installs it)");
-        let client = pki.client();
-        let url = format!("https://127.0.0.1:{port}/health");
-        wait_for("victoria-metrics ready over HTTPS", DEADLINE, || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
-        Self {
-            child,
-            port,
-            client,
-        }
-    }
-
-    /// How many samples the series matching `selector` hold.
-    async fn samples(&self, selector: &str) -> usize {
-        let base = format!("https://127.0.0.1:{}", self.port);
-        let _ = self
-            .client
-            .get(format!("{base}/internal/force_flush"))
-            .send()
-            .await;
-        let text = self
-            .client
-            .get(format!("{base}/api/v1/export"))
-            .query(&[("match[]", selector)])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|s| s["values"].as_array().map_or(0, Vec::len))
-            .sum()
-    }
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v2_api_over_https_needs_the_ca_file_and_loses_nothing() {
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(pki_dir.path());
     let vm_dir = tempfile::tempdir().unwrap();
-    let vm = Victoria::start(vm_dir.path(), &pki).await;
+    let vm = Victoria::start_https(vm_dir.path(), &pki).await;
     std::fs::write(pki_dir.path().join("token"), "not-a-real-token\n").unwrap();
     let influx = |ca: bool| {
         let mut s = format!(

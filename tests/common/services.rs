@@ -6,9 +6,87 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use super::free_port;
 
 const READY: Duration = Duration::from_secs(60);
+
+/// Start a service on a port picked here (`spawn(port, log)` starts it with its output in
+/// `log`) and wait until `ready(port)`. A port can be taken by someone else between picking
+/// it and the service binding it: when the service exits before it is ready and its log says
+/// the address was in use, it is started again on a new port (up to 5 times). Any other
+/// early exit, or no readiness by the deadline, fails at once with the tail of its log.
+pub async fn start_service<F, Fut>(
+    what: &str,
+    log: &Path,
+    mut spawn: impl FnMut(u16, &Path) -> Child,
+    ready: F,
+) -> (Child, u16)
+where
+    F: Fn(u16) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for attempt in 1..=5 {
+        let port = free_port();
+        let _ = std::fs::remove_file(log);
+        let mut child = spawn(port, log);
+        match wait_service(what, &mut child, port, log, &ready).await {
+            Ok(()) => return (child, port),
+            Err(tail) if tail.to_lowercase().contains("address already in use") && attempt < 5 => {
+                eprintln!("{what}: port {port} was taken meanwhile; trying another");
+            }
+            Err(tail) => panic!("{what} exited before it was ready; its log ends:\n{tail}"),
+        }
+    }
+    unreachable!()
+}
+
+/// Wait until `ready(port)`; `Err(log tail)` as soon as the process exits. Panics with the log
+/// tail after the deadline.
+pub async fn wait_service<F, Fut>(
+    what: &str,
+    child: &mut Child,
+    port: u16,
+    log: &Path,
+    ready: &F,
+) -> Result<(), String>
+where
+    F: Fn(u16) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + READY;
+    loop {
+        if ready(port).await {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("({status})\n{}", super::procs::log_tail(log, 30)));
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!(
+                "{what} not ready after {READY:?}; its log ends:\n{}",
+                super::procs::log_tail(log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A file for a child's stdout and stderr.
+pub fn log_file(log: &Path) -> (Stdio, Stdio) {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    (f.try_clone().unwrap().into(), f.into())
+}
+
+/// GET `url` answers 2xx.
+pub async fn http_ok(url: String) -> bool {
+    reqwest::get(&url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
 
 pub struct Influxd {
     child: Child,
@@ -19,44 +97,53 @@ pub struct Influxd {
 }
 
 impl Influxd {
-    pub async fn start(dir: &Path, port: u16) -> Self {
-        Self::start_with(dir, port, "").await
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "").await
     }
 
     /// HTTPS only, with the test PKI's server certificate.
-    pub async fn start_https(dir: &Path, port: u16, pki: &super::tls::Pki) -> Self {
+    pub async fn start_https(dir: &Path, pki: &super::tls::Pki) -> Self {
         let https = format!(
             "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
             pki.cert.display(),
             pki.key.display()
         );
-        Self::start_inner(dir, port, &https, Some(pki.ca.clone())).await
+        Self::start_inner(dir, &https, Some(pki.ca.clone())).await
     }
 
     /// `http_extra`: more lines for the `[http]` section.
-    pub async fn start_with(dir: &Path, port: u16, http_extra: &str) -> Self {
-        Self::start_inner(dir, port, http_extra, None).await
+    pub async fn start_with(dir: &Path, http_extra: &str) -> Self {
+        Self::start_inner(dir, http_extra, None).await
     }
 
-    async fn start_inner(dir: &Path, port: u16, http_extra: &str, ca: Option<PathBuf>) -> Self {
+    async fn start_inner(dir: &Path, http_extra: &str, ca: Option<PathBuf>) -> Self {
         let conf = dir.join("influxdb.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http_extra}\n[monitor]\n  store-enabled = false\n",
-                free_port(),
-                d = dir.display()
-            ),
+        let client = client_trusting(ca.as_deref());
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let (child, port) = start_service(
+            "influxd",
+            &dir.join("influxd.log"),
+            |port, log| {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http_extra}\n[monitor]\n  store-enabled = false\n",
+                        free_port(),
+                        d = dir.display()
+                    ),
+                )
+                .unwrap();
+                spawn_influxd(&conf, log)
+            },
+            |port| ping(client.clone(), format!("{scheme}://127.0.0.1:{port}/ping")),
         )
-        .unwrap();
-        let mut me = Self {
-            child: spawn_influxd(&conf),
+        .await;
+        Self {
+            child,
             port,
             conf,
             ca,
-        };
-        me.wait_ready().await;
-        me
+        }
     }
 
     pub fn url(&self) -> String {
@@ -66,31 +153,11 @@ impl Influxd {
 
     /// A client for this server (trusting its CA when it serves HTTPS).
     fn client(&self) -> reqwest::Client {
-        let mut b = reqwest::Client::builder();
-        if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca).unwrap();
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
-        }
-        b.build().unwrap()
+        client_trusting(self.ca.as_deref())
     }
 
-    async fn wait_ready(&mut self) {
-        let url = format!("{}/ping", self.url());
-        let client = self.client();
-        wait_for("influxd ready", READY, || {
-            let url = url.clone();
-            let client = client.clone();
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().as_u16() == 204)
-                    .map(|_| ())
-            }
-        })
-        .await;
+    fn log(&self) -> PathBuf {
+        self.conf.with_file_name("influxd.log")
     }
 
     pub fn stop(&mut self) {
@@ -98,10 +165,19 @@ impl Influxd {
         let _ = self.child.wait();
     }
 
+    /// The same server again, on the same port (its clients know it).
     pub async fn restart(&mut self) {
         self.stop();
-        self.child = spawn_influxd(&self.conf);
-        self.wait_ready().await;
+        self.child = spawn_influxd(&self.conf, &self.log());
+        let (client, url) = (self.client(), format!("{}/ping", self.url()));
+        let log = self.log();
+        if let Err(tail) = wait_service("influxd", &mut self.child, self.port, &log, &|_| {
+            ping(client.clone(), url.clone())
+        })
+        .await
+        {
+            panic!("influxd exited on restart; its log ends:\n{tail}");
+        }
     }
 
     /// Run InfluxQL through `/query`; panics if the server cannot be reached.
@@ -125,14 +201,33 @@ impl Influxd {
     }
 }
 
-fn spawn_influxd(conf: &Path) -> Child {
+fn spawn_influxd(conf: &Path, log: &Path) -> Child {
+    let (out, err) = log_file(log);
     Command::new("influxd")
         .arg("-config")
         .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .expect("influxd is needed (scripts/test installs influxdb)")
+}
+
+fn client_trusting(ca: Option<&Path>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// `/ping` answers 204.
+async fn ping(client: reqwest::Client, url: String) -> bool {
+    client
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().as_u16() == 204)
 }
 
 impl Drop for Influxd {
@@ -149,7 +244,6 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(dir: &Path, targets: &[String], scrape_interval: Duration) -> Self {
-        let port = free_port();
         let conf = dir.join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         std::fs::write(
@@ -161,28 +255,25 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is needed (scripts/test installs it)");
-        let url = format!("http://127.0.0.1:{port}/-/ready");
-        wait_for("prometheus ready", READY, || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
+        let (child, port) = start_service(
+            "prometheus",
+            &dir.join("prometheus.log"),
+            |port, log| {
+                let (out, err) = log_file(log);
+                Command::new("prometheus")
+                    .arg(format!("--config.file={}", conf.display()))
+                    .arg(format!(
+                        "--storage.tsdb.path={}",
+                        dir.join("data").display()
+                    ))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .expect("prometheus is needed (scripts/test installs it)")
+            },
+            |port| http_ok(format!("http://127.0.0.1:{port}/-/ready")),
+        )
         .await;
         Self { child, port }
     }
@@ -240,6 +331,111 @@ async fn promtool(args: &[&str]) -> Result<Vec<serde_json::Value>, String> {
 }
 
 impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VictoriaMetrics (Debian `victoria-metrics`): the InfluxDB v2 write API's peer. Identical
+/// samples written twice (a replayed batch) count once.
+pub struct Victoria {
+    child: Child,
+    pub port: u16,
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Victoria {
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_inner(dir, None).await
+    }
+
+    /// Serving HTTPS with the test PKI's server certificate.
+    pub async fn start_https(dir: &Path, pki: &super::tls::Pki) -> Self {
+        Self::start_inner(dir, Some(pki)).await
+    }
+
+    async fn start_inner(dir: &Path, pki: Option<&super::tls::Pki>) -> Self {
+        let client = pki.map_or_else(reqwest::Client::new, |p| p.client());
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let (child, port) = start_service(
+            "victoria-metrics",
+            &dir.join("victoria-metrics.log"),
+            |port, log| {
+                let (out, err) = log_file(log);
+                let mut cmd = Command::new("victoria-metrics");
+                cmd.arg(format!("-storageDataPath={}", dir.display()))
+                    .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg("-dedup.minScrapeInterval=1ms")
+                    .arg("-search.latencyOffset=0s");
+                if let Some(p) = pki {
+                    cmd.arg("-tls")
+                        .arg(format!("-tlsCertFile={}", p.cert.display()))
+                        .arg(format!("-tlsKeyFile={}", p.key.display()));
+                }
+                cmd.stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .expect("victoria-metrics is needed (scripts/test installs it)")
+            },
+            |port| {
+                let client = client.clone();
+                async move {
+                    client
+                        .get(format!("{scheme}://127.0.0.1:{port}/health"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            },
+        )
+        .await;
+        Self {
+            child,
+            port,
+            client,
+            scheme,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// Every series matching `selector` with its samples, via /api/v1/export (after a flush).
+    pub async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        let _ = self
+            .client
+            .get(format!("{}/internal/force_flush", self.url()))
+            .send()
+            .await;
+        let text = self
+            .client
+            .get(format!("{}/api/v1/export", self.url()))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// How many samples the series matching `selector` hold.
+    pub async fn samples(&self, selector: &str) -> usize {
+        self.export(selector)
+            .await
+            .iter()
+            .map(|s| s["values"].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+}
+
+impl Drop for Victoria {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
