@@ -79,6 +79,10 @@ enum Command {
         /// Delay RTU-over-TCP replies by the time their bytes take on the serial line.
         #[arg(long)]
         line_timing: bool,
+        /// Once serving, write the addresses actually bound (JSON: `simulator_http`,
+        /// `connections`) to this file; any of them may be configured on port 0.
+        #[arg(long)]
+        ports_file: Option<PathBuf>,
     },
     /// Alarms of a running daemon: list, show, ack, reset, shelve, unshelve.
     Alarms {
@@ -182,8 +186,9 @@ pub fn main() -> ExitCode {
                 scenario,
                 serial_peer,
                 line_timing,
+                ports_file,
             } => match load(&config) {
-                Ok(site) => simulate(site, scenario, serial_peer, line_timing).await,
+                Ok(site) => simulate(site, scenario, serial_peer, line_timing, ports_file).await,
                 Err(code) => code,
             },
         }
@@ -324,10 +329,11 @@ async fn start_simulator(
 }
 
 async fn simulate(
-    site: Arc<Site>,
+    mut site: Arc<Site>,
     scenarios: Vec<String>,
     serial_peer: Vec<String>,
     line_timing: bool,
+    ports_file: Option<PathBuf>,
 ) -> ExitCode {
     let serial_peers = match parse_peers(&serial_peer) {
         Ok(p) => p,
@@ -338,18 +344,56 @@ async fn simulate(
     };
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // bind first (any port may be 0), then serve on what was bound
+    let prebound = match Arc::get_mut(&mut site).map(simulator::prebind) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            error!(error = %e, "cannot start the simulator");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            error!("the simulated site is shared before it starts");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = SimOptions {
         serial_peers,
         emulate_line_timing: line_timing,
+        listeners: prebound.options.listeners.clone(),
         ..Default::default()
     };
-    if let Err(code) = start_simulator(&site, &scenarios, opts, None, &stop, &mut tasks).await {
+    if let Err(code) = start_simulator(
+        &site,
+        &scenarios,
+        opts,
+        Some(prebound.scenario_http),
+        &stop,
+        &mut tasks,
+    )
+    .await
+    {
         return code;
     }
     println!(
         "simulator running: scenarios at http://{}/scenarios",
         site.simulator_http_listen
     );
+    if let Some(p) = &ports_file {
+        let ports = serde_json::json!({
+            "simulator_http": site.simulator_http_listen.to_string(),
+            "connections": prebound
+                .connections
+                .iter()
+                .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        if let Err(e) = crate::app::write_ports_file(p, &ports) {
+            error!(error = %e, path = %p.display(), "cannot write the ports file");
+            stop.cancel();
+            while tasks.join_next().await.is_some() {}
+            return ExitCode::FAILURE;
+        }
+    }
     crate::app::shutdown_signal().await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}

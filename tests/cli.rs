@@ -214,23 +214,25 @@ async fn run_refuses_a_bad_config_and_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_takes_scenarios_by_flag_and_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let (modbus, http) = (free_port(), free_port());
+    // both on port 0: the simulator binds them and says where
+    let (modbus, http) = (0, 0);
     let path = write_site(
         dir.path(),
         &format!(
             "[site]\nid = \"x\"\n[simulator]\nhttp_listen = \"127.0.0.1:{http}\"\n[[connections]]\nid = \"fire\"\ntransport = \"rtu_over_tcp\"\naddress = \"127.0.0.1:{modbus}\"\n[[rooms]]\nid = \"r\"\nkind = \"fire_control\"\n[[rooms.devices]]\nid = \"panel\"\nprofile = \"gb26875-fire-panel\"\nconnection = \"fire\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"fire\"\nunit_id = 2\n"
         ),
     );
-    let _sim = Proc(
-        Command::new(BIN)
-            .args(["simulate", "--scenario", "fire", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{http}");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["simulate", "--scenario", "fire", "--config"])
+        .arg(&path);
+    let (_sim, ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &dir.path().join("simulate.log"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", ports.sim());
     let value = |dev: &'static str, point: &'static str| {
         let url = format!("{base}/devices/{dev}/points/{point}");
         async move {

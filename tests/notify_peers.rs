@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::notify::{Harness, DUTY_ROSTER};
-use common::{free_port, wait_for};
+use common::services::{http_ok, log_file, start_service};
+use common::wait_for;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -22,23 +23,33 @@ impl Drop for Peer {
     }
 }
 
-fn alertmanager(dir: &std::path::Path, port: u16) -> Peer {
+/// Alertmanager on a port picked for it (again on another if that one was taken meanwhile).
+async fn alertmanager(dir: &std::path::Path) -> (Peer, u16) {
     let cfg = dir.join("alertmanager.yml");
     std::fs::write(
         &cfg,
         "route:\n  receiver: 'null'\n  group_wait: 1s\nreceivers:\n  - name: 'null'\n",
     )
     .unwrap();
-    let child = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager (Debian package prometheus-alertmanager; scripts/test installs it)");
-    Peer(child)
+    let (child, port) = start_service(
+        "alertmanager",
+        &dir.join("alertmanager.log"),
+        |port, log| {
+            let (out, err) = log_file(log);
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("prometheus-alertmanager (Debian package prometheus-alertmanager; scripts/test installs it)")
+        },
+        |port| http_ok(format!("http://127.0.0.1:{port}/-/ready")),
+    )
+    .await;
+    (Peer(child), port)
 }
 
 async fn am_alerts(port: u16) -> Option<Vec<Value>> {
@@ -51,15 +62,7 @@ async fn am_alerts(port: u16) -> Option<Vec<Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_shows_the_incident_firing_then_resolved() {
     let am_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _am = alertmanager(am_dir.path(), port);
-    wait_for("Alertmanager ready", DEADLINE, || async {
-        let r = reqwest::get(format!("http://127.0.0.1:{port}/-/ready"))
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let (_am, port) = alertmanager(am_dir.path()).await;
     let cfg = format!(
         r#"
 [[channels]]
@@ -184,23 +187,28 @@ async fn email_reaches_a_real_smtp_server() {
     std::fs::create_dir_all(&mails).unwrap();
     let script = dir.path().join("smtpd.py");
     std::fs::write(&script, SMTP_SERVER).unwrap();
-    let port = free_port();
-    let child = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&mails)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd; scripts/test installs it)");
-    let _smtpd = Peer(child);
-    wait_for("the SMTP server listening", DEADLINE, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
+    let (child, port) = start_service(
+        "aiosmtpd",
+        &dir.path().join("smtpd.log"),
+        |port, log| {
+            let (out, err) = log_file(log);
+            Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(&mails)
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("python3 with aiosmtpd (pip install aiosmtpd; scripts/test installs it)")
+        },
+        |port| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
     .await;
+    let _smtpd = Peer(child);
     let cfg = format!(
         r#"
 [[channels]]

@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -146,22 +146,29 @@ struct Driver {
 
 impl Driver {
     async fn start(width: u32, height: u32) -> Self {
-        let port = free_port();
-        let proc = Proc(
-            Command::new("chromedriver")
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver is needed (scripts/test installs chromium-driver)"),
-        );
-        let status = format!("http://127.0.0.1:{port}/status");
-        wait_for("chromedriver ready", DEADLINE, || async {
-            let v: Value = serde_json::from_str(&get_text(&status).await?).ok()?;
-            (v["value"]["ready"] == true).then_some(())
-        })
-        .await;
         let profile = tempfile::tempdir().unwrap().keep();
+        let (child, port) = services::start_service(
+            "chromedriver",
+            &profile.with_extension("chromedriver.log"),
+            |port, log| {
+                let (out, err) = services::log_file(log);
+                Command::new("chromedriver")
+                    .arg(format!("--port={port}"))
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .expect("chromedriver is needed (scripts/test installs chromium-driver)")
+            },
+            |port| async move {
+                let status = format!("http://127.0.0.1:{port}/status");
+                get_text(&status)
+                    .await
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["value"]["ready"] == true)
+            },
+        )
+        .await;
+        let proc = Proc(child);
         let caps = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -116,27 +116,29 @@ impl Drop for Peer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_from_pymodbus_match_on_metrics() {
-    let port = free_port();
     let script = repo().join("tests/peers/pymodbus_server.py");
-    let child = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with pymodbus is needed (scripts/test installs it)");
-    let _peer = Peer(child);
-    wait_for(
-        "pymodbus listening",
-        Duration::from_secs(30),
-        || async move {
+    let logs = tempfile::tempdir().unwrap();
+    let (child, port) = common::services::start_service(
+        "pymodbus",
+        &logs.path().join("pymodbus.log"),
+        |port, log| {
+            let (out, err) = common::services::log_file(log);
+            Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("python3 with pymodbus is needed (scripts/test installs it)")
+        },
+        |port| async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .ok()
-                .map(|_| ())
+                .is_ok()
         },
     )
     .await;
+    let _peer = Peer(child);
 
     let toml = format!(
         r#"

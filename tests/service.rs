@@ -75,14 +75,17 @@ async fn readiness_watchdog_reload_and_stop_on_the_notify_socket() {
     .await;
     let bus = bus.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let http = free_port();
-    let config = write_site(dir.path(), &daemon_site(bus, http, false, ""));
+    // port 0: the daemon binds it and writes it to its ports file (before READY=1)
+    let config = write_site(dir.path(), &daemon_site(bus, 0, false, ""));
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let ports_file = dir.path().join("ports.json");
     let daemon = Proc(
         Command::new(BIN)
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--ports-file")
+            .arg(&ports_file)
             .env("NOTIFY_SOCKET", &sock_path)
             .env("WATCHDOG_USEC", "400000")
             .stdout(Stdio::null())
@@ -98,10 +101,11 @@ async fn readiness_watchdog_reload_and_stop_on_the_notify_socket() {
             .contains("STATUS=running svc: 1 device(s)"),
         "{first:?}"
     );
-    // ready means the HTTP endpoint answers
-    assert!(get_text(&format!("http://127.0.0.1:{http}/readyz"))
-        .await
-        .is_some());
+    // ready means the ports file is written and the HTTP endpoint answers
+    let ports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_file).unwrap()).unwrap();
+    let http = ports["http"].as_str().unwrap().to_string();
+    assert!(get_text(&format!("http://{http}/readyz")).await.is_some());
     // watchdog pings at half of WATCHDOG_USEC, several of them
     for _ in 0..3 {
         until_message(&sock, "WATCHDOG=1").await;
@@ -140,18 +144,19 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
     .await;
     let bus = bus.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let http = free_port();
-    let base = format!("http://127.0.0.1:{http}");
+    // listen on port 0 in every generation: the supervisor keeps the socket it bound
+    let http = 0;
     let config = write_site(dir.path(), &daemon_site(bus, http, false, ""));
-    let daemon = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    let (daemon, ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &dir.path().join("daemon.log"),
+        DEADLINE,
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", ports.http());
     wait_for("lift-1 online", DEADLINE, || async {
         let v = json(&format!("{base}/api/v1/devices/lift-1")).await?;
         (v["state"] == "online").then_some(())

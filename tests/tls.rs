@@ -176,33 +176,37 @@ struct Receiver {
 
 impl Receiver {
     async fn start(dir: &Path, pki: &Pki) -> Self {
-        let port = free_port();
         let out = dir.join("received.jsonl");
         std::fs::write(&out, "").unwrap();
-        let child = Command::new("python3")
-            .arg(repo().join("tests/peers/https_receiver.py"))
-            .arg(&pki.cert)
-            .arg(&pki.key)
-            .arg(port.to_string())
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
         let client = pki.client();
-        wait_for("the HTTPS receiver answers", DEADLINE, || {
-            let client = client.clone();
-            async move {
-                client
-                    .post(format!("https://127.0.0.1:{port}/probe"))
-                    .body("{\"probe\": true}")
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
+        let (child, port) = common::services::start_service(
+            "the HTTPS receiver",
+            &dir.join("receiver.log"),
+            |port, log| {
+                let (o, e) = common::services::log_file(log);
+                Command::new("python3")
+                    .arg(repo().join("tests/peers/https_receiver.py"))
+                    .arg(&pki.cert)
+                    .arg(&pki.key)
+                    .arg(port.to_string())
+                    .arg(&out)
+                    .stdout(o)
+                    .stderr(e)
+                    .spawn()
+                    .expect("python3")
+            },
+            |port| {
+                let client = client.clone();
+                async move {
+                    client
+                        .post(format!("https://127.0.0.1:{port}/probe"))
+                        .body("{\"probe\": true}")
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            },
+        )
         .await;
         Self { child, port, out }
     }

@@ -168,18 +168,26 @@ impl Harness {
         devices: usize,
         wall_start: Option<i64>,
     ) -> Self {
+        // bound here and kept: the site names the address, and nobody can take it meanwhile
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
         let http = l.local_addr().unwrap();
-        drop(l);
         let (dir, site) = super::site_in_tempdir(
             &site_toml(devices, http, extra),
             &[("notify-test.toml", profile)],
         );
         let clock = wall_start.map_or_else(Clock::new, Clock::starting_at);
-        Self::open(dir, site, clock, http).await
+        let listener = tokio::net::TcpListener::from_std(l).unwrap();
+        Self::open(dir, site, clock, http, Some(listener)).await
     }
 
-    async fn open(dir: tempfile::TempDir, site: Arc<Site>, clock: Clock, http: SocketAddr) -> Self {
+    async fn open(
+        dir: tempfile::TempDir,
+        site: Arc<Site>,
+        clock: Clock,
+        http: SocketAddr,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Self {
         let table = Arc::new(LiveTable::new(&site));
         let telemetry = Arc::new(Telemetry::new());
         let alarms = Alarms::open(site.clone(), telemetry.clone(), clock).expect("open alarms");
@@ -205,7 +213,11 @@ impl Harness {
             shutdown: CancellationToken::new(),
             reload: None,
         };
-        let listener = propwatch::http::bind(http).await.expect("bind http");
+        let listener = match listener {
+            Some(l) => l,
+            // a restart: the same address again
+            None => propwatch::http::bind(http).await.expect("bind http"),
+        };
         let s = stop.clone();
         tasks.spawn(async move {
             let _ = propwatch::http::serve(listener, state, s).await;
@@ -242,7 +254,7 @@ impl Harness {
         stop.cancel();
         while tasks.join_next().await.is_some() {}
         let clock = Clock::starting_at(clock.now_ms());
-        Self::open(dir, site, clock, http).await
+        Self::open(dir, site, clock, http, None).await
     }
 
     pub async fn stop(mut self) {
