@@ -404,6 +404,40 @@ impl Store {
             .transpose()
     }
 
+    /// Rewrite the stored notification events (`notification_*`) through `f` (which says
+    /// whether it changed the event's JSON); how many were rewritten. Used once to take
+    /// secrets out of what earlier versions recorded.
+    pub fn rewrite_notification_events(
+        &self,
+        f: &dyn Fn(&mut serde_json::Value) -> bool,
+    ) -> rusqlite::Result<usize> {
+        // what is rewritten is overwritten on disk, not left in free space
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let rows: Vec<(i64, String)> = {
+            let mut q = self
+                .conn
+                .prepare("SELECT id, data FROM events WHERE kind LIKE 'notification%'")?;
+            let r = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            r.collect::<rusqlite::Result<_>>()?
+        };
+        let tx = self.conn.unchecked_transaction()?;
+        let mut n = 0;
+        for (id, data) in rows {
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                continue;
+            };
+            if f(&mut v) {
+                tx.execute(
+                    "UPDATE events SET data = ?1 WHERE id = ?2",
+                    params![v.to_string(), id],
+                )?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     pub fn events_of_incident(&self, incident: i64) -> rusqlite::Result<Vec<EventRecord>> {
         self.list(
             "SELECT data FROM events WHERE incident = ?1 ORDER BY id",

@@ -95,7 +95,7 @@ async fn post_json(
     check_vendor(status, &text)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
@@ -110,8 +110,23 @@ fn parse_url(u: &str) -> Result<reqwest::Url, String> {
     reqwest::Url::parse(u).map_err(|e| format!("bad url: {e}"))
 }
 
-/// Send through `ch`. `Ok` carries a short receipt, `Err` the reason.
+/// Send through `ch`. `Ok` carries a short receipt, `Err` the reason, with no URL query, URL
+/// user info or secret of the channel in either (see `redact`): whatever a send says is
+/// stored, logged and served.
 pub async fn send(
+    http: &reqwest::Client,
+    ch: &Channel,
+    out: &Outgoing,
+    now_ms: i64,
+) -> Result<String, String> {
+    let r = super::redact::Redactor::for_channel(ch);
+    match send_unredacted(http, ch, out, now_ms).await {
+        Ok(receipt) => Ok(r.redact(&receipt)),
+        Err(reason) => Err(r.redact(&reason)),
+    }
+}
+
+async fn send_unredacted(
     http: &reqwest::Client,
     ch: &Channel,
     out: &Outgoing,

@@ -17,6 +17,7 @@ pub mod channels;
 pub mod links;
 pub mod message;
 pub mod outbox;
+pub mod redact;
 pub mod roster;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -147,6 +148,9 @@ pub struct Notifier {
 
 const CURSOR: &str = "event_cursor";
 
+/// Key in the outbox's kv table: stored errors were redacted (see `redact`).
+const REDACTED: &str = "errors_redacted";
+
 impl Notifier {
     /// Open the notifier's tables in the site's state store; `None` when no channel is set.
     pub fn open(
@@ -176,6 +180,24 @@ impl Notifier {
         };
         let store = OutboxStore::open(path).map_err(io)?;
         let reader = Store::open(path).map_err(io)?;
+        // once: no secret in what earlier versions stored (errors carried robot keys)
+        if store.get(REDACTED).map_err(io)?.is_none() {
+            let r = redact::Redactor::for_notify(n);
+            let rows = store.rewrite_errors(&|t| r.redact(t)).map_err(io)?;
+            let events = reader
+                .rewrite_notification_events(&|v| r.redact_json(v))
+                .map_err(io)?;
+            if rows + events > 0 {
+                info!(
+                    outbox_rows = rows,
+                    timeline_events = events,
+                    "took secrets and URL queries out of stored notification errors"
+                );
+            }
+            store.set(REDACTED, "1").map_err(io)?;
+            // and out of the write-ahead log (best effort: a reader may hold it)
+            let _ = store.checkpoint();
+        }
         let key = match &n.settings.link_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => match store.get("link_key").map_err(io)? {
@@ -1432,7 +1454,7 @@ impl Worker {
                 .json(&alerts)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| channels::error_chain(&e))?;
             let status = resp.status();
             if status.is_success() {
                 Ok(())
@@ -1441,7 +1463,9 @@ impl Worker {
                 Err(format!("HTTP {status}: {}", message::truncate(&body, 300)))
             }
         }
-        .await;
+        .await
+        // no URL query, user info or secret of the channel in what is stored and served
+        .map_err(|reason| redact::Redactor::for_channel(&self.ch).redact(&reason));
         let now = self.now();
         match r {
             Ok(()) => {
