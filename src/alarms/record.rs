@@ -139,35 +139,47 @@ pub fn rows(store: &Store, from: i64, to: i64, offset: i32) -> rusqlite::Result<
     Ok(out)
 }
 
+/// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (a formula, or DDE such as `=cmd|' /C calc'!A0`) gets a leading `'`, so
+/// Excel, LibreOffice and WPS show it as the text it is. Anything in the record can come from
+/// outside (an acknowledgement link's name, a cause typed by an operator, a device's name).
+pub fn csv_cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
+    }
+}
+
 pub fn to_csv(rows: &[RecordRow]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_HEADER)?;
     for r in rows {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let t = |s: &String| csv_cell(s);
         w.write_record([
             r.id.to_string(),
-            r.plan.clone(),
-            r.plan_name.clone(),
-            r.severity.clone(),
-            r.state.clone(),
-            r.room.clone(),
-            r.device.clone(),
-            r.title.clone(),
-            r.opened.clone(),
-            r.acknowledged.clone(),
-            r.acknowledged_by.clone(),
-            r.arrived.clone(),
-            r.arrived_by.clone(),
-            r.resolved.clone(),
-            r.resolved_by.clone(),
+            t(&r.plan),
+            t(&r.plan_name),
+            t(&r.severity),
+            t(&r.state),
+            t(&r.room),
+            t(&r.device),
+            t(&r.title),
+            t(&r.opened),
+            t(&r.acknowledged),
+            t(&r.acknowledged_by),
+            t(&r.arrived),
+            t(&r.arrived_by),
+            t(&r.resolved),
+            t(&r.resolved_by),
             opt(r.time_to_ack_s),
             opt(r.time_to_arrive_s),
             opt(r.time_to_resolve_s),
             r.alarms.to_string(),
-            r.trigger.clone(),
-            r.cause.clone(),
-            r.measures.clone(),
-            r.overdue.clone(),
+            t(&r.trigger),
+            t(&r.cause),
+            t(&r.measures),
+            t(&r.overdue),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;

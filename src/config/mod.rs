@@ -66,6 +66,8 @@ pub struct Site {
     pub http_tokens: Vec<ApiToken>,
     /// HTTPS for the endpoint (`[http] tls_cert_file` + `tls_key_file`).
     pub http_tls: Option<tls::HttpTls>,
+    /// `[http] allowed_hosts`, lower case, without ports (see `http::auth`).
+    pub http_allowed_hosts: Vec<String>,
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
@@ -1678,6 +1680,12 @@ fn compile_site(
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
         http_tokens,
+        http_allowed_hosts: f
+            .http
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
         http_tls,
         simulator_http_listen: simulator_http_listen?,
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,

@@ -81,6 +81,11 @@ pub struct HttpSection {
     /// HTTPS: its private key (PEM), read like a secret file.
     #[serde(default)]
     pub tls_key_file: Option<String>,
+    /// Host names (the `Host` header) under which requests without a token are served, besides
+    /// `localhost`, the loopback addresses, the listen address and `notify.public_url`'s host:
+    /// a web page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) is refused.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpSection {
@@ -90,6 +95,7 @@ impl Default for HttpSection {
             tokens: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

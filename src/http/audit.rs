@@ -42,6 +42,10 @@ const FIELD_CHARS: usize = 2000;
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);
 
+/// Why a handler that answers with a page (not JSON) refused the request, for the audit entry.
+#[derive(Clone)]
+pub struct Refusal(pub String);
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/audit", get(list))
@@ -210,7 +214,8 @@ impl Pending {
                 detail.insert("claimed_by".into(), b.into());
             }
         }
-        if let Some(e) = refusal {
+        if let Some(e) = refusal.or_else(|| resp.extensions().get::<Refusal>().map(|r| r.0.clone()))
+        {
             detail.insert("error".into(), e.into());
         }
         let token = if link {

@@ -7,6 +7,11 @@
 //! - With no tokens the daemon may only listen on loopback (the config check enforces it),
 //!   where everything stays open, as on a single duty-room machine.
 //!
+//! - What is served without a token only because the daemon is on loopback is served only
+//!   under a known host name (`localhost`, the loopback and listen addresses,
+//!   `notify.public_url`'s host, `[http] allowed_hosts`): a web page elsewhere that points its
+//!   own name at 127.0.0.1 (DNS rebinding) gets 403, not the roster.
+//!
 //! The token comes in `Authorization: Bearer <token>`; reads may also give `?access_token=`
 //! (an `EventSource` cannot set headers). Secrets are compared as SHA-256 digests and never
 //! logged: refusals and operator actions log the token's id.
@@ -75,6 +80,58 @@ fn with_caller(mut r: Response, token: Option<&str>) -> Response {
     r
 }
 
+/// The host a request names (`Host`, lower case, without the port); `None` without one.
+fn host_of(req: &Request) -> Option<String> {
+    let h = req.headers().get(header::HOST)?.to_str().ok()?.trim();
+    let h = h.to_ascii_lowercase();
+    // [::1]:9780, 127.0.0.1:9780, name:9780, name
+    let host = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_string()
+    } else {
+        h.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(h.clone(), |(host, _)| host.to_string())
+    };
+    Some(host)
+}
+
+/// Whether a request served without a token names a host this daemon answers to.
+fn known_host(s: &AppState, req: &Request) -> bool {
+    let Some(host) = host_of(req) else {
+        // HTTP/1.0 without Host: not a browser, so not a rebinding page
+        return true;
+    };
+    let listen = s.site.http_listen.ip().to_string();
+    let public = s
+        .site
+        .notify
+        .as_ref()
+        .and_then(|n| n.settings.public_url.as_deref())
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        });
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1")
+        || host == listen
+        || public.as_deref() == Some(host.as_str())
+        || s.site.http_allowed_hosts.iter().any(|h| *h == host)
+}
+
+fn unknown_host(s: &AppState, req: &Request) -> Response {
+    let host = host_of(req).unwrap_or_default();
+    let shown: String = host.chars().take(64).collect();
+    warn!(host = %shown, path = %req.uri().path(), "refused: a request without a token under an unknown host name");
+    refuse(
+        &s.clone(),
+        StatusCode::FORBIDDEN,
+        "unknown_host",
+        format!(
+            "unknown host name {shown:?}: without a token this daemon answers only to localhost and the names in [http] allowed_hosts"
+        ),
+    )
+}
+
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if is_open(&path) {
@@ -83,6 +140,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let tokens = &s.site.http_tokens;
     if tokens.is_empty() {
         // loopback only (the config check refuses anything else without tokens)
+        if !known_host(&s, &req) {
+            return unknown_host(&s, &req);
+        }
         return next.run(req).await;
     }
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
@@ -132,7 +192,12 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             )
         }
         (Some(_), false) => next.run(req).await,
-        (None, false) if s.site.http_listen.ip().is_loopback() => next.run(req).await,
+        (None, false) if s.site.http_listen.ip().is_loopback() => {
+            if !known_host(&s, &req) {
+                return unknown_host(&s, &req);
+            }
+            next.run(req).await
+        }
         (None, false) => refuse(
             &s,
             StatusCode::UNAUTHORIZED,

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
             state.site.alarms.settings.utc_offset_seconds,
             site_offset,
         ))
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -134,6 +135,58 @@ async fn site_offset(
     let mut resp = next.run(req).await;
     resp.headers_mut()
         .insert(UTC_OFFSET_HEADER, header::HeaderValue::from(offset));
+    resp
+}
+
+/// The duty-room page's Content-Security-Policy: its one inline script by hash (nothing else
+/// runs), styles inline, requests only to this origin, never framed.
+fn page_csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let html = include_str!("page.html");
+        let script = html
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(s, _)| s);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+    })
+}
+
+/// Every answer: not to be framed (clickjacking), no referrer (the acknowledge links and
+/// tokens must not travel onwards), no content sniffing; HTML gets a strict CSP.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let is_page = req.uri().path() == "/";
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
+    h.insert(
+        "referrer-policy",
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "x-content-type-options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let csp = if is_page {
+        Some(page_csp())
+    } else if html {
+        // server-rendered pages (acknowledge links, records): no script at all
+        Some("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+    } else {
+        None
+    };
+    if let Some(csp) = csp.and_then(|c| header::HeaderValue::from_str(c).ok()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
     resp
 }
 

@@ -338,6 +338,23 @@ async fn ack_submit(
             )
         }
     };
+    // a link used again (a replay, or a second person) acknowledges nothing: say by whom it was
+    let already = |who: &str| {
+        let msg = format!("事件 #{id} 已由 {who} 确认 (already acknowledged by {who})");
+        let mut r = page(
+            StatusCode::CONFLICT,
+            "已确认 Already acknowledged",
+            &format!("<p>{}</p>", esc(&msg)),
+        );
+        r.extensions_mut().insert(super::audit::Refusal(msg));
+        r
+    };
+    let before = s.alarms.read(|st| st.incident(id)).ok().flatten();
+    if let Some(who) = before.and_then(|i| i.acked_by) {
+        let mut resp = already(&who);
+        resp.extensions_mut().insert(super::audit::Actor(by));
+        return resp;
+    }
     let r = s
         .alarms
         .command(Command::AckIncident {
@@ -347,6 +364,10 @@ async fn ack_submit(
         })
         .await;
     let mut resp = match r {
+        // acknowledged meanwhile by someone else
+        Ok(v) if v["acked_by"].as_str().is_some_and(|who| who != by) => {
+            already(v["acked_by"].as_str().unwrap_or(""))
+        }
         Ok(_) => page(
             StatusCode::OK,
             "已确认 Acknowledged",
