@@ -115,7 +115,7 @@ fn known_host(s: &AppState, req: &Request) -> bool {
     matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1")
         || host == listen
         || public.as_deref() == Some(host.as_str())
-        || s.site.http_allowed_hosts.iter().any(|h| *h == host)
+        || s.site.http_allowed_hosts.contains(&host)
 }
 
 fn unknown_host(s: &AppState, req: &Request) -> Response {
