@@ -61,7 +61,7 @@ pub async fn serve_https(
         .acceptor(acceptor)
         .handle(handle.clone())
         .http1_only()
-        .serve(app.into_make_service());
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r,

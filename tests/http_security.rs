@@ -7,6 +7,7 @@
 mod common;
 
 use common::notify::{Harness, DUTY_ROSTER};
+use common::{get_text, Metrics};
 
 async fn get_with_host(url: &str, host: &str, token: Option<&str>) -> reqwest::Response {
     let mut r = reqwest::Client::new()
@@ -127,4 +128,109 @@ async fn every_answer_forbids_framing_and_referrers_and_the_page_has_a_strict_cs
         }
     }
     h.stop().await;
+}
+
+/// A flood of refused requests (issue #17 finding 2), bounded and on loopback, against the
+/// real binary: 300 wrong-token writes with 60 KB bodies and 300 wrong-token reads. The first
+/// refusal is audited (without the body) and logged; the rest are counted; after 30 the
+/// client is answered 429 before its body is read. The state store does not grow by the
+/// bodies, the log by a line a request; an operator with the right token still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_requests_is_counted_not_stored() {
+    const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("op"), "operator-token-for-the-flood-test\n").unwrap();
+    let config = common::write_site(
+        dir.path(),
+        &format!(
+            "[site]\nid = \"flood\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[http.tokens]]\nid = \"duty\"\nrole = \"operator\"\ntoken_file = \"{}\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\npoll_interval_ms = 60000\n",
+            dir.path().join("op").display()
+        ),
+    );
+    let log = dir.path().join("daemon.log");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    let (daemon, ports) = common::spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &log,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", ports.http());
+    let db = dir.path().join("state/propwatch.db");
+    let size = || {
+        ["", "-wal"]
+            .iter()
+            .map(|s| {
+                std::fs::metadata(format!("{}{s}", db.display()))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    let before = size();
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"by": "x".repeat(2000), "fields": vec!["y".repeat(2000); 30]});
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for i in 0..600 {
+        let r = if i % 2 == 0 {
+            client
+                .post(format!("{base}/api/v1/incidents/1/ack"))
+                .bearer_auth("wrong-token")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        } else {
+            client
+                .get(format!("{base}/api/v1/roster"))
+                .bearer_auth("wrong-token")
+                .send()
+                .await
+                .unwrap()
+        };
+        *statuses.entry(r.status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(statuses.get(&401), Some(&30), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&570), "{statuses:?}");
+    // the operator is not locked out by someone else's flood from the same address
+    let audit: serde_json::Value = client
+        .get(format!("{base}/api/v1/audit?limit=1000"))
+        .bearer_auth("operator-token-for-the-flood-test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refusals: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == 401)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{audit:#}");
+    // the claimed name, bounded; nothing else of what was sent
+    let text = refusals[0].to_string();
+    assert!(!text.contains("yyyyyyyy"), "{text}");
+    let claimed = refusals[0]["detail"]["claimed_by"].as_str().unwrap();
+    assert!(claimed.chars().count() <= 201, "{claimed}");
+    assert_eq!(refusals[0]["detail"]["client"], "127.0.0.1", "{text}");
+    // metrics count every one
+    let m = Metrics::parse(&get_text(&format!("{base}/metrics")).await.unwrap());
+    assert!(m.sum("propwatch_http_refused_total", &[]) >= 600.0);
+    // the log: a line for the first refusal and one when the limit started, not 600
+    daemon.signal("-TERM");
+    let mut daemon = daemon;
+    let _ = daemon.0.wait();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let refused_lines = lines
+        .lines()
+        .filter(|l| l.contains("refused") || l.contains("refusing"))
+        .count();
+    assert!(refused_lines <= 3, "{refused_lines} lines:\n{lines}");
+    // and the store did not take the bodies (300 x 60 KB = 18 MB before the fix)
+    let grown = size().saturating_sub(before);
+    assert!(grown < 2_000_000, "the state store grew by {grown} bytes");
 }

@@ -298,10 +298,51 @@ pub async fn record(
         path,
         method,
     };
+    let flood = parts
+        .extensions
+        .get::<Arc<super::flood::FloodGuard>>()
+        .cloned();
+    let client = parts.extensions.get::<super::flood::ClientKey>().copied();
     let req = Request::from_parts(parts, Body::from(bytes));
     let task = tokio::spawn(async move {
         let resp = next.run(req).await;
-        let (resp, refusal) = error_of(resp).await;
+        let (mut resp, refusal) = error_of(resp).await;
+        let mut pending = pending;
+        // an anonymous refusal (no or an unknown token, an unknown host name); a refusal of a
+        // known token (a viewer writing) is attributable and recorded in full
+        let anonymous = resp
+            .extensions()
+            .get::<Caller>()
+            .is_none_or(|c| c.token.is_none());
+        if anonymous
+            && matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            )
+        {
+            // a refusal: recorded without what was sent, and only the first of a minute per
+            // client (the rest counted into its next entry): a flood cannot fill the disk
+            if let (Some(g), Some(c)) = (&flood, client) {
+                resp.extensions_mut().insert(super::flood::Counted);
+                match g.refused(c) {
+                    super::flood::Record::Count => return resp,
+                    super::flood::Record::Audit { not_recorded } => {
+                        // who it claimed to be (bounded), not what it sent
+                        let mut f = Map::new();
+                        if let Some(by) = pending.fields.remove("by") {
+                            f.insert("by".into(), by);
+                        }
+                        if let Some(ip) = c.0 {
+                            f.insert("client".into(), ip.to_string().into());
+                        }
+                        if not_recorded > 0 {
+                            f.insert("refusals_not_recorded".into(), not_recorded.into());
+                        }
+                        pending.fields = f;
+                    }
+                }
+            }
+        }
         let entry = pending.entry(&s, &resp, refusal);
         write(&s, &log, entry).await;
         resp

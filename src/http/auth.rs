@@ -48,10 +48,29 @@ fn presented(req: &Request, write: bool) -> Option<String> {
     q.0.get("access_token").cloned()
 }
 
+/// Whether the request presents a configured token (a limited client with credentials is not
+/// locked out by someone else's flood from the same address).
+pub fn has_valid_token(s: &AppState, req: &Request) -> bool {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    presented(req, write).is_some_and(|t| find(&s.site.http_tokens, &t).is_some())
+}
+
 /// The configured token whose secret is `secret`.
 pub fn find<'a>(tokens: &'a [ApiToken], secret: &str) -> Option<&'a ApiToken> {
     let digest: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
     tokens.iter().find(|t| t.sha256 == digest)
+}
+
+/// Whether a refusal of this request is to be logged: the first of its client's minute (the
+/// rest are counted in `propwatch_http_refused_total` and summed in the audit log).
+fn log_refusal(req: &Request) -> bool {
+    match req
+        .extensions()
+        .get::<std::sync::Arc<super::flood::FloodGuard>>()
+    {
+        Some(g) => g.first_in_window(super::flood::client_of_ext(req)),
+        None => true,
+    }
 }
 
 fn refuse(s: &AppState, status: StatusCode, reason: &str, message: String) -> Response {
@@ -121,7 +140,9 @@ fn known_host(s: &AppState, req: &Request) -> bool {
 fn unknown_host(s: &AppState, req: &Request) -> Response {
     let host = host_of(req).unwrap_or_default();
     let shown: String = host.chars().take(64).collect();
-    warn!(host = %shown, path = %req.uri().path(), "refused: a request without a token under an unknown host name");
+    if log_refusal(req) {
+        warn!(host = %shown, path = %req.uri().path(), "refused: a request without a token under an unknown host name");
+    }
     refuse(
         &s.clone(),
         StatusCode::FORBIDDEN,
@@ -151,7 +172,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         Some(secret) => match find(tokens, &secret) {
             Some(t) => Some(t),
             None => {
-                warn!(method = %req.method(), %path, "refused: unknown API token");
+                if log_refusal(&req) {
+                    warn!(method = %req.method(), %path, "refused: unknown API token (further refusals from this client logged once a minute)");
+                }
                 return refuse(
                     &s,
                     StatusCode::UNAUTHORIZED,
@@ -170,6 +193,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             with_caller(next.run(req).await, Some(&t.id))
         }
         (Some(t), true) => {
+            // attributable (a known token): always logged
             warn!(token = %t.id, method = %req.method(), %path, "refused: viewer token used to write");
             let r = refuse(
                 &s,
@@ -183,7 +207,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             with_caller(r, Some(&t.id))
         }
         (None, true) => {
-            warn!(method = %req.method(), %path, "refused: write without a token");
+            if log_refusal(&req) {
+                warn!(method = %req.method(), %path, "refused: write without a token (further refusals from this client logged once a minute)");
+            }
             refuse(
                 &s,
                 StatusCode::UNAUTHORIZED,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 mod alarms;
 mod audit;
 mod auth;
+mod flood;
 mod notify;
 mod stream;
 
@@ -79,6 +80,11 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), audit_log.clone()),
             audit::record,
         ))
+        // outermost: a client refused too often is answered 429 before anything else
+        .layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Arc::new(flood::FloodGuard::default())),
+            flood::limit,
+        ))
         .layer(axum::Extension(audit_log))
         .layer(axum::extract::DefaultBodyLimit::max(audit::BODY_LIMIT))
         .with_state(state)
@@ -95,9 +101,12 @@ pub async fn serve(
     if let Some(tls) = state.site.http_tls.clone() {
         return crate::tls::serve_https(listener, router(state), &tls, shutdown).await;
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
