@@ -368,6 +368,20 @@ async fn the_duty_room_page_in_chromium() {
     )
     .await;
     assert_eq!(b.js("return window.__marker").await, "no-reload");
+    // the operator token never travels in a URL: the stream was opened with a one-use ticket
+    let urls = b
+        .js("return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])")
+        .await;
+    let urls: Vec<String> = serde_json::from_value(urls).unwrap();
+    assert!(
+        urls.iter()
+            .all(|u| !u.contains(OPERATOR) && !u.contains("access_token")),
+        "{urls:#?}"
+    );
+    assert!(
+        urls.iter().any(|u| u.contains("api/v1/stream?ticket=")),
+        "{urls:#?}"
+    );
 
     // the daemon goes away: the page says its picture may be stale, then recovers by itself
     // when the daemon is back, with the incident as it was (the state store survived)

@@ -32,6 +32,29 @@ fn is_open(path: &str) -> bool {
         || path.starts_with("/assets/")
 }
 
+/// The token in the `Authorization` header, if any.
+pub fn header_token(req: &Request) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim().to_string())
+}
+
+/// A `?ticket=` of a GET, redeemed: the token id it stands for (see `tickets`).
+fn ticket_of(req: &Request) -> Option<Option<String>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let q: axum::extract::Query<std::collections::HashMap<String, String>> =
+        axum::extract::Query::try_from_uri(req.uri()).ok()?;
+    let ticket = q.0.get("ticket")?;
+    let tickets = req
+        .extensions()
+        .get::<std::sync::Arc<super::tickets::Tickets>>()?;
+    Some(tickets.redeem(ticket, std::time::Instant::now()))
+}
+
 fn presented(req: &Request, write: bool) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
@@ -167,6 +190,27 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    // a ticket instead of a token in the URL: one read, as the token it was made from
+    match ticket_of(&req) {
+        Some(Some(id)) => {
+            req.extensions_mut().insert(Caller {
+                token: Some(id.clone()),
+            });
+            return with_caller(next.run(req).await, Some(&id));
+        }
+        Some(None) => {
+            if log_refusal(&req) {
+                warn!(%path, "refused: an unknown, used or expired ticket");
+            }
+            return refuse(
+                &s,
+                StatusCode::UNAUTHORIZED,
+                "bad_ticket",
+                "unknown, used or expired ticket: get a new one from /api/v1/ticket".into(),
+            );
+        }
+        None => {}
+    }
     let token = match presented(&req, write) {
         None => None,
         Some(secret) => match find(tokens, &secret) {

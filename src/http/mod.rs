@@ -20,7 +20,9 @@ mod audit;
 mod auth;
 mod flood;
 mod notify;
+mod server;
 mod stream;
+mod tickets;
 
 use crate::config::Site;
 use crate::live::LiveTable;
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/points", get(points))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/ticket", get(tickets::issue))
         .route("/api/v1/reload", axum::routing::post(reload))
         .merge(alarms::routes())
         .merge(notify::routes())
@@ -86,6 +89,8 @@ pub fn router(state: AppState) -> Router {
             flood::limit,
         ))
         .layer(axum::Extension(audit_log))
+        .layer(axum::Extension(stream::OpenStreams::default()))
+        .layer(axum::Extension(Arc::new(tickets::Tickets::default())))
         .layer(axum::extract::DefaultBodyLimit::max(audit::BODY_LIMIT))
         .with_state(state)
 }
@@ -101,12 +106,8 @@ pub async fn serve(
     if let Some(tls) = state.site.http_tls.clone() {
         return crate::tls::serve_https(listener, router(state), &tls, shutdown).await;
     }
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let telemetry = state.telemetry.clone();
+    server::serve(listener, router(state), telemetry, shutdown).await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

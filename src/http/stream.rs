@@ -10,10 +10,15 @@
 //! fails and the task ends. Comments keep proxies from closing an idle stream.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
@@ -23,12 +28,51 @@ const LIVE_EVERY: Duration = Duration::from_secs(1);
 /// `live` goes out at least this often, unchanged or not: the page's proof the stream lives.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// Event streams open at once per server; one more is answered 503 and counted
+/// (`propwatch_http_refused_total{reason="streams"}`): each holds a task and buffers.
+pub const MAX_STREAMS: usize = 64;
+
+/// How many streams are open (one counter per router).
+#[derive(Clone, Default)]
+pub struct OpenStreams(Arc<AtomicUsize>);
+
+/// A stream's place, given back when its task ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub async fn stream(
     State(s): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    Extension(open): Extension<OpenStreams>,
+) -> Response {
+    let taken = open
+        .0
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_STREAMS).then_some(n + 1)
+        })
+        .is_ok();
+    if !taken {
+        s.telemetry
+            .http_refused
+            .with_label_values(&["streams"])
+            .inc();
+        return super::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} event streams are open already; try again later"),
+        );
+    }
+    events(s, Slot(open.0)).into_response()
+}
+
+fn events(s: AppState, slot: Slot) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel::<Event>(64);
     let mut events = s.alarms.events.subscribe();
     tokio::spawn(async move {
+        let _slot = slot;
         let mut last: Option<serde_json::Value> = None;
         let mut last_sent = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(LIVE_EVERY);
