@@ -405,3 +405,73 @@ async fn a_ticket_opens_one_read_and_no_write() {
     assert_eq!(r.status(), 401);
     h.stop().await;
 }
+
+/// The same limits over HTTPS (the same accept loop): sockets that never start a TLS handshake
+/// are capped, counted and closed by the handshake timeout; the daemon still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_are_capped_and_closed_over_https_too() {
+    use tokio::io::AsyncReadExt;
+    const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::tls::Pki::new(dir.path());
+    let config = common::write_site(
+        dir.path(),
+        &format!(
+            "[site]\nid = \"caps\"\n[http]\nlisten = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\npoll_interval_ms = 60000\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    let (daemon, ports) = common::spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &dir.path().join("daemon.log"),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", ports.http());
+    let base = format!("https://{addr}");
+    let client = pki.client();
+    let health = || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    };
+    assert!(health().await.is_some());
+    let mut idle = Vec::new();
+    for _ in 0..520 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for s in &mut idle {
+        let mut b = [0u8; 1];
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r = tokio::time::timeout(left, s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle socket was kept open: {r:?}"
+        );
+    }
+    drop(idle);
+    let text = wait_for(
+        "the daemon answering again",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = client.get(format!("{base}/metrics")).send().await.ok()?;
+            r.text().await.ok()
+        },
+    )
+    .await;
+    let m = Metrics::parse(&text);
+    assert!(
+        m.get("propwatch_http_refused_total", &[("reason", "connections")]) >= Some(8.0),
+        "{:?}",
+        m.get("propwatch_http_refused_total", &[("reason", "connections")])
+    );
+    daemon.signal("-TERM");
+}

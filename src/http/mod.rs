@@ -103,11 +103,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut state = state;
     state.shutdown = shutdown.clone();
-    if let Some(tls) = state.site.http_tls.clone() {
-        return crate::tls::serve_https(listener, router(state), &tls, shutdown).await;
-    }
+    let tls = state.site.http_tls.as_ref().map(|t| t.server.clone());
     let telemetry = state.telemetry.clone();
-    server::serve(listener, router(state), telemetry, shutdown).await
+    server::serve(listener, router(state), tls, telemetry, shutdown).await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
