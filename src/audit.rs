@@ -4,11 +4,14 @@
 //! append-only (triggers refuse UPDATE and DELETE) and hash-chained, so that an edited, deleted
 //! or reordered entry shows when the chain is recomputed.
 //!
-//! **The hash.** `hash = lowercase hex SHA-256` of this text (UTF-8, every line ending in `\n`,
-//! including the last):
+//! **The hash.** `hash = lowercase hex HMAC-SHA256` with the chain's key ([`AuditKey`]:
+//! `audit.key` beside the store, or `[audit] key_file`) of this text (UTF-8, every line ending
+//! in `\n`, including the last); entries written before keying carry the plain SHA-256 of the
+//! same text with the first line `propwatch-audit-v1`, and only before the first keyed entry
+//! (an `audit.keyed` entry when an old chain is keyed):
 //!
 //! ```text
-//! propwatch-audit-v1
+//! propwatch-audit-v2
 //! prev=<prev_hash>
 //! id=<id>
 //! at=<at>
@@ -44,6 +47,64 @@ use sha2::{Digest, Sha256};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The first line of the hashed text; a new format gets a new tag.
 pub const FORMAT: &str = "propwatch-audit-v1";
+/// The first line of the keyed format: the same text, its hash an HMAC-SHA256 with the key.
+pub const FORMAT_KEYED: &str = "propwatch-audit-v2";
+
+/// The key of the chain (the content of the key file, trimmed). Whoever rewrites entries
+/// without it cannot make them verify again.
+#[derive(Clone)]
+pub struct AuditKey(Vec<u8>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// Read the key file; with `create`, write a new random key there first if there is none
+    /// (64 hex characters, mode 0600). A key of fewer than 16 bytes is refused.
+    pub fn load(path: &Path, create: bool) -> std::io::Result<Self> {
+        if create && !path.exists() {
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            match o.open(path) {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    f.write_all(format!("{hex}\n").as_bytes())?;
+                    f.sync_all()?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let text = std::fs::read_to_string(path)?;
+        let key = text.trim();
+        if key.len() < 16 {
+            return Err(std::io::Error::other(format!(
+                "{}: an audit key needs at least 16 characters",
+                path.display()
+            )));
+        }
+        Ok(Self(key.as_bytes().to_vec()))
+    }
+}
+
+/// Where the key is kept when the site names none: beside the state store.
+pub fn default_key_file(database: &Path) -> PathBuf {
+    database.with_file_name("audit.key")
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
@@ -103,8 +164,12 @@ fn text_field(out: &mut String, name: &str, v: Option<&str>) {
 
 /// The text whose SHA-256 is the entry's hash (see the module documentation).
 pub fn canonical(e: &Entry) -> String {
+    canonical_tagged(e, FORMAT)
+}
+
+fn canonical_tagged(e: &Entry, tag: &str) -> String {
     let mut out = String::with_capacity(256 + e.detail.len());
-    let _ = writeln!(out, "{FORMAT}");
+    let _ = writeln!(out, "{tag}");
     let _ = writeln!(out, "prev={}", e.prev_hash);
     let _ = writeln!(out, "id={}", e.id);
     let _ = writeln!(out, "at={}", e.at);
@@ -120,14 +185,25 @@ pub fn canonical(e: &Entry) -> String {
     out
 }
 
-/// The hash the entry should carry.
-pub fn compute_hash(e: &Entry) -> String {
-    let digest = Sha256::digest(canonical(e).as_bytes());
+fn hex(bytes: &[u8]) -> String {
     let mut hex = String::with_capacity(64);
-    for b in digest {
+    for b in bytes {
         let _ = write!(hex, "{b:02x}");
     }
     hex
+}
+
+/// The hash of an unkeyed entry (`propwatch-audit-v1`, written before the chain was keyed).
+pub fn compute_hash(e: &Entry) -> String {
+    hex(&Sha256::digest(canonical(e).as_bytes()))
+}
+
+/// The hash of a keyed entry: HMAC-SHA256 with the key over the `propwatch-audit-v2` text.
+pub fn keyed_hash(e: &Entry, key: &AuditKey) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<Sha256>>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    m.update(canonical_tagged(e, FORMAT_KEYED).as_bytes());
+    hex(&m.finalize().into_bytes())
 }
 
 /// Open the state store for the audit log (WAL, `synchronous = FULL`, the table created if
@@ -150,6 +226,7 @@ struct Writer {
 /// The log of one state store. One per daemon; cheap to share (`Arc`).
 pub struct AuditLog {
     path: PathBuf,
+    key: Option<AuditKey>,
     writer: Mutex<Writer>,
     reader: Mutex<Option<Connection>>,
 }
@@ -158,6 +235,30 @@ impl AuditLog {
     /// Open the log at `path` (the state store). A store that cannot be opened now is retried
     /// on every write: the daemon runs on without it (and counts what it loses).
     pub fn open(path: &Path) -> Self {
+        let key_file = default_key_file(path);
+        let key = match AuditKey::load(&key_file, true) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::error!(file = %key_file.display(), error = %e, "cannot read or create the audit key: the chain is written unkeyed");
+                None
+            }
+        };
+        Self::open_with_key(path, key)
+    }
+
+    /// The log of a site: keyed with `[audit]`'s key, else with `audit.key` beside the store.
+    pub fn open_for(site: &crate::config::Site) -> Self {
+        let db = &site.alarms.settings.database;
+        match &site.audit_key {
+            Some(k) => Self::open_with_key(db, Some(AuditKey::new(k.as_bytes()))),
+            None => Self::open(db),
+        }
+    }
+
+    /// Open the log keyed with `key` (`None`: the unkeyed format). A keyed log whose chain
+    /// ends in unkeyed entries (written before keying) first appends an `audit.keyed` entry,
+    /// so that from then on every entry is keyed and the older ones are pinned by it.
+    pub fn open_with_key(path: &Path, key: Option<AuditKey>) -> Self {
         let conn = match open_connection(path) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -165,15 +266,69 @@ impl AuditLog {
                 None
             }
         };
-        Self {
+        let log = Self {
             path: path.to_path_buf(),
+            key,
             writer: Mutex::new(Writer {
                 conn,
                 lost: 0,
                 lost_since: None,
             }),
             reader: Mutex::new(None),
+        };
+        if let Err(e) = log.key_the_chain() {
+            tracing::error!(error = %e, "cannot key the audit chain now; the next entry will");
         }
+        log
+    }
+
+    /// Append `audit.keyed` when the chain's last entry is not keyed (see `open_with_key`).
+    fn key_the_chain(&self) -> rusqlite::Result<()> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let head = self.with_reader(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT 1"),
+                [],
+                read_row,
+            )
+            .optional()
+        })?;
+        let Some(Ok(head)) = head else {
+            return Ok(());
+        };
+        if keyed_hash(&head, key) == head.hash {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.append(&NewEntry {
+            at: now,
+            actor: None,
+            token: None,
+            action: "audit.keyed".into(),
+            target: None,
+            detail: serde_json::json!({
+                "unkeyed_entries": head.id,
+                "why": "from this entry on the chain is keyed (HMAC-SHA256); it pins the unkeyed entries before it",
+            }),
+            outcome: None,
+        })
+        .map(|_| ())
+    }
+
+    /// The last entry's id and hash, as the anchor line the daemon logs (see `check_anchors`).
+    pub fn anchor(&self) -> rusqlite::Result<Option<(i64, String)>> {
+        self.with_reader(|c| {
+            c.query_row(
+                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -184,7 +339,7 @@ impl AuditLog {
     /// blocking thread. On failure the entry is lost, counted, and noted by the next append.
     pub fn append(&self, e: &NewEntry) -> rusqlite::Result<i64> {
         let mut w = lock(&self.writer);
-        let r = w.try_append(&self.path, e);
+        let r = w.try_append(&self.path, e, self.key.as_ref());
         match r {
             Ok(_) => {
                 w.lost = 0;
@@ -205,9 +360,10 @@ impl AuditLog {
         self.with_reader(|c| list(c, from, to, limit))
     }
 
-    /// Recompute the whole chain.
+    /// Recompute the whole chain (with the key).
     pub fn verify(&self) -> rusqlite::Result<Verification> {
-        self.with_reader(verify)
+        let key = self.key.clone();
+        self.with_reader(|c| verify(c, key.as_ref()))
     }
 
     fn with_reader<R>(
@@ -228,7 +384,12 @@ impl AuditLog {
 }
 
 impl Writer {
-    fn try_append(&mut self, path: &Path, e: &NewEntry) -> rusqlite::Result<i64> {
+    fn try_append(
+        &mut self,
+        path: &Path,
+        e: &NewEntry,
+        key: Option<&AuditKey>,
+    ) -> rusqlite::Result<i64> {
         let conn = match &mut self.conn {
             Some(c) => c,
             slot @ None => slot.insert(open_connection(path)?),
@@ -249,11 +410,11 @@ impl Writer {
                 }),
                 outcome: None,
             };
-            let written = insert(&tx, last_id + 1, &prev, &note)?;
+            let written = insert(&tx, last_id + 1, &prev, &note, key)?;
             last_id = written.id;
             prev = written.hash;
         }
-        let written = insert(&tx, last_id + 1, &prev, e)?;
+        let written = insert(&tx, last_id + 1, &prev, e, key)?;
         tx.commit()?;
         Ok(written.id)
     }
@@ -294,7 +455,13 @@ fn sequence(c: &Connection) -> rusqlite::Result<Option<i64>> {
     .optional()
 }
 
-fn insert(c: &Connection, id: i64, prev: &str, e: &NewEntry) -> rusqlite::Result<Entry> {
+fn insert(
+    c: &Connection,
+    id: i64,
+    prev: &str,
+    e: &NewEntry,
+    key: Option<&AuditKey>,
+) -> rusqlite::Result<Entry> {
     let mut entry = Entry {
         id,
         at: e.at,
@@ -307,7 +474,10 @@ fn insert(c: &Connection, id: i64, prev: &str, e: &NewEntry) -> rusqlite::Result
         prev_hash: prev.to_string(),
         hash: String::new(),
     };
-    entry.hash = compute_hash(&entry);
+    entry.hash = match key {
+        Some(k) => keyed_hash(&entry, k),
+        None => compute_hash(&entry),
+    };
     c.execute(
         &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         params![
@@ -413,6 +583,10 @@ pub struct Verification {
     /// expose a later rewrite of the whole chain.
     pub last_id: Option<i64>,
     pub head: String,
+    /// Checked with the key: from the first keyed entry on, every entry is keyed.
+    pub keyed: bool,
+    /// Entries written before the chain was keyed (pinned by the first keyed one).
+    pub unkeyed_entries: u64,
 }
 
 /// Record the first failure only.
@@ -425,8 +599,10 @@ fn fail(v: &mut Verification, id: i64, problem: String, entry: Option<Entry>) {
     }
 }
 
-/// Recompute every hash in id order (one read transaction: a consistent snapshot).
-pub fn verify(c: &Connection) -> rusqlite::Result<Verification> {
+/// Recompute every hash in id order (one read transaction: a consistent snapshot). With the
+/// key: unkeyed entries are accepted only before the first keyed one; without it, a keyed
+/// entry cannot be checked and fails the verification.
+pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verification> {
     let tx = c.unchecked_transaction()?;
     let mut v = Verification {
         ok: true,
@@ -436,6 +612,8 @@ pub fn verify(c: &Connection) -> rusqlite::Result<Verification> {
         first_bad: None,
         last_id: None,
         head: GENESIS.to_string(),
+        keyed: false,
+        unkeyed_entries: 0,
     };
     let has: i64 = tx.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit'",
@@ -489,11 +667,30 @@ pub fn verify(c: &Connection) -> rusqlite::Result<Verification> {
                     )
                 };
                 fail(&mut v, e.id, problem, Some(e.clone()));
-            } else if compute_hash(&e) != e.hash {
-                let problem = format!(
-                    "entry #{} was changed after it was written: its content does not match its hash",
-                    e.id
-                );
+            } else if key.is_some_and(|k| keyed_hash(&e, k) == e.hash) {
+                v.keyed = true;
+            } else if compute_hash(&e) == e.hash {
+                if v.keyed {
+                    let problem = format!(
+                        "entry #{} is not keyed although the chain was keyed before it: it was rewritten without the key",
+                        e.id
+                    );
+                    fail(&mut v, e.id, problem, Some(e.clone()));
+                } else {
+                    v.unkeyed_entries += 1;
+                }
+            } else {
+                let problem = if key.is_none() {
+                    format!(
+                        "entry #{} does not match its hash: it was changed after it was written, or it is keyed and needs the key to be checked (--key-file)",
+                        e.id
+                    )
+                } else {
+                    format!(
+                        "entry #{} was changed after it was written: its content does not match its hash",
+                        e.id
+                    )
+                };
                 fail(&mut v, e.id, problem, Some(e.clone()));
             }
         }
@@ -505,6 +702,14 @@ pub fn verify(c: &Connection) -> rusqlite::Result<Verification> {
     if last_id > 0 {
         v.last_id = Some(last_id);
         v.head = prev;
+    }
+    if v.ok && key.is_some() && v.entries > 0 && !v.keyed {
+        fail(
+            &mut v,
+            1,
+            "no entry is keyed: the whole chain was recomputed without the key (a running daemon keys it when it starts)".into(),
+            None,
+        );
     }
     if v.ok {
         if let Some(seq) = sequence(&tx)? {
@@ -522,8 +727,23 @@ pub fn verify(c: &Connection) -> rusqlite::Result<Verification> {
     Ok(v)
 }
 
-/// Verify a copy of the state store without a daemon (opened read-only).
-pub fn verify_file(path: &Path) -> Result<Verification, String> {
+/// Verify a copy of the state store without a daemon (opened read-only), with the key file
+/// given, else the one beside the copy (`audit.key`) if there is one, else without a key.
+pub fn verify_file(path: &Path, key_file: Option<&Path>) -> Result<Verification, String> {
+    let key = match key_file {
+        Some(f) => Some(AuditKey::load(f, false).map_err(|e| format!("{}: {e}", f.display()))?),
+        None => {
+            let beside = default_key_file(path);
+            if beside.is_file() {
+                Some(
+                    AuditKey::load(&beside, false)
+                        .map_err(|e| format!("{}: {e}", beside.display()))?,
+                )
+            } else {
+                None
+            }
+        }
+    };
     if !path.is_file() {
         return Err(format!("{}: no such file", path.display()));
     }
@@ -532,7 +752,48 @@ pub fn verify_file(path: &Path) -> Result<Verification, String> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    verify(&conn).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    verify(&conn, key.as_ref()).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Check the anchors the daemon logged (lines with `audit anchor`, `id=N` and `hash=H`, as in
+/// its journal) against the chain: every anchored entry must still carry the anchored hash,
+/// and the chain must reach the last anchor. How many anchors were checked, or the problem.
+pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let field = |line: &str, name: &str| -> Option<String> {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        Some(
+            line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect(),
+        )
+    };
+    let mut n = 0;
+    for line in anchors.lines().filter(|l| l.contains("audit anchor")) {
+        let (Some(id), Some(hash)) = (field(line, "id"), field(line, "hash")) else {
+            continue;
+        };
+        let Ok(id) = id.parse::<i64>() else { continue };
+        let stored: Option<String> = conn
+            .query_row("SELECT hash FROM audit WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        match stored {
+            None => return Err(format!("anchored entry #{id} is missing: the chain was cut back below an anchor")),
+            Some(h) if h != hash => {
+                return Err(format!(
+                    "entry #{id} no longer has the hash anchored for it ({hash}): the chain was rewritten after the anchor"
+                ))
+            }
+            Some(_) => n += 1,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -666,30 +927,160 @@ mod tests {
         assert_eq!(v.entries, 5);
     }
 
+    /// Rewriting an entry and recomputing its hash without the key: found at that entry (it
+    /// is unkeyed in a keyed chain); with a key that is not the chain's: found too; with the
+    /// key itself, the next entry's link still breaks.
     #[test]
-    fn an_edited_entry_with_a_recomputed_hash_breaks_the_next_link() {
-        let (_dir, log, raw) = five();
-        let mut e = log
+    fn an_edited_entry_with_a_recomputed_hash_is_found() {
+        let (dir, log, raw) = five();
+        let original = log
             .list(0, i64::MAX, 100)
             .unwrap()
             .into_iter()
             .find(|e| e.id == 2)
             .unwrap();
+        let mut e = original.clone();
         e.actor = Some("someone else".into());
-        e.hash = compute_hash(&e);
         // opening the log (the reader above) put the triggers back
-        raw.execute_batch("DROP TRIGGER audit_no_update").unwrap();
-        raw.execute(
-            "UPDATE audit SET actor = ?1, hash = ?2 WHERE id = 2",
-            params![e.actor, e.hash],
-        )
-        .unwrap();
+        let rewrite = |hash: &str| {
+            raw.execute_batch("DROP TRIGGER IF EXISTS audit_no_update")
+                .unwrap();
+            raw.execute(
+                "UPDATE audit SET actor = ?1, hash = ?2 WHERE id = 2",
+                params![e.actor, hash],
+            )
+            .unwrap();
+        };
+        rewrite(&compute_hash(&e));
+        let v = log.verify().unwrap();
+        assert_eq!(v.first_bad_id, Some(2), "{v:?}");
+        assert!(v.problem.unwrap().contains("rewritten without the key"));
+        rewrite(&keyed_hash(&e, &AuditKey::new("not-the-key-of-this-chain")));
+        let v = log.verify().unwrap();
+        assert_eq!(v.first_bad_id, Some(2), "{v:?}");
+        assert!(v.problem.unwrap().contains("does not match its hash"));
+        let key = AuditKey::load(&default_key_file(&dir.path().join("state.db")), false).unwrap();
+        rewrite(&keyed_hash(&e, &key));
         let v = log.verify().unwrap();
         assert_eq!(v.first_bad_id, Some(3), "{v:?}");
         assert!(v
             .problem
             .unwrap()
             .contains("prev_hash does not match the hash of #2"));
+    }
+
+    /// The attack the key is for: drop the triggers and recompute every hash (unkeyed). It
+    /// verifies without the key, as before, and fails with it.
+    #[test]
+    fn a_chain_recomputed_without_the_key_fails() {
+        let (dir, log, raw) = five();
+        let mut prev = GENESIS.to_string();
+        for mut e in log.list(0, i64::MAX, 100).unwrap().into_iter().rev() {
+            e.prev_hash = prev.clone();
+            if e.id == 3 {
+                e.detail = "{\"note\":\"nothing happened\"}".into();
+            }
+            e.hash = compute_hash(&e);
+            raw.execute(
+                "UPDATE audit SET detail = ?1, prev_hash = ?2, hash = ?3 WHERE id = ?4",
+                params![e.detail, e.prev_hash, e.hash, e.id],
+            )
+            .unwrap();
+            prev = e.hash;
+        }
+        let v = log.verify().unwrap();
+        assert!(!v.ok, "{v:?}");
+        assert!(v.problem.unwrap().contains("no entry is keyed"));
+        // the offline check finds the key beside the copy; without it, it is fooled
+        let copy = dir.path().join("copy.db");
+        raw.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        assert!(!verify_file(&copy, None).unwrap().ok);
+        std::fs::remove_file(default_key_file(&copy)).unwrap();
+        assert!(verify_file(&copy, None).unwrap().ok);
+    }
+
+    /// A chain from before keying (unkeyed entries) is keyed when a keyed log opens it: an
+    /// `audit.keyed` entry, then every entry keyed; the unkeyed ones stay valid before it.
+    #[test]
+    fn an_unkeyed_chain_is_keyed_when_opened_with_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = AuditLog::open_with_key(&path, None);
+        for i in 1..=3 {
+            old.append(&entry(i, "王工", "incident.ack", "incident/1"))
+                .unwrap();
+        }
+        assert!(old.verify().unwrap().ok);
+        let keyed = AuditLog::open_with_key(&path, Some(AuditKey::new("0123456789abcdef0123")));
+        keyed
+            .append(&entry(9, "王工", "incident.note", "incident/1"))
+            .unwrap();
+        let v = keyed.verify().unwrap();
+        assert!(v.ok && v.keyed, "{v:?}");
+        assert_eq!((v.entries, v.unkeyed_entries), (5, 3));
+        let list = keyed.list(0, i64::MAX, 100).unwrap();
+        assert_eq!(list[1].action, "audit.keyed");
+        // opened again: nothing more appended
+        drop(AuditLog::open_with_key(
+            &path,
+            Some(AuditKey::new("0123456789abcdef0123")),
+        ));
+        assert_eq!(keyed.verify().unwrap().entries, 5);
+        // without the key the keyed entries cannot be checked
+        let c = Connection::open(&path).unwrap();
+        let v = verify(&c, None).unwrap();
+        assert_eq!(v.first_bad_id, Some(4), "{v:?}");
+    }
+
+    /// Anchors as the daemon logs them: a copy whose chain was rewritten after an anchor, even
+    /// with the key, or cut back below one, fails; an intact one passes.
+    #[test]
+    fn anchors_pin_the_chain() {
+        let (dir, log, raw) = five();
+        let (id, hash) = log.anchor().unwrap().unwrap();
+        let journal = format!(
+            "Dec 07 10:00:00 host propwatch[1]: 2026-12-07T10:00:00Z  INFO audit anchor id={id} hash={hash}\nother line\n"
+        );
+        let copy = |name: &str| {
+            let c = dir.path().join(name);
+            raw.execute("VACUUM INTO ?1", [c.to_str().unwrap()])
+                .unwrap();
+            c
+        };
+        assert_eq!(check_anchors(&copy("a.db"), &journal), Ok(1));
+        // rewritten with the key itself from #3 on
+        let key = AuditKey::load(&default_key_file(&dir.path().join("state.db")), false).unwrap();
+        let mut prev = log
+            .list(0, i64::MAX, 100)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id == 2)
+            .unwrap()
+            .hash;
+        for mut e in log.list(0, i64::MAX, 100).unwrap().into_iter().rev() {
+            if e.id < 3 {
+                continue;
+            }
+            e.prev_hash = prev.clone();
+            e.actor = Some("someone else".into());
+            e.hash = keyed_hash(&e, &key);
+            raw.execute(
+                "UPDATE audit SET actor = ?1, prev_hash = ?2, hash = ?3 WHERE id = ?4",
+                params![e.actor, e.prev_hash, e.hash, e.id],
+            )
+            .unwrap();
+            prev = e.hash;
+        }
+        assert!(
+            log.verify().unwrap().ok,
+            "with the key the rewrite verifies"
+        );
+        let err = check_anchors(&copy("b.db"), &journal).unwrap_err();
+        assert!(err.contains("no longer has the hash anchored"), "{err}");
+        raw.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
+        let err = check_anchors(&copy("c.db"), &journal).unwrap_err();
+        assert!(err.contains("missing"), "{err}");
     }
 
     #[test]
@@ -815,16 +1206,17 @@ mod tests {
         let copy = dir.path().join("copy.db");
         raw.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
             .unwrap();
-        let v = verify_file(&copy).unwrap();
-        assert!(v.ok && v.entries == 5, "{v:?}");
-        assert!(verify_file(&dir.path().join("nope.db")).is_err());
+        // the key beside the copy (audit.key) is found
+        let v = verify_file(&copy, None).unwrap();
+        assert!(v.ok && v.entries == 5 && v.keyed, "{v:?}");
+        assert!(verify_file(&dir.path().join("nope.db"), None).is_err());
         // a database without the table
         let other = dir.path().join("other.db");
         Connection::open(&other)
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let v = verify_file(&other).unwrap();
+        let v = verify_file(&other, None).unwrap();
         assert!(!v.ok);
         assert!(v.problem.unwrap().contains("no audit table"));
     }

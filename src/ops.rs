@@ -703,6 +703,13 @@ pub enum AuditCmd {
         /// The state store (SQLite file, e.g. an inspector's copy) to check offline.
         #[arg(long)]
         database: Option<PathBuf>,
+        /// The chain's key (default: `audit.key` beside the database, if there is one).
+        #[arg(long, requires = "database")]
+        key_file: Option<PathBuf>,
+        /// Anchors the daemon logged (its journal, e.g. `journalctl -u propwatch | grep 'audit
+        /// anchor'`): each anchored entry must still carry its anchored hash.
+        #[arg(long, requires = "database")]
+        anchors: Option<PathBuf>,
     },
 }
 
@@ -785,9 +792,25 @@ pub async fn audit(t: Target, cmd: AuditCmd) -> ExitCode {
         }
         AuditCmd::Verify {
             database: Some(path),
-        } => match crate::audit::verify_file(&path) {
+            key_file,
+            anchors,
+        } => match crate::audit::verify_file(&path, key_file.as_deref()) {
             Ok(v) => {
-                let v = serde_json::to_value(&v).unwrap_or(Value::Null);
+                let mut v = serde_json::to_value(&v).unwrap_or(Value::Null);
+                if let Some(a) = &anchors {
+                    let checked = std::fs::read_to_string(a)
+                        .map_err(|e| format!("{}: {e}", a.display()))
+                        .and_then(|text| crate::audit::check_anchors(&path, &text));
+                    match checked {
+                        Ok(n) => v["anchors_checked"] = n.into(),
+                        Err(problem) => {
+                            if v["ok"] == true {
+                                v["problem"] = problem.into();
+                            }
+                            v["ok"] = false.into();
+                        }
+                    }
+                }
                 let ok = if t.json {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     v["ok"] == true
@@ -805,7 +828,7 @@ pub async fn audit(t: Target, cmd: AuditCmd) -> ExitCode {
                 ExitCode::from(EX_NOINPUT)
             }
         },
-        AuditCmd::Verify { database: None } => {
+        AuditCmd::Verify { database: None, .. } => {
             let c = match client(&t) {
                 Ok(c) => c,
                 Err(code) => return code,

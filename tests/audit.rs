@@ -92,12 +92,20 @@ fn tamper(h: &Harness, sql: &str, params: impl rusqlite::Params) {
     c.execute(sql, params).unwrap();
 }
 
-/// A consistent copy of the live store, as an inspector takes it.
+/// A consistent copy of the live store, as an inspector takes it, with the chain's key beside
+/// it (`audit.key`, as the daemon keeps it beside the store).
 fn copy(h: &Harness, name: &str) -> PathBuf {
-    let to = h.dir.path().join(name);
+    let dir = h.dir.path().join(format!("{name}.d"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let to = dir.join(name);
     let c = Connection::open(database(h)).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c.execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
+    std::fs::copy(
+        database(h).with_file_name("audit.key"),
+        dir.join("audit.key"),
+    )
+    .unwrap();
     to
 }
 
@@ -137,6 +145,7 @@ async fn python_verify(dir: &Path, db: &Path) -> Option<(bool, String)> {
     let out = tokio::process::Command::new("python3")
         .arg(&script)
         .arg(db)
+        .arg(db.with_file_name("audit.key"))
         .output()
         .await
         .ok()?;
@@ -158,6 +167,7 @@ async fn sqlite3_recipe(db: &Path, id: i64) -> Option<(String, String)> {
         .arg("-c")
         .arg(&script)
         .env("db", db)
+        .env("key", db.with_file_name("audit.key"))
         .env("id", id.to_string())
         .output()
         .await
@@ -514,4 +524,86 @@ async fn a_failing_audit_write_does_not_stop_the_acknowledgement() {
     assert_eq!(log[1]["detail"]["text"], "到场检查");
     assert_eq!(get(&h, "/api/v1/audit/verify").await["ok"], true);
     h.stop().await;
+}
+
+/// `propwatch audit verify --database` (what an inspector runs) with the key and the anchors
+/// the daemon logged (issue #17 finding 8): a chain recomputed without the key fails, and so
+/// does one rewritten with the key after an anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_finds_a_recomputed_chain_and_a_broken_anchor() {
+    use propwatch::audit::{compute_hash, keyed_hash, AuditKey, AuditLog, NewEntry, GENESIS};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let log = AuditLog::open(&db);
+    for i in 1..=4 {
+        log.append(&NewEntry {
+            at: 1000 + i,
+            actor: Some("王工".into()),
+            token: Some("duty".into()),
+            action: "incident.ack".into(),
+            target: Some(format!("incident/{i}")),
+            detail: json!({"note": "已派人"}),
+            outcome: Some(200),
+        })
+        .unwrap();
+    }
+    let (id, hash) = log.anchor().unwrap().unwrap();
+    let journal = dir.path().join("journal.txt");
+    std::fs::write(
+        &journal,
+        format!("Dec 07 10:00:00 pc propwatch[9]: 2026-12-07T10:00:00Z  INFO audit anchor id={id} hash={hash}\n"),
+    )
+    .unwrap();
+    let key_file = dir.path().join("audit.key");
+    let verify = |extra: Vec<String>| {
+        let mut args = vec![
+            "audit".to_string(),
+            "verify".into(),
+            "--database".into(),
+            db.display().to_string(),
+            "--key-file".into(),
+            key_file.display().to_string(),
+        ];
+        args.extend(extra);
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&a).await
+        }
+    };
+    let (code, out) = verify(vec!["--anchors".into(), journal.display().to_string()]).await;
+    assert_eq!(code, 0, "{out}");
+    let entries = log.list(0, i64::MAX, 100).unwrap();
+    let raw = Connection::open(&db).unwrap();
+    raw.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+        .unwrap();
+    let rewrite = |hash_of: &dyn Fn(&propwatch::audit::Entry) -> String| {
+        let mut prev = GENESIS.to_string();
+        for e in entries.iter().rev() {
+            let mut e = e.clone();
+            e.prev_hash = prev.clone();
+            if e.id == 2 {
+                e.detail = r#"{"note":"没有派人"}"#.into();
+            }
+            e.hash = hash_of(&e);
+            raw.execute(
+                "UPDATE audit SET detail = ?1, prev_hash = ?2, hash = ?3 WHERE id = ?4",
+                rusqlite::params![e.detail, e.prev_hash, e.hash, e.id],
+            )
+            .unwrap();
+            prev = e.hash;
+        }
+    };
+    // without the key: the whole chain recomputed unkeyed
+    rewrite(&compute_hash);
+    let (code, out) = verify(vec![]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no entry is keyed"), "{out}");
+    // with the key itself: the chain verifies, the anchor does not
+    let key = AuditKey::load(&key_file, false).unwrap();
+    rewrite(&|e| keyed_hash(e, &key));
+    let (code, out) = verify(vec![]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify(vec!["--anchors".into(), journal.display().to_string()]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no longer has the hash anchored"), "{out}");
 }

@@ -230,6 +230,13 @@ async fn a_flood_of_refused_requests_is_counted_not_stored() {
         .filter(|l| l.contains("refused") || l.contains("refusing"))
         .count();
     assert!(refused_lines <= 3, "{refused_lines} lines:\n{lines}");
+    // the audit chain's head is anchored in the log at stop (finding 8)
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("audit anchor") && l.contains("hash=")),
+        "{lines}"
+    );
     // and the store did not take the bodies (300 x 60 KB = 18 MB before the fix)
     let grown = size().saturating_sub(before);
     assert!(grown < 2_000_000, "the state store grew by {grown} bytes");

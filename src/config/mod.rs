@@ -68,6 +68,9 @@ pub struct Site {
     pub http_tls: Option<tls::HttpTls>,
     /// `[http] allowed_hosts`, lower case, without ports (see `http::auth`).
     pub http_allowed_hosts: Vec<String>,
+    /// `[audit] key_file`/`key_env`: the audit chain's key; `None`: `audit.key` beside the
+    /// state store (see `audit`).
+    pub audit_key: Option<String>,
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
@@ -1190,6 +1193,25 @@ fn compile_site(
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
     let http_tokens = compile_tokens(file, &f.http.tokens, http_listen, problems);
+    let audit_key = if f.audit.key_file.is_some() || f.audit.key_env.is_some() {
+        let k = resolve_secret(
+            file,
+            "audit.key",
+            f.audit.key_env.as_deref(),
+            f.audit.key_file.as_deref(),
+            problems,
+        );
+        if k.as_ref().is_some_and(|k| k.trim().len() < 16) {
+            problems.add(
+                file,
+                "audit.key_file",
+                "an audit key needs at least 16 characters",
+            );
+        }
+        k.map(|k| k.trim().to_string())
+    } else {
+        None
+    };
     let http_tls = tls::compile_http_tls(
         file,
         f.http.tls_cert_file.as_deref(),
@@ -1680,6 +1702,7 @@ fn compile_site(
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
         http_tokens,
+        audit_key,
         http_allowed_hosts: f
             .http
             .allowed_hosts

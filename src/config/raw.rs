@@ -53,6 +53,21 @@ pub struct SiteFile {
     /// Who is on duty.
     #[serde(default)]
     pub roster: Option<super::notify::RosterCfg>,
+    /// The operator audit log's key.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: the key of the audit chain (HMAC-SHA256), from a file (a systemd credential:
+/// `$CREDENTIALS_DIRECTORY/audit.key`) or the environment. Without it the daemon keeps a
+/// generated key in `audit.key` beside the state store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    #[serde(default)]
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub key_env: Option<String>,
 }
 
 fn default_profiles_dir() -> String {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -48,9 +48,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     // the operator audit log: one per router, on the state store (see `audit`)
-    let audit_log = Arc::new(crate::audit::AuditLog::open(
-        &state.site.alarms.settings.database,
-    ));
+    let audit_log = Arc::new(crate::audit::AuditLog::open_for(&state.site));
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -105,7 +103,12 @@ pub async fn serve(
     state.shutdown = shutdown.clone();
     let tls = state.site.http_tls.as_ref().map(|t| t.server.clone());
     let telemetry = state.telemetry.clone();
-    server::serve(listener, router(state), tls, telemetry, shutdown).await
+    let anchors = crate::audit::AuditLog::open_for(&state.site);
+    let anchoring = tokio::spawn(anchor_audit(anchors, shutdown.clone()));
+    let r = server::serve(listener, router(state), tls, telemetry, shutdown).await;
+    // the last anchor is written before the endpoint says it stopped
+    let _ = tokio::time::timeout(Duration::from_secs(2), anchoring).await;
+    r
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -144,6 +147,34 @@ async fn site_offset(
     resp.headers_mut()
         .insert(UTC_OFFSET_HEADER, header::HeaderValue::from(offset));
     resp
+}
+
+/// How often the audit chain's head is anchored in the log (when it moved).
+const ANCHOR_EVERY: Duration = Duration::from_secs(600);
+
+/// Write the audit chain's head (id, hash) to the daemon's log, which the journal keeps
+/// outside the state store: at start, every [`ANCHOR_EVERY`] when it moved, and at stop.
+/// `propwatch audit verify --database copy.db --anchors journal.txt` checks a copy against
+/// them, so a chain rewritten after an anchor fails even with the key.
+async fn anchor_audit(log: crate::audit::AuditLog, stop: CancellationToken) {
+    let mut last: Option<(i64, String)> = None;
+    let mut tick = tokio::time::interval(ANCHOR_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        // one indexed read of the last row: short enough for the runtime thread
+        if let Ok(Some(head)) = log.anchor() {
+            if last.as_ref() != Some(&head) {
+                tracing::info!(id = head.0, hash = %head.1, "audit anchor");
+                last = Some(head);
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
 }
 
 /// The duty-room page's Content-Security-Policy: its one inline script by hash (nothing else
