@@ -2,8 +2,9 @@
 //! - the first refusal (401/403) is audited (without the request's body) and logged; the rest
 //!   of the minute's refusals are only counted, and the count goes into that client's next
 //!   audited refusal (`refusals_not_recorded`);
-//! - after [`LIMIT`] refusals a client gets 429 with `Retry-After` until its minute is over,
-//!   before its body is read, audited or logged.
+//! - after [`LIMIT`] refusals a client gets 429 with `Retry-After` until its minute is over:
+//!   nothing of it audited or logged, its body read (bounded) and dropped, the connection
+//!   closed.
 //!
 //! Requests without a known peer address (the in-process router of the fuzz target) share one
 //! bucket. The table is bounded: past [`MAX_CLIENTS`] the stalest clients are forgotten.
@@ -148,6 +149,13 @@ pub async fn limit(
         if first {
             warn!(client = ?key.0, retry_in_s = retry, "refusing a client for a while: {LIMIT} refused requests within a minute (logged once per minute)");
         }
+        // read what it sent (bounded: the body limit, one second) and throw it away, so that
+        // the connection closes cleanly instead of resetting under the answer
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            axum::body::to_bytes(req.into_body(), super::audit::BODY_LIMIT),
+        )
+        .await;
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             format!("too many refused requests from this address; retry in {retry} s"),
@@ -155,6 +163,9 @@ pub async fn limit(
         if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        // and no further request on this connection
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
     req.extensions_mut().insert(key);
