@@ -328,6 +328,35 @@ async fn start_simulator(
     Ok(sim)
 }
 
+/// Bind the simulator's listeners of a site not shared yet (see `simulator::prebind`).
+fn prebind(site: &mut Arc<Site>) -> Result<simulator::Prebound, ExitCode> {
+    match Arc::get_mut(site).map(simulator::prebind) {
+        Some(Ok(p)) => Ok(p),
+        Some(Err(e)) => {
+            error!(error = %e, "cannot start the simulator");
+            Err(ExitCode::FAILURE)
+        }
+        None => {
+            error!("the simulated site is shared before it starts");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The ports file's simulator part: the scenario endpoint and each connection served.
+fn simulator_ports(
+    site: &Site,
+    connections: &[(String, std::net::SocketAddr)],
+) -> serde_json::Value {
+    serde_json::json!({
+        "simulator_http": site.simulator_http_listen.to_string(),
+        "connections": connections
+            .iter()
+            .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
+            .collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 async fn simulate(
     mut site: Arc<Site>,
     scenarios: Vec<String>,
@@ -345,16 +374,9 @@ async fn simulate(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     // bind first (any port may be 0), then serve on what was bound
-    let prebound = match Arc::get_mut(&mut site).map(simulator::prebind) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            error!(error = %e, "cannot start the simulator");
-            return ExitCode::FAILURE;
-        }
-        None => {
-            error!("the simulated site is shared before it starts");
-            return ExitCode::FAILURE;
-        }
+    let prebound = match prebind(&mut site) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let opts = SimOptions {
         serial_peers,
@@ -379,14 +401,7 @@ async fn simulate(
         site.simulator_http_listen
     );
     if let Some(p) = &ports_file {
-        let ports = serde_json::json!({
-            "simulator_http": site.simulator_http_listen.to_string(),
-            "connections": prebound
-                .connections
-                .iter()
-                .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
-                .collect::<serde_json::Map<_, _>>(),
-        });
+        let ports = simulator_ports(&site, &prebound.connections);
         if let Err(e) = crate::app::write_ports_file(p, &ports) {
             error!(error = %e, path = %p.display(), "cannot write the ports file");
             stop.cancel();
@@ -504,16 +519,9 @@ async fn demo(
         s.alarms.settings.database = state_dir.join("propwatch.db");
     }
     // The simulator's listeners first (any may be on port 0): the daemon polls what was bound.
-    let prebound = match Arc::get_mut(&mut site).map(simulator::prebind) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            error!(error = %e, "cannot start the simulator");
-            return ExitCode::FAILURE;
-        }
-        None => {
-            error!("the demo's site is shared before it starts");
-            return ExitCode::FAILURE;
-        }
+    let prebound = match prebind(&mut site) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     // The demo's operator token: PROPWATCH_DEMO_TOKEN, else a fresh one, unless the config
     // names its own tokens. It goes into the page link printed below.
@@ -605,14 +613,8 @@ async fn demo(
     println!();
     info!(%url, "demo running");
     if let Some(p) = &ports_file {
-        let ports = serde_json::json!({
-            "http": daemon.http_addr.to_string(),
-            "simulator_http": site.simulator_http_listen.to_string(),
-            "connections": connections
-                .iter()
-                .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
-                .collect::<serde_json::Map<_, _>>(),
-        });
+        let mut ports = simulator_ports(&site, &connections);
+        ports["http"] = daemon.http_addr.to_string().into();
         if let Err(e) = crate::app::write_ports_file(p, &ports) {
             error!(error = %e, path = %p.display(), "cannot write the ports file");
             daemon.stop(Duration::from_secs(5)).await;

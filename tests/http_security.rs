@@ -242,6 +242,21 @@ async fn a_flood_of_refused_requests_is_counted_not_stored() {
     assert!(grown < 2_000_000, "the state store grew by {grown} bytes");
 }
 
+/// Every socket gets its end (EOF or a reset) from the daemon within 30 s.
+async fn all_closed_by_the_daemon(idle: &mut [tokio::net::TcpStream]) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for s in idle {
+        let mut b = [0u8; 1];
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r = tokio::time::timeout(left, s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle socket was kept open: {r:?}"
+        );
+    }
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -253,7 +268,6 @@ fn open_fds(pid: u32) -> usize {
 /// answers and its file descriptors are back near where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_and_streams_are_capped_and_closed() {
-    use tokio::io::AsyncReadExt;
     const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_site(
@@ -285,16 +299,7 @@ async fn idle_sockets_and_streams_are_capped_and_closed() {
     }
     // every one is closed by the daemon: the 88 over the cap at once, the rest after the
     // header-read timeout (10 s)
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    for s in &mut idle {
-        let mut b = [0u8; 1];
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let r = tokio::time::timeout(left, s.read(&mut b)).await;
-        assert!(
-            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-            "an idle socket was kept open: {r:?}"
-        );
-    }
+    all_closed_by_the_daemon(&mut idle).await;
     drop(idle);
     let m = Metrics::parse(&get_text(&format!("{base}/metrics")).await.unwrap());
     assert!(
@@ -417,7 +422,6 @@ async fn a_ticket_opens_one_read_and_no_write() {
 /// are capped, counted and closed by the handshake timeout; the daemon still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_are_capped_and_closed_over_https_too() {
-    use tokio::io::AsyncReadExt;
     const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
     let dir = tempfile::tempdir().unwrap();
     let pki = common::tls::Pki::new(dir.path());
@@ -454,16 +458,7 @@ async fn idle_sockets_are_capped_and_closed_over_https_too() {
     for _ in 0..520 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    for s in &mut idle {
-        let mut b = [0u8; 1];
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let r = tokio::time::timeout(left, s.read(&mut b)).await;
-        assert!(
-            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-            "an idle socket was kept open: {r:?}"
-        );
-    }
+    all_closed_by_the_daemon(&mut idle).await;
     drop(idle);
     let text = wait_for(
         "the daemon answering again",

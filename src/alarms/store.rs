@@ -212,6 +212,39 @@ CREATE TABLE IF NOT EXISTS out_of_service (device TEXT PRIMARY KEY, data TEXT NO
 PRAGMA user_version = 1;
 ";
 
+/// Rewrite the JSON `data` of the rows of `table` matching `filter` through `f` (which says
+/// whether it changed one), in one transaction, overwriting what it replaces on disk
+/// (`secure_delete`); how many rows changed.
+pub(crate) fn rewrite_json_rows(
+    conn: &Connection,
+    table: &str,
+    filter: &str,
+    f: &dyn Fn(&mut serde_json::Value) -> bool,
+) -> rusqlite::Result<usize> {
+    conn.pragma_update(None, "secure_delete", true)?;
+    let rows: Vec<(i64, String)> = {
+        let mut q = conn.prepare(&format!("SELECT id, data FROM {table} WHERE {filter}"))?;
+        let r = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        r.collect::<rusqlite::Result<_>>()?
+    };
+    let tx = conn.unchecked_transaction()?;
+    let mut n = 0;
+    for (id, data) in rows {
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
+            continue;
+        };
+        if f(&mut v) {
+            tx.execute(
+                &format!("UPDATE {table} SET data = ?1 WHERE id = ?2"),
+                params![v.to_string(), id],
+            )?;
+            n += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
 /// A connection to the state store (created if needed): WAL, `synchronous = FULL`, a busy
 /// timeout (the engine and the notifier write through connections of their own), `schema`
 /// applied.
@@ -411,31 +444,7 @@ impl Store {
         &self,
         f: &dyn Fn(&mut serde_json::Value) -> bool,
     ) -> rusqlite::Result<usize> {
-        // what is rewritten is overwritten on disk, not left in free space
-        self.conn.pragma_update(None, "secure_delete", true)?;
-        let rows: Vec<(i64, String)> = {
-            let mut q = self
-                .conn
-                .prepare("SELECT id, data FROM events WHERE kind LIKE 'notification%'")?;
-            let r = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            r.collect::<rusqlite::Result<_>>()?
-        };
-        let tx = self.conn.unchecked_transaction()?;
-        let mut n = 0;
-        for (id, data) in rows {
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
-                continue;
-            };
-            if f(&mut v) {
-                tx.execute(
-                    "UPDATE events SET data = ?1 WHERE id = ?2",
-                    params![v.to_string(), id],
-                )?;
-                n += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(n)
+        rewrite_json_rows(&self.conn, "events", "kind LIKE 'notification%'", f)
     }
 
     pub fn events_of_incident(&self, incident: i64) -> rusqlite::Result<Vec<EventRecord>> {

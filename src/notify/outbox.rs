@@ -143,36 +143,20 @@ impl OutboxStore {
     /// Rewrite every stored row's error through `f`; how many changed. Used once to take
     /// secrets out of what earlier versions recorded.
     pub fn rewrite_errors(&self, f: &dyn Fn(&str) -> String) -> rusqlite::Result<usize> {
-        // what is rewritten is overwritten on disk, not left in free space
-        self.conn.pragma_update(None, "secure_delete", true)?;
-        let rows: Vec<(i64, String)> = {
-            let mut q = self.conn.prepare(
-                "SELECT id, data FROM outbox WHERE json_extract(data, '$.last_error') IS NOT NULL",
-            )?;
-            let r = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            r.collect::<rusqlite::Result<_>>()?
-        };
-        let tx = self.conn.unchecked_transaction()?;
-        let mut n = 0;
-        for (id, data) in rows {
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
-                continue;
-            };
-            let Some(old) = v["last_error"].as_str().map(str::to_string) else {
-                continue;
-            };
-            let new = f(&old);
-            if new != old {
+        crate::alarms::store::rewrite_json_rows(
+            &self.conn,
+            "outbox",
+            "json_extract(data, '$.last_error') IS NOT NULL",
+            &|v| {
+                let Some(old) = v["last_error"].as_str() else {
+                    return false;
+                };
+                let new = f(old);
+                let changed = new != old;
                 v["last_error"] = serde_json::Value::String(new);
-                tx.execute(
-                    "UPDATE outbox SET data = ?1 WHERE id = ?2",
-                    params![v.to_string(), id],
-                )?;
-                n += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(n)
+                changed
+            },
+        )
     }
 
     /// Copy the write-ahead log into the database and truncate it.
