@@ -118,6 +118,10 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
+/// The delete trigger again, after a prune (see `AuditLog::prune`).
+const NO_DELETE: &str = "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
+
 const COLUMNS: &str = "id, at, actor, token, action, target, detail, outcome, prev_hash, hash";
 
 /// One entry as stored.
@@ -333,6 +337,58 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Remove the entries written before `before` (Unix ms), keeping the chain verifiable:
+    /// in one transaction, an `audit.pruned` entry records the last removed id and its hash
+    /// (keyed like every entry, so it cannot be forged without the key), then the entries up
+    /// to it are deleted. `verify` accepts a chain that starts after #1 only when such an
+    /// entry names exactly the hash the first remaining entry chains to. How many were
+    /// removed. Blocking: call it from a blocking thread.
+    pub fn prune(&self, before: i64, now: i64) -> rusqlite::Result<u64> {
+        let mut w = lock(&self.writer);
+        let conn = match &mut w.conn {
+            Some(c) => c,
+            slot @ None => slot.insert(open_connection(&self.path)?),
+        };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let through: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, hash FROM audit WHERE at < ?1 ORDER BY id DESC LIMIT 1",
+                [before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((through, through_hash)) = through else {
+            return Ok(0);
+        };
+        let entries: i64 = tx.query_row(
+            "SELECT count(*) FROM audit WHERE id <= ?1",
+            [through],
+            |r| r.get(0),
+        )?;
+        let (last_id, prev) = head(&tx)?;
+        let note = NewEntry {
+            at: now,
+            actor: None,
+            token: None,
+            action: "audit.pruned".into(),
+            target: None,
+            detail: serde_json::json!({
+                "through": through,
+                "hash": through_hash,
+                "entries": entries,
+                "before": before,
+                "why": "entries older than [audit] keep_days were removed; the next entry chains to this hash",
+            }),
+            outcome: None,
+        };
+        insert(&tx, last_id + 1, &prev, &note, self.key.as_ref())?;
+        tx.execute_batch("DROP TRIGGER IF EXISTS audit_no_delete")?;
+        tx.execute("DELETE FROM audit WHERE id <= ?1", [through])?;
+        tx.execute_batch(NO_DELETE)?;
+        tx.commit()?;
+        Ok(entries as u64)
     }
 
     /// Append `e` after the chain's head; its id. Blocking (SQLite, fsync): call it from a
@@ -629,6 +685,9 @@ pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verifi
     let mut rows = q.query([])?;
     let mut last_id = 0i64;
     let mut prev = GENESIS.to_string();
+    // a chain that starts after #1: (the last removed id, the hash the first entry chains
+    // to, whether an `audit.pruned` entry recorded that removal)
+    let mut pruned: Option<(i64, String, bool)> = None;
     while let Some(r) = rows.next()? {
         v.entries += 1;
         let e = match read_row(r)? {
@@ -644,6 +703,12 @@ pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verifi
                 continue;
             }
         };
+        if v.ok && last_id == 0 && e.id > 1 && pruned.is_none() {
+            // pruned, if an entry further on says so (checked at the end)
+            pruned = Some((e.id - 1, e.prev_hash.clone(), false));
+            last_id = e.id - 1;
+            prev = e.prev_hash.clone();
+        }
         if v.ok {
             let expected = last_id + 1;
             if e.id != expected {
@@ -669,7 +734,9 @@ pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verifi
                 fail(&mut v, e.id, problem, Some(e.clone()));
             } else if key.is_some_and(|k| keyed_hash(&e, k) == e.hash) {
                 v.keyed = true;
+                confirm_pruning(&mut pruned, &e);
             } else if compute_hash(&e) == e.hash {
+                confirm_pruning(&mut pruned, &e);
                 if v.keyed {
                     let problem = format!(
                         "entry #{} is not keyed although the chain was keyed before it: it was rewritten without the key",
@@ -703,6 +770,18 @@ pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verifi
         v.last_id = Some(last_id);
         v.head = prev;
     }
+    if let Some((through, _, false)) = &pruned {
+        let problem = if *through == 1 {
+            "entry #1 is missing (deleted): no audit.pruned entry records its removal".to_string()
+        } else {
+            format!("entries #1 to #{through} are missing (deleted): no audit.pruned entry records their removal")
+        };
+        v.ok = true;
+        v.first_bad = None;
+        v.first_bad_id = None;
+        v.problem = None;
+        fail(&mut v, through + 1, problem, None);
+    }
     if v.ok && key.is_some() && v.entries > 0 && !v.keyed {
         fail(
             &mut v,
@@ -725,6 +804,45 @@ pub fn verify(c: &Connection, key: Option<&AuditKey>) -> rusqlite::Result<Verifi
         }
     }
     Ok(v)
+}
+
+/// The chain's head (last id and hash) in the store at `path`, read-only: for the anchors
+/// kept outside the store (the InfluxDB sink). None when there is no store or no entry.
+pub fn read_head(path: &Path) -> Option<(i64, String)> {
+    if !path.is_file() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
+    conn.query_row(
+        "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .ok()
+    .flatten()
+}
+
+/// `e` (verified) is the `audit.pruned` entry that records the removal before the chain's
+/// first entry: the same last id and the same hash.
+fn confirm_pruning(pruned: &mut Option<(i64, String, bool)>, e: &Entry) {
+    let Some((through, hash, seen)) = pruned else {
+        return;
+    };
+    if *seen || e.action != "audit.pruned" {
+        return;
+    }
+    let Ok(d) = serde_json::from_str::<serde_json::Value>(&e.detail) else {
+        return;
+    };
+    if d["through"].as_i64() == Some(*through) && d["hash"].as_str() == Some(hash.as_str()) {
+        *seen = true;
+    }
 }
 
 /// Verify a copy of the state store without a daemon (opened read-only), with the key file
@@ -773,12 +891,31 @@ pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, String> {
                 .collect(),
         )
     };
+    // entries removed by `prune`: up to the highest `through` an `audit.pruned` entry names
+    let pruned_through = {
+        let mut q = conn
+            .prepare("SELECT detail FROM audit WHERE action = 'audit.pruned'")
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let details = q
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        details
+            .iter()
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|d| d["through"].as_i64())
+            .max()
+            .unwrap_or(0)
+    };
     let mut n = 0;
     for line in anchors.lines().filter(|l| l.contains("audit anchor")) {
         let (Some(id), Some(hash)) = (field(line, "id"), field(line, "hash")) else {
             continue;
         };
         let Ok(id) = id.parse::<i64>() else { continue };
+        if id <= pruned_through {
+            continue; // removed by pruning, recorded in the chain (verify checks that record)
+        }
         let stored: Option<String> = conn
             .query_row("SELECT hash FROM audit WHERE id = ?1", [id], |r| r.get(0))
             .optional()
@@ -1081,6 +1218,102 @@ mod tests {
         raw.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
         let err = check_anchors(&copy("c.db"), &journal).unwrap_err();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable_and_anchored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let log = AuditLog::open(&path);
+        for i in 1..=5 {
+            log.append(&entry(1000 + i, "王工", "incident.ack", "incident/1"))
+                .unwrap();
+        }
+        let (old_id, old_hash) = (2, log.list(0, i64::MAX, 100).unwrap()[3].hash.clone());
+        let journal = format!(
+            "INFO audit anchor id={old_id} hash={old_hash}\nINFO audit anchor id=5 hash={}\n",
+            log.anchor().unwrap().unwrap().1
+        );
+        assert_eq!(log.prune(1004, 2000).unwrap(), 3, "#1 to #3 are older");
+        assert_eq!(log.prune(1004, 2001).unwrap(), 0, "nothing more");
+        let v = log.verify().unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.entries, 3, "#4, #5 and the audit.pruned entry");
+        let pruned = &log.list(0, i64::MAX, 1).unwrap()[0];
+        assert_eq!(pruned.action, "audit.pruned");
+        let d: serde_json::Value = serde_json::from_str(&pruned.detail).unwrap();
+        assert_eq!(
+            (d["through"].as_i64(), d["entries"].as_i64()),
+            (Some(3), Some(3))
+        );
+        // an anchor of a removed entry is not "missing"; the others are still checked
+        assert_eq!(check_anchors(&path, &journal), Ok(1));
+        // the table refuses deletes again
+        let raw = Connection::open(&path).unwrap();
+        assert!(raw.execute("DELETE FROM audit WHERE id = 4", []).is_err());
+        // the log goes on; a second prune removes the first one's record too
+        assert_eq!(log.append(&entry(3000, "a", "x", "y/1")).unwrap(), 7);
+        assert_eq!(log.prune(2500, 4000).unwrap(), 3);
+        let v = log.verify().unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.entries, 2);
+    }
+
+    #[test]
+    fn entries_removed_without_a_pruned_record_are_found() {
+        let (dir, log, raw) = five();
+        raw.execute("DELETE FROM audit WHERE id <= 3", []).unwrap();
+        let v = log.verify().unwrap();
+        assert!(!v.ok);
+        assert_eq!(v.first_bad_id, Some(4), "{v:?}");
+        assert!(v.problem.unwrap().contains("#1 to #3 are missing"));
+        // a forged audit.pruned record: unkeyed (no key), or keyed with another key
+        let forge = |hash_of: &dyn Fn(&Entry) -> String| {
+            let (last, prev): (i64, String) = raw
+                .query_row(
+                    "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            let h3: String = raw
+                .query_row("SELECT prev_hash FROM audit WHERE id = 4", [], |r| r.get(0))
+                .unwrap();
+            let mut e = Entry {
+                id: last + 1,
+                at: 5000,
+                actor: None,
+                token: None,
+                action: "audit.pruned".into(),
+                target: None,
+                detail: serde_json::json!({"through": 3, "hash": h3}).to_string(),
+                outcome: None,
+                prev_hash: prev,
+                hash: String::new(),
+            };
+            e.hash = hash_of(&e);
+            raw.execute(
+                &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![e.id, e.at, e.actor, e.token, e.action, e.target, e.detail, e.outcome, e.prev_hash, e.hash],
+            )
+            .unwrap();
+            e.id
+        };
+        let id = forge(&compute_hash);
+        let v = log.verify().unwrap();
+        assert!(!v.ok, "an unkeyed record after keyed entries: {v:?}");
+        raw.execute("DELETE FROM audit WHERE id = ?1", [id])
+            .unwrap();
+        raw.execute(
+            "UPDATE sqlite_sequence SET seq = 5 WHERE name = 'audit'",
+            [],
+        )
+        .unwrap();
+        let other = AuditKey::new(b"not the key of this chain".to_vec());
+        forge(&|e| keyed_hash(e, &other));
+        let v = log.verify().unwrap();
+        assert!(!v.ok, "a record keyed with another key: {v:?}");
+        drop(dir);
     }
 
     #[test]

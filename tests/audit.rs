@@ -607,3 +607,64 @@ async fn the_inspector_finds_a_recomputed_chain_and_a_broken_anchor() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no longer has the hash anchored"), "{out}");
 }
+
+/// `[audit] keep_days`: a pruned chain verifies with the CLI and the README's Python, and
+/// the same removal without the `audit.pruned` record fails both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_chain_verifies_and_a_cut_one_does_not() {
+    use propwatch::audit::{AuditLog, NewEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let log = AuditLog::open(&db);
+    for i in 1..=6 {
+        log.append(&NewEntry {
+            at: 1000 + i,
+            actor: Some("王工".into()),
+            token: Some("duty".into()),
+            action: "incident.ack".into(),
+            target: Some(format!("incident/{i}")),
+            detail: json!({"note": "已派人"}),
+            outcome: Some(200),
+        })
+        .unwrap();
+    }
+    let cut = dir.path().join("cut.db");
+    {
+        let raw = Connection::open(&db).unwrap();
+        raw.execute("VACUUM INTO ?1", [cut.to_str().unwrap()])
+            .unwrap();
+    }
+    assert_eq!(log.prune(1004, 2000).unwrap(), 3);
+    let verify = |db: PathBuf| async move {
+        cli(&[
+            "audit",
+            "verify",
+            "--database",
+            db.to_str().unwrap(),
+            "--key-file",
+            dir_key(&db).to_str().unwrap(),
+        ])
+        .await
+    };
+    fn dir_key(db: &Path) -> PathBuf {
+        db.with_file_name("audit.key")
+    }
+    let (code, out) = verify(db.clone()).await;
+    assert_eq!(code, 0, "{out}");
+    if let Some((ok, out)) = python_verify(dir.path(), &db).await {
+        assert!(ok, "the README's verifier on a pruned chain: {out}");
+    }
+    // the same three entries removed by hand, with no record of it
+    {
+        let raw = Connection::open(&cut).unwrap();
+        raw.execute_batch("DROP TRIGGER audit_no_delete;").unwrap();
+        raw.execute("DELETE FROM audit WHERE id <= 3", []).unwrap();
+    }
+    let (code, out) = verify(cut.clone()).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("#1 to #3 are missing"), "{out}");
+    if let Some((ok, out)) = python_verify(dir.path(), &cut).await {
+        assert!(!ok, "the README's verifier on a cut chain: {out}");
+        assert!(out.contains("missing"), "{out}");
+    }
+}

@@ -63,6 +63,20 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
     for d in ["lift-1", "lift-2", "lift-3"] {
         served.sim.freeze(d);
     }
+    // an operator action already in the audit log: its head is anchored in InfluxDB too
+    let audit = propwatch::audit::AuditLog::open_for(&served.site);
+    audit
+        .append(&propwatch::audit::NewEntry {
+            at: 1000,
+            actor: Some("王工".into()),
+            token: None,
+            action: "incident.ack".into(),
+            target: Some("incident/1".into()),
+            detail: serde_json::json!({}),
+            outcome: Some(200),
+        })
+        .unwrap();
+    let head = audit.anchor().unwrap().unwrap();
     let daemon = propwatch::app::start(served.site.clone()).await.unwrap();
     let addr = daemon.http_addr;
     wait_for("lines written", DEADLINE, || async {
@@ -109,8 +123,27 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
         .and_then(|s| s["values"][0][1].as_f64())
         .unwrap_or(0.0);
     assert!(event_rows >= 2.0, "alarm events written: {events}");
+    // the audit anchor: the head at start, as the journal's line (what `audit verify
+    // --anchors` reads from an export)
+    let anchors = db
+        .query(
+            "propwatch",
+            "SELECT \"id\", \"hash\", \"text\" FROM \"audit_anchors\" WHERE \"site\" = 'lvyuan'",
+        )
+        .await;
+    let rows = series_values(&anchors);
+    let first = &rows.first().expect("an audit anchor in InfluxDB")["values"][0];
+    assert_eq!(first[1].as_i64(), Some(head.0), "{anchors}");
+    assert_eq!(first[2].as_str(), Some(head.1.as_str()), "{anchors}");
+    let export = anchors.to_string().replace("\\n", "\n");
     assert_eq!(
-        floor_rows(&db).await + event_rows,
+        propwatch::audit::check_anchors(&served.site.alarms.settings.database, &export),
+        Ok(1),
+        "{export}"
+    );
+    let anchor_rows = rows[0]["values"].as_array().map_or(0, Vec::len) as f64;
+    assert_eq!(
+        floor_rows(&db).await + event_rows + anchor_rows,
         encoded,
         "rows in InfluxDB vs lines encoded"
     );

@@ -71,6 +71,8 @@ pub struct Site {
     /// `[audit] key_file`/`key_env`: the audit chain's key; `None`: `audit.key` beside the
     /// state store (see `audit`).
     pub audit_key: Option<String>,
+    /// `[audit] keep_days`: entries older than this are pruned; `None`: kept for ever.
+    pub audit_keep_days: Option<u32>,
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
@@ -1212,6 +1214,14 @@ fn compile_site(
     } else {
         None
     };
+    if f.audit.keep_days == Some(0) {
+        problems.add(
+            file,
+            "audit.keep_days",
+            "must be at least 1 (leave it out to keep every entry)",
+        );
+    }
+    let audit_keep_days = f.audit.keep_days.filter(|d| *d > 0);
     let http_tls = tls::compile_http_tls(
         file,
         f.http.tls_cert_file.as_deref(),
@@ -1703,6 +1713,7 @@ fn compile_site(
         http_listen: http_listen?,
         http_tokens,
         audit_key,
+        audit_keep_days,
         http_allowed_hosts: f
             .http
             .allowed_hosts

@@ -68,6 +68,9 @@ pub struct AuditSection {
     pub key_file: Option<String>,
     #[serde(default)]
     pub key_env: Option<String>,
+    /// Remove entries older than this many days (see `AuditLog::prune`); None: keep all.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
 }
 
 fn default_profiles_dir() -> String {

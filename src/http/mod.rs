@@ -104,7 +104,8 @@ pub async fn serve(
     let tls = state.site.http_tls.as_ref().map(|t| t.server.clone());
     let telemetry = state.telemetry.clone();
     let anchors = crate::audit::AuditLog::open_for(&state.site);
-    let anchoring = tokio::spawn(anchor_audit(anchors, shutdown.clone()));
+    let keep_days = state.site.audit_keep_days;
+    let anchoring = tokio::spawn(anchor_audit(anchors, keep_days, shutdown.clone()));
     let r = server::serve(listener, router(state), tls, telemetry, shutdown).await;
     // the last anchor is written before the endpoint says it stopped
     let _ = tokio::time::timeout(Duration::from_secs(2), anchoring).await;
@@ -156,7 +157,13 @@ const ANCHOR_EVERY: Duration = Duration::from_secs(600);
 /// outside the state store: at start, every [`ANCHOR_EVERY`] when it moved, and at stop.
 /// `propwatch audit verify --database copy.db --anchors journal.txt` checks a copy against
 /// them, so a chain rewritten after an anchor fails even with the key.
-async fn anchor_audit(log: crate::audit::AuditLog, stop: CancellationToken) {
+/// With `[audit] keep_days` it first prunes the older entries (`AuditLog::prune`).
+async fn anchor_audit(
+    log: crate::audit::AuditLog,
+    keep_days: Option<u32>,
+    stop: CancellationToken,
+) {
+    let log = Arc::new(log);
     let mut last: Option<(i64, String)> = None;
     let mut tick = tokio::time::interval(ANCHOR_EVERY);
     loop {
@@ -164,6 +171,18 @@ async fn anchor_audit(log: crate::audit::AuditLog, stop: CancellationToken) {
             _ = tick.tick() => false,
             () = stop.cancelled() => true,
         };
+        if let (Some(days), false) = (keep_days, stopping) {
+            let l = log.clone();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let before = now - i64::from(days) * 86_400_000;
+            match tokio::task::spawn_blocking(move || l.prune(before, now)).await {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(n)) => tracing::info!(entries = n, keep_days = days, "audit log pruned"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the audit log"),
+            }
+        }
         // one indexed read of the last row: short enough for the runtime thread
         if let Ok(Some(head)) = log.anchor() {
             if last.as_ref() != Some(&head) {

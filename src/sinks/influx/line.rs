@@ -211,6 +211,31 @@ impl EventStamps {
     }
 }
 
+/// Append the audit chain's head as a line of `audit_anchors` (tag `site`; fields `id`,
+/// `hash` and `text` = the journal's `audit anchor id=<id> hash=<hash>`, so that an export
+/// of it is what `propwatch audit verify --anchors` reads); returns 1.
+pub fn encode_anchor(
+    site: &Site,
+    head: &(i64, String),
+    precision: Precision,
+    out: &mut Vec<u8>,
+) -> usize {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let text = format!("audit anchor id={} hash={}", head.0, head.1);
+    let b = LineProtocolBuilder::new_with(std::mem::take(out))
+        .measurement("audit_anchors")
+        .tag("site", &site.id)
+        .field("id", head.0)
+        .field("hash", head.1.as_str())
+        .field("text", text.as_str())
+        .timestamp(precision.of(now))
+        .close_line();
+    *out = b.build();
+    1
+}
+
 /// Append one alarm/incident event as a line of `alarm_events`; returns 1.
 pub fn encode_event(
     site: &Site,

@@ -126,6 +126,9 @@ fn update_gauges(s: &Spool, telemetry: &Telemetry) {
         .set(s.oldest_age().as_secs_f64());
 }
 
+/// How often the audit chain's head is written to `audit_anchors` (when it moved).
+const ANCHOR_EVERY: Duration = Duration::from_secs(600);
+
 async fn encode_loop(
     site: Arc<Site>,
     cfg: Influx,
@@ -157,8 +160,24 @@ async fn encode_loop(
         }
     };
     let mut events_open = true;
+    // the audit chain's head, anchored here too (outside the state store; see `audit`)
+    let mut anchor_tick = tokio::time::interval(ANCHOR_EVERY);
+    anchor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut anchored: Option<(i64, String)> = None;
+    let db = site.alarms.settings.database.clone();
     loop {
         tokio::select! {
+            _ = anchor_tick.tick() => {
+                let path = db.clone();
+                if let Ok(Some(head)) = tokio::task::spawn_blocking(move || crate::audit::read_head(&path)).await {
+                    if anchored.as_ref() != Some(&head) {
+                        let n = line::encode_anchor(&site, &head, cfg.precision, &mut body) as u64;
+                        telemetry.influx.lines_encoded.inc_by(n);
+                        lines += n;
+                        anchored = Some(head);
+                    }
+                }
+            }
             ev = events.recv(), if events_open => match ev {
                 Ok(e) => {
                     let n = line::encode_event(&site, &e, cfg.precision, &mut stamps, &mut body) as u64;
