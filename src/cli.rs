@@ -248,6 +248,20 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+/// Raise the soft limit of open files to the hard one (as Go's runtime does): the daemon
+/// holds up to 512 HTTP connections, its Modbus and MQTT connections, the state store and
+/// the spool, and a soft limit of 1024 outside systemd (whose unit sets 16384) is too few.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 2048 => tracing::warn!(
+            limit = n,
+            "the limit of open files is low: raise it (LimitNOFILE=16384 in the unit, ulimit -n)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the limit of open files"),
+    }
+}
+
 async fn run(path: PathBuf, site: Arc<Site>, ports_file: Option<PathBuf>) -> ExitCode {
     let unbound = site.unbound_connections();
     if !unbound.is_empty() {
@@ -257,6 +271,7 @@ async fn run(path: PathBuf, site: Arc<Site>, ports_file: Option<PathBuf>) -> Exi
         );
         return ExitCode::from(EX_CONFIG);
     }
+    raise_fd_limit();
     match crate::app::run_supervised(path, site, ports_file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -497,6 +512,7 @@ async fn demo(
     ports_file: Option<PathBuf>,
     state: DemoState,
 ) -> ExitCode {
+    raise_fd_limit();
     let path = match demo_config(config) {
         Ok(p) => p,
         Err(e) => {
