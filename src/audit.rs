@@ -70,8 +70,16 @@ impl AuditKey {
     /// (64 hex characters, mode 0600). A key of fewer than 16 bytes is refused.
     pub fn load(path: &Path, create: bool) -> std::io::Result<Self> {
         if create && !path.exists() {
+            // written whole to a file of its own, then linked into place (which fails if
+            // another opener got there first): a reader never sees a half-written key, and
+            // two openers at a first start end with one key
             let bytes: [u8; 32] = rand::random();
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = path.with_extension(format!(
+                "new.{}.{:x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             let mut o = std::fs::OpenOptions::new();
             o.write(true).create_new(true);
             #[cfg(unix)]
@@ -79,12 +87,15 @@ impl AuditKey {
                 use std::os::unix::fs::OpenOptionsExt;
                 o.mode(0o600);
             }
-            match o.open(path) {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    f.write_all(format!("{hex}\n").as_bytes())?;
-                    f.sync_all()?;
-                }
+            let written = o.open(&tmp).and_then(|mut f| {
+                use std::io::Write as _;
+                f.write_all(format!("{hex}\n").as_bytes())?;
+                f.sync_all()
+            });
+            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
@@ -1218,6 +1229,32 @@ mod tests {
         raw.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
         let err = check_anchors(&copy("c.db"), &journal).unwrap_err();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    /// Found by a full-suite run: the daemon opens the log twice at start; on a first start
+    /// one opener could read the key file the other had created but not yet written, and
+    /// write its entries unkeyed.
+    #[test]
+    fn openers_racing_at_a_first_start_get_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.key");
+            let keys: Vec<_> = (0..8)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || AuditKey::load(&p, true).map(|k| k.0))
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap().expect("every opener reads a whole key"))
+                .collect();
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key for all");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "no file left over"
+            );
+        }
     }
 
     #[test]

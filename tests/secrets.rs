@@ -229,7 +229,7 @@ fn seed_old_rows(db: &std::path::Path) {
             at: 0,
             incident: Some(99),
             alarm: None,
-            kind: "notification_failed".into(),
+            kind: propwatch::alarms::EventKind::NotificationFailed,
             by: None,
             notify: false,
             text: format!("wecom 发送失败：{leaked}"),

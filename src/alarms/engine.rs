@@ -34,6 +34,7 @@ use crate::live::LiveTable;
 use crate::model::Quality;
 use crate::telemetry::Telemetry;
 
+use super::event::EventKind;
 use super::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome};
 use super::store::{
     AlarmRecord, EventRecord, IncidentRecord, InstState, OutOfService, Shelve, Store, Write,
@@ -95,7 +96,7 @@ pub enum Command {
     /// (`kind` starts with `notification_`), on the incident's timeline.
     Timeline {
         incident: i64,
-        kind: String,
+        kind: EventKind,
         by: Option<String>,
         text: String,
         detail: serde_json::Value,
@@ -549,7 +550,7 @@ impl Engine {
                 now,
                 a.incident,
                 Some(a.id),
-                "alarm_reactivated",
+                EventKind::AlarmReactivated,
                 None,
                 false,
                 text,
@@ -560,7 +561,7 @@ impl Engine {
                     now,
                     a.incident,
                     Some(a.id),
-                    "alarm_flapping",
+                    EventKind::AlarmFlapping,
                     None,
                     false,
                     format!(
@@ -627,7 +628,7 @@ impl Engine {
             now,
             None,
             Some(id),
-            "alarm_raised",
+            EventKind::AlarmRaised,
             None,
             false,
             text,
@@ -663,7 +664,7 @@ impl Engine {
         let (kind, text) = if rule.latch {
             a.latched = true;
             (
-                "alarm_latched",
+                EventKind::AlarmLatched,
                 format!(
                     "{}: 条件已消失, 保持报警直至复位 (latched until reset)",
                     a.name
@@ -671,7 +672,7 @@ impl Engine {
             )
         } else {
             a.normal_at = Some(now);
-            ("alarm_normal", format!("{}: 恢复正常", a.name))
+            (EventKind::AlarmNormal, format!("{}: 恢复正常", a.name))
         };
         a.refresh_state();
         let inc = a.incident;
@@ -682,7 +683,7 @@ impl Engine {
                 now,
                 inc,
                 Some(id),
-                "alarm_flapping_cleared",
+                EventKind::AlarmFlappingCleared,
                 None,
                 false,
                 format!("{}: 已稳定", rule.name),
@@ -797,7 +798,7 @@ impl Engine {
         at: i64,
         incident: Option<i64>,
         alarm: Option<i64>,
-        kind: &str,
+        kind: EventKind,
         by: Option<&str>,
         notify: bool,
         text: String,
@@ -831,7 +832,7 @@ impl Engine {
             at,
             incident,
             alarm,
-            kind: kind.to_string(),
+            kind,
             by: by.map(str::to_string),
             notify,
             text,
@@ -954,7 +955,7 @@ impl Engine {
                         now,
                         None,
                         Some(id),
-                        "alarm_held",
+                        EventKind::AlarmHeld,
                         None,
                         false,
                         format!(
@@ -1017,7 +1018,7 @@ impl Engine {
             now,
             Some(inc_id),
             Some(id),
-            "incident_opened",
+            EventKind::IncidentOpened,
             None,
             true,
             text,
@@ -1054,9 +1055,9 @@ impl Engine {
                 .filter_map(|x| self.alarms.get(x))
                 .any(|x| x.plan == plan && x.device == device);
         let kind = if grouped {
-            "alarm_grouped"
+            EventKind::AlarmGrouped
         } else {
-            "alarm_joined"
+            EventKind::AlarmJoined
         };
         let text = if grouped {
             format!("归入 #{inc_id} {}: {text}", inc.plan_name)
@@ -1083,7 +1084,7 @@ impl Engine {
                     now,
                     Some(inc_id),
                     Some(id),
-                    "incident_extended",
+                    EventKind::IncidentExtended,
                     None,
                     true,
                     format!("{title}: 新增报警 {text}"),
@@ -1123,7 +1124,7 @@ impl Engine {
             now,
             Some(inc_id),
             Some(alarm),
-            "incident_raised",
+            EventKind::IncidentRaised,
             None,
             true,
             format!(
@@ -1236,7 +1237,7 @@ impl Engine {
                 now,
                 Some(inc_id),
                 None,
-                "incident_reactivated",
+                EventKind::IncidentReactivated,
                 None,
                 announce,
                 text,
@@ -1306,7 +1307,7 @@ impl Engine {
                 now,
                 Some(j),
                 None,
-                "incident_merged",
+                EventKind::IncidentMerged,
                 None,
                 false,
                 format!("归入 #{root}"),
@@ -1316,7 +1317,7 @@ impl Engine {
                 now,
                 Some(root),
                 None,
-                "incident_grouped",
+                EventKind::IncidentGrouped,
                 None,
                 false,
                 format!("归入: #{j} {title}"),
@@ -1372,7 +1373,7 @@ impl Engine {
             now,
             Some(inc_id),
             None,
-            "incident_normal",
+            EventKind::IncidentNormal,
             None,
             true,
             format!("{title} 已恢复正常"),
@@ -1408,7 +1409,7 @@ impl Engine {
             now,
             Some(inc_id),
             None,
-            "incident_resolved",
+            EventKind::IncidentResolved,
             Some("system"),
             false,
             "自动关闭: 全部报警已恢复并确认".into(),
@@ -1496,7 +1497,7 @@ impl Engine {
                     now,
                     Some(id),
                     None,
-                    "limit_overdue",
+                    EventKind::LimitOverdue,
                     None,
                     true,
                     format!("{title}: 超过{zh}时限 {} 分钟", limit.as_secs() / 60),
@@ -1555,7 +1556,7 @@ impl Engine {
             now,
             inc,
             Some(id),
-            "alarm_unshelved",
+            EventKind::AlarmUnshelved,
             Some(by),
             active && !needs_incident,
             text,
@@ -1621,7 +1622,7 @@ impl Engine {
             now,
             inc,
             Some(id),
-            "alarm_acked",
+            EventKind::AlarmAcked,
             Some(by),
             false,
             format!("{by} 确认报警: {name}"),
@@ -1648,7 +1649,7 @@ impl Engine {
                 now,
                 Some(id),
                 None,
-                "incident_acked",
+                EventKind::IncidentAcked,
                 Some(by),
                 false,
                 text,
@@ -1709,7 +1710,7 @@ impl Engine {
                     now,
                     inc,
                     Some(id),
-                    "alarm_reset",
+                    EventKind::AlarmReset,
                     Some(&by),
                     false,
                     format!("{by} 复位: {name}"),
@@ -1775,7 +1776,7 @@ impl Engine {
                     now,
                     inc,
                     Some(id),
-                    "alarm_shelved",
+                    EventKind::AlarmShelved,
                     Some(&by),
                     false,
                     format!(
@@ -1832,7 +1833,7 @@ impl Engine {
                     now,
                     Some(id),
                     None,
-                    "incident_arrived",
+                    EventKind::IncidentArrived,
                     Some(&by),
                     false,
                     text,
@@ -1895,7 +1896,7 @@ impl Engine {
                     now,
                     Some(id),
                     None,
-                    "incident_resolved",
+                    EventKind::IncidentResolved,
                     Some(&by),
                     false,
                     format!("{by} 处理完毕. 原因: {cause}; 措施: {measures}"),
@@ -1912,7 +1913,7 @@ impl Engine {
                 text,
                 detail,
             } => {
-                if !kind.starts_with("notification_") {
+                if !kind.is_notification() {
                     return err(400, "timeline entries from the notifier are notification_*");
                 }
                 if !self.incidents.contains_key(&incident)
@@ -1924,7 +1925,7 @@ impl Engine {
                     now,
                     Some(incident),
                     None,
-                    &kind,
+                    kind,
                     by.as_deref(),
                     false,
                     text,
@@ -1943,7 +1944,7 @@ impl Engine {
                     now,
                     Some(id),
                     None,
-                    "note",
+                    EventKind::Note,
                     Some(&by),
                     false,
                     text,
@@ -1973,7 +1974,7 @@ impl Engine {
                     now,
                     None,
                     None,
-                    "device_out_of_service",
+                    EventKind::DeviceOutOfService,
                     Some(&by),
                     false,
                     format!("{by}: {device} 停用检修 ({reason})"),
@@ -1995,7 +1996,7 @@ impl Engine {
                     now,
                     None,
                     None,
-                    "device_in_service",
+                    EventKind::DeviceInService,
                     Some(&by),
                     false,
                     format!("{by}: {device} 恢复监视"),

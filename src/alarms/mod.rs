@@ -3,11 +3,13 @@
 //!
 //! - [`expr`]: evaluating rule expressions (evalexpr) and the history functions;
 //! - [`engine`]: the state machine (clock-free, synchronous);
+//! - [`event`]: the closed set of timeline event kinds;
 //! - [`store`]: SQLite persistence and queries;
 //! - [`record`]: the emergency record (CSV, printable HTML) and alarm-load KPIs;
 //! - this module: the async task that drives the engine, and the handle the HTTP API uses.
 
 pub mod engine;
+pub mod event;
 pub mod expr;
 pub mod record;
 pub mod store;
@@ -24,6 +26,7 @@ use crate::live::LiveTable;
 use crate::telemetry::Telemetry;
 
 pub use engine::{CmdError, Command, Engine};
+pub use event::EventKind;
 pub use store::{AlarmRecord, EventRecord, IncidentRecord, Store};
 
 /// Wall-clock milliseconds derived from tokio's monotonic clock: immune to clock steps while

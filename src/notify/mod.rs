@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::alarms::store::{EventRecord, IncidentRecord, Store};
+use crate::alarms::EventKind;
 use crate::alarms::{AlarmHandle, Command};
 use crate::config::notify::{Channel, ChannelKind, Escalation, Notify, Person};
 use crate::config::Site;
@@ -403,8 +404,8 @@ impl Notifier {
         let Some(id) = e.incident else {
             return;
         };
-        match e.kind.as_str() {
-            "incident_opened" => {
+        match e.kind {
+            EventKind::IncidentOpened => {
                 let Some(inc) = self.incident(id) else {
                     return;
                 };
@@ -419,12 +420,14 @@ impl Notifier {
                 self.escalations.insert(id, st);
                 self.run_due(id, now, "opened", batch);
             }
-            "incident_reactivated" => self.announce_again(id, e.at, "reactivated", now, batch),
+            EventKind::IncidentReactivated => {
+                self.announce_again(id, e.at, "reactivated", now, batch)
+            }
             // a raise in severity restarts the ladder from its first step (or, once someone
             // acknowledged, tells those already told); a new place of a site-wide emergency
             // is told to those already told
-            "incident_raised" => self.announce_again(id, e.at, "raised", now, batch),
-            "incident_extended" => {
+            EventKind::IncidentRaised => self.announce_again(id, e.at, "raised", now, batch),
+            EventKind::IncidentExtended => {
                 if let Some(inc) = self.incident(id) {
                     if inc.resolved_at.is_none() {
                         self.alertmanager(&inc, "firing", now, batch);
@@ -432,26 +435,26 @@ impl Notifier {
                     }
                 }
             }
-            "incident_acked" => {
+            EventKind::IncidentAcked => {
                 self.stop(id, "acknowledged", batch);
                 if let Some(inc) = self.incident(id) {
                     self.to_notified(&inc, "acked", e.by.clone(), now, true, batch);
                 }
             }
-            "incident_normal" => {
+            EventKind::IncidentNormal => {
                 self.stop(id, "normal", batch);
                 if let Some(inc) = self.incident(id) {
                     self.alertmanager(&inc, "resolved", now, batch);
                     self.to_notified(&inc, "normal", None, now, false, batch);
                 }
             }
-            "incident_merged" | "incident_resolved" => {
-                self.stop(id, e.kind.trim_start_matches("incident_"), batch);
+            EventKind::IncidentMerged | EventKind::IncidentResolved => {
+                self.stop(id, e.kind.as_str().trim_start_matches("incident_"), batch);
                 if let Some(inc) = self.incident(id) {
                     self.alertmanager(&inc, "resolved", now, batch);
                 }
             }
-            "limit_overdue" => {
+            EventKind::LimitOverdue => {
                 let Some(inc) = self.incident(id) else {
                     return;
                 };
@@ -462,7 +465,7 @@ impl Notifier {
                 let seconds = e.detail["seconds"].as_u64();
                 self.reminder(&inc, &limit, seconds, now, batch);
             }
-            "alarm_unshelved" if e.notify => {
+            EventKind::AlarmUnshelved if e.notify => {
                 if let Some(inc) = self.incident(id) {
                     if inc.resolved_at.is_none() {
                         self.run_step_once(&inc, 0, "unshelved", now, batch);
@@ -707,7 +710,7 @@ impl Notifier {
             warn!(incident = inc.id, roles = ?nobody, "nobody on call for a role of this escalation step");
             self.timeline(
                 inc.id,
-                "notification_nobody",
+                EventKind::NotificationNobody,
                 format!("无人值班：{}", nobody.join("、")),
                 json!({"roles": nobody}),
             );
@@ -878,11 +881,10 @@ impl Notifier {
         }
     }
 
-    fn timeline(&self, incident: i64, kind: &str, text: String, detail: Value) {
+    fn timeline(&self, incident: i64, kind: EventKind, text: String, detail: Value) {
         let alarms = self.alarms.clone();
-        let kind = kind.to_string();
         tokio::spawn(async move {
-            timeline(&alarms, incident, &kind, None, text, detail).await;
+            timeline(&alarms, incident, kind, None, text, detail).await;
         });
     }
 }
@@ -905,7 +907,7 @@ fn merge_targets(into: &mut Vec<Target>, more: Vec<Target>) {
 async fn timeline(
     alarms: &AlarmHandle,
     incident: i64,
-    kind: &str,
+    kind: EventKind,
     by: Option<String>,
     text: String,
     detail: Value,
@@ -913,14 +915,14 @@ async fn timeline(
     if let Err(e) = alarms
         .command(Command::Timeline {
             incident,
-            kind: kind.to_string(),
+            kind,
             by,
             text,
             detail,
         })
         .await
     {
-        warn!(incident, kind, error = %e.message, "cannot put a notification on the timeline");
+        warn!(incident, kind = kind.as_str(), error = %e.message, "cannot put a notification on the timeline");
     }
 }
 
@@ -1053,7 +1055,7 @@ impl Worker {
                     timeline(
                         &self.alarms,
                         i,
-                        "notification_expired",
+                        EventKind::NotificationExpired,
                         None,
                         format!(
                             "{} 通知放弃（{} 次失败）：{}",
@@ -1273,7 +1275,7 @@ impl Worker {
                     timeline(
                         &self.alarms,
                         inc,
-                        "notification_sent",
+                        EventKind::NotificationSent,
                         None,
                         text,
                         json!({"channel": self.ch.id, "outbox": ids, "kinds": kinds, "summary": n, "people": names, "receipt": receipt}),
@@ -1337,7 +1339,7 @@ impl Worker {
                         timeline(
                             &self.alarms,
                             inc,
-                            "notification_failover",
+                            EventKind::NotificationFailover,
                             None,
                             format!(
                                 "{} 连续失败，改由 {} 发送",
@@ -1359,7 +1361,7 @@ impl Worker {
                     timeline(
                         &self.alarms,
                         inc,
-                        "notification_failed",
+                        EventKind::NotificationFailed,
                         None,
                         format!(
                             "{} 发送失败（第 {attempts} 次）：{}；{} 秒后重试",
@@ -1493,7 +1495,7 @@ impl Worker {
                         timeline(
                             &self.alarms,
                             i,
-                            "notification_sent",
+                            EventKind::NotificationSent,
                             None,
                             format!("已通过 {} 发送（{}）", self.ch.id, m.kind),
                             json!({"channel": self.ch.id, "outbox": [m.id], "kinds": [m.kind]}),
@@ -1524,7 +1526,7 @@ impl Worker {
                     timeline(
                         &self.alarms,
                         inc,
-                        "notification_failed",
+                        EventKind::NotificationFailed,
                         None,
                         format!(
                             "{} 发送失败：{}",

@@ -257,7 +257,7 @@ pub fn encode_event(
     let ts = stamps.stamp(series, ts);
     let mut b = LineProtocolBuilder::new_with(std::mem::take(out))
         .measurement("alarm_events")
-        .tag("kind", &e.kind);
+        .tag("kind", e.kind.as_str());
     if let Some(d) = &e.device {
         b = b.tag("device", d);
     }
@@ -450,7 +450,7 @@ mod tests {
             at,
             incident: Some(1),
             alarm: Some(id),
-            kind: kind.into(),
+            kind: crate::alarms::EventKind::parse(kind).unwrap(),
             by: None,
             notify: false,
             text: format!("event {id}"),
