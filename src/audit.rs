@@ -250,6 +250,11 @@ impl AuditLog {
     /// Open the log at `path` (the state store). A store that cannot be opened now is retried
     /// on every write: the daemon runs on without it (and counts what it loses).
     pub fn open(path: &Path) -> Self {
+        // the key beside a store not yet created: its directory first (else the key cannot
+        // be written and the chain would start unkeyed)
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let key_file = default_key_file(path);
         let key = match AuditKey::load(&key_file, true) {
             Ok(k) => Some(k),
@@ -1255,6 +1260,19 @@ mod tests {
                 "no file left over"
             );
         }
+    }
+
+    /// Found by the InfluxDB anchor test: a log opened before its store's directory existed
+    /// could not write the key and wrote its entries unkeyed.
+    #[test]
+    fn a_log_in_a_directory_not_yet_made_is_keyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("propwatch.db");
+        let log = AuditLog::open(&path);
+        log.append(&entry(1000, "王工", "incident.ack", "incident/1"))
+            .unwrap();
+        let v = log.verify().unwrap();
+        assert!(v.ok && v.keyed && v.unkeyed_entries == 0, "{v:?}");
     }
 
     #[test]
