@@ -297,54 +297,8 @@ pub struct OverrideCfg {
 
 // ---------------------------------------------------------------- compiled
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    Webhook,
-    Wecom,
-    Dingtalk,
-    Feishu,
-    Email,
-    Sms,
-    Alertmanager,
-    Log,
-}
-
-impl ChannelKind {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "webhook" => Self::Webhook,
-            "wecom" => Self::Wecom,
-            "dingtalk" => Self::Dingtalk,
-            "feishu" => Self::Feishu,
-            "email" => Self::Email,
-            "sms" => Self::Sms,
-            "alertmanager" => Self::Alertmanager,
-            "log" => Self::Log,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Webhook => "webhook",
-            Self::Wecom => "wecom",
-            Self::Dingtalk => "dingtalk",
-            Self::Feishu => "feishu",
-            Self::Email => "email",
-            Self::Sms => "sms",
-            Self::Alertmanager => "alertmanager",
-            Self::Log => "log",
-        }
-    }
-    /// Group robots: one message reaches the whole group; people are @-mentioned.
-    pub fn is_robot(self) -> bool {
-        matches!(self, Self::Wecom | Self::Dingtalk | Self::Feishu)
-    }
-    /// One request per person (the message goes to a phone number).
-    pub fn per_person(self) -> bool {
-        matches!(self, Self::Sms)
-    }
-}
+/// A channel's type: its vendor file's `Spec` (see `notify::channels`).
+pub use crate::notify::channels::ChannelKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -642,16 +596,14 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             continue;
         }
         let Some(kind) = ChannelKind::parse(&c.kind) else {
-            problems.add(
-                file,
-                key("type"),
-                format!(
-                    "{:?}: must be webhook, wecom, dingtalk, feishu, email, sms, alertmanager or log",
-                    c.kind
-                ),
-            );
+            problems.add(file, key("type"), {
+                let names = ChannelKind::names();
+                let (last, rest) = names.split_last().expect("channel types");
+                format!("{:?}: must be {} or {last}", c.kind, rest.join(", "))
+            });
             continue;
         };
+        let spec = kind.spec();
         let token = resolve_secret(
             file,
             &key("token"),
@@ -673,49 +625,24 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             c.password_file.as_deref(),
             problems,
         );
-        let url = c.url.clone().or_else(|| {
-            Some(
-                match kind {
-                    ChannelKind::Wecom => "https://qyapi.weixin.qq.com/cgi-bin/webhook/send",
-                    ChannelKind::Dingtalk => "https://oapi.dingtalk.com/robot/send",
-                    ChannelKind::Feishu => "https://open.feishu.cn/open-apis/bot/v2/hook/",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        });
-        match (&url, kind) {
-            (None, ChannelKind::Webhook | ChannelKind::Sms | ChannelKind::Alertmanager) => problems
-                .add(
-                    file,
-                    key("url"),
-                    format!("a {} channel needs a url", c.kind),
-                ),
-            (Some(u), _) if !(u.starts_with("http://") || u.starts_with("https://")) => problems
-                .add(
-                    file,
-                    key("url"),
-                    format!("{u:?} must start with http:// or https://"),
-                ),
+        let url = c
+            .url
+            .clone()
+            .or_else(|| spec.default_url.map(str::to_string));
+        match &url {
+            None if spec.http => problems.add(
+                file,
+                key("url"),
+                format!("a {} channel needs a url", c.kind),
+            ),
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => problems.add(
+                file,
+                key("url"),
+                format!("{u:?} must start with http:// or https://"),
+            ),
             _ => {}
         }
-        if kind.is_robot() && c.token_env.is_none() && c.token_file.is_none() && c.url.is_none() {
-            problems.add(
-                file,
-                key("token_env"),
-                format!(
-                    "a {} robot needs its token (token_env or token_file), or a full url",
-                    c.kind
-                ),
-            );
-        }
-        if kind == ChannelKind::Sms && c.body.is_none() {
-            problems.add(
-                file,
-                key("body"),
-                "an sms channel needs a body template (your gateway's request, see README)",
-            );
-        }
+        (spec.validate)(c, &mut |k, m| problems.add(file, key(k), m));
         for (k, t) in [("body", &c.body), ("success", &c.success)] {
             if let Some(t) = t {
                 let env = minijinja::Environment::new();
@@ -742,18 +669,6 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 SmtpTls::Starttls
             }
         };
-        if kind == ChannelKind::Email {
-            if c.host.is_none() {
-                problems.add(file, key("host"), "an email channel needs the SMTP host");
-            }
-            match &c.from {
-                None => problems.add(file, key("from"), "an email channel needs a from address"),
-                Some(f) if f.parse::<lettre::message::Mailbox>().is_err() => {
-                    problems.add(file, key("from"), format!("{f:?} is not a mail address"))
-                }
-                _ => {}
-            }
-        }
         let markdown = match c.format.as_deref().unwrap_or("text") {
             "text" => false,
             "markdown" => true,
@@ -770,20 +685,26 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             Some(l) => parse_language(file, &key("language"), l, problems),
             None => Some(settings.language),
         };
-        let ca = match (&c.ca_file, kind) {
-            (None, _) => None,
-            (Some(_), ChannelKind::Email | ChannelKind::Log) => {
+        let ca = match &c.ca_file {
+            None => None,
+            Some(_) if !spec.http => {
+                let http: Vec<&str> = crate::notify::channels::REGISTRY
+                    .iter()
+                    .filter(|s| s.http)
+                    .map(|s| s.name)
+                    .collect();
                 problems.add(
                     file,
                     key("ca_file"),
                     format!(
-                        "ca_file is for the HTTP channels (webhook, wecom, dingtalk, feishu, sms, alertmanager), not {}",
+                        "ca_file is for the HTTP channels ({}), not {}",
+                        http.join(", "),
                         c.kind
                     ),
                 );
                 None
             }
-            (Some(v), _) => super::tls::load_ca(file, &key("ca_file"), v, problems),
+            Some(v) => super::tls::load_ca(file, &key("ca_file"), v, problems),
         };
         let method = c
             .method
@@ -833,7 +754,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                     format!("channels[{i}].failover"),
                     format!("unknown channel {f:?}"),
                 ),
-                Some(d) if d.id == c.id || d.kind == ChannelKind::Alertmanager => problems.add(
+                Some(d) if d.id == c.id || d.kind.is_alerts() => problems.add(
                     file,
                     format!("channels[{i}].failover"),
                     format!("{f:?} cannot take over messages to people"),
@@ -846,7 +767,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
     let people_channels: Vec<usize> = channels
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.kind != ChannelKind::Alertmanager)
+        .filter(|(_, c)| !c.kind.is_alerts())
         .map(|(i, _)| i)
         .collect();
 
@@ -919,7 +840,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 let ix = channel_ix(id);
                 match ix {
                     None => problems.add(file, key, format!("unknown channel {id:?}")),
-                    Some(ix) if channels[ix].kind == ChannelKind::Alertmanager => {
+                    Some(ix) if channels[ix].kind.is_alerts() => {
                         problems.add(
                             file,
                             key,

@@ -316,7 +316,7 @@ impl Notifier {
             };
             let stop = stop.clone();
             workers.spawn(async move {
-                if w.ch.kind == ChannelKind::Alertmanager {
+                if w.ch.kind.is_alerts() {
                     w.run_alertmanager(stop).await
                 } else {
                     w.run(stop).await
@@ -735,19 +735,8 @@ impl Notifier {
         now: i64,
         batch: &mut Batch,
     ) -> Option<Target> {
-        let reachable: Vec<Person> = people
-            .into_iter()
-            .filter(|p| match ch.kind {
-                ChannelKind::Sms => p.mobile.is_some(),
-                ChannelKind::Email => p.email.is_some(),
-                _ => true,
-            })
-            .collect();
-        if reachable.is_empty()
-            && !(ch.kind.is_robot()
-                || ch.kind == ChannelKind::Webhook
-                || ch.kind == ChannelKind::Log)
-        {
+        let reachable: Vec<Person> = people.into_iter().filter(|p| ch.kind.reaches(p)).collect();
+        if reachable.is_empty() && !ch.kind.reaches_group() {
             self.telemetry
                 .notify
                 .results
@@ -802,11 +791,7 @@ impl Notifier {
             let Some(ch) = n.channels.iter().find(|c| c.id == t.channel) else {
                 continue;
             };
-            if groups_only
-                && !(ch.kind.is_robot()
-                    || ch.kind == ChannelKind::Webhook
-                    || ch.kind == ChannelKind::Log)
-            {
+            if groups_only && !ch.kind.reaches_group() {
                 continue;
             }
             let people = t
@@ -861,12 +846,7 @@ impl Notifier {
 
     /// Alertmanager channels get every incident: firing, then resolved.
     fn alertmanager(&self, inc: &IncidentRecord, kind: &str, now: i64, batch: &mut Batch) {
-        for ch in self
-            .notify()
-            .channels
-            .iter()
-            .filter(|c| c.kind == ChannelKind::Alertmanager)
-        {
+        for ch in self.notify().channels.iter().filter(|c| c.kind.is_alerts()) {
             let m = self.message(inc, kind, now);
             batch.messages.push(OutMsg::new(
                 &ch.id,
@@ -1189,8 +1169,10 @@ impl Worker {
                 .incident
                 .and_then(|i| ack_link(n, &self.handle.key, i, &person_id, m.created_at));
             let mut text = m.message.render(lang, self.ch.markdown, link.as_deref());
-            if self.ch.kind == ChannelKind::Sms {
-                text = message::truncate(&text, 500);
+            if let (Some(max), false) = (self.ch.kind.spec().max_text, self.ch.kind.reaches_group())
+            {
+                // per person (SMS): the vendor's limit; group channels cut at sending
+                text = message::truncate(&text, max);
             }
             channels::Outgoing {
                 kind: m.kind.clone(),
