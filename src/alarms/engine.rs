@@ -103,18 +103,34 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdError {
-    /// HTTP status: 400 bad request, 404 unknown, 409 refused in this state.
-    pub status: u16,
-    pub message: String,
+/// Why the engine refused a command. The HTTP API maps each to its status (400, 404, 409,
+/// 503); the message is for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmdError {
+    /// The request itself is wrong (a missing name, reason or text).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such alarm, incident or device.
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused in the current state (already closed, still active, changed meanwhile).
+    #[error("{0}")]
+    Conflict(String),
+    /// The engine is not running.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-fn err<T>(status: u16, message: impl Into<String>) -> Result<T, CmdError> {
-    Err(CmdError {
-        status,
-        message: message.into(),
-    })
+fn invalid<T>(message: impl Into<String>) -> Result<T, CmdError> {
+    Err(CmdError::Invalid(message.into()))
+}
+
+fn not_found<T>(message: impl Into<String>) -> Result<T, CmdError> {
+    Err(CmdError::NotFound(message.into()))
+}
+
+fn conflict<T>(message: impl Into<String>) -> Result<T, CmdError> {
+    Err(CmdError::Conflict(message.into()))
 }
 
 #[derive(Debug, Default)]
@@ -1580,8 +1596,8 @@ impl Engine {
         match self.alarms.get(&id) {
             Some(a) => Ok(a),
             None => match self.store.alarm(id) {
-                Ok(Some(_)) => err(409, format!("alarm {id} is already closed")),
-                _ => err(404, format!("no alarm {id}")),
+                Ok(Some(_)) => conflict(format!("alarm {id} is already closed")),
+                _ => not_found(format!("no alarm {id}")),
             },
         }
     }
@@ -1590,15 +1606,12 @@ impl Engine {
         match self.incidents.get(&id) {
             Some(i) => Ok(i),
             None => match self.store.incident(id) {
-                Ok(Some(i)) if i.merged_into.is_some() => err(
-                    409,
-                    format!(
-                        "incident {id} was grouped under incident {}",
-                        i.merged_into.unwrap_or(0)
-                    ),
-                ),
-                Ok(Some(_)) => err(409, format!("incident {id} is already resolved")),
-                _ => err(404, format!("no incident {id}")),
+                Ok(Some(i)) if i.merged_into.is_some() => conflict(format!(
+                    "incident {id} was grouped under incident {}",
+                    i.merged_into.unwrap_or(0)
+                )),
+                Ok(Some(_)) => conflict(format!("incident {id} is already resolved")),
+                _ => not_found(format!("no incident {id}")),
             },
         }
     }
@@ -1663,7 +1676,7 @@ impl Engine {
         fn who(by: &str) -> Result<String, CmdError> {
             let by = by.trim();
             if by.is_empty() || by.len() > 100 {
-                return err(400, "`by` (who is acting) is required, at most 100 bytes");
+                return invalid("`by` (who is acting) is required, at most 100 bytes");
             }
             Ok(by.to_string())
         }
@@ -1690,14 +1703,14 @@ impl Engine {
                 let by = who(&by)?;
                 let a = self.open_alarm(id)?;
                 if a.active {
-                    return err(409, format!("alarm {id} is still active: its condition is present (for a fire alarm, reset the panel first)"));
+                    return conflict(format!("alarm {id} is still active: its condition is present (for a fire alarm, reset the panel first)"));
                 }
                 if !a.latched {
-                    return err(409, format!("alarm {id} is not latched; nothing to reset"));
+                    return conflict(format!("alarm {id} is not latched; nothing to reset"));
                 }
                 let key = a.key.clone();
                 let Some(a) = self.alarms.get_mut(&id) else {
-                    return err(409, format!("alarm {id} changed meanwhile"));
+                    return conflict(format!("alarm {id} changed meanwhile"));
                 };
                 a.latched = false;
                 a.normal_at = Some(now);
@@ -1734,30 +1747,24 @@ impl Engine {
                 let a = self.open_alarm(id)?;
                 let plan = self.site.alarms.plan(&a.plan);
                 if plan.is_some_and(|p| p.life_safety) {
-                    return err(
-                        409,
-                        format!(
-                            "refused: {} is a life-safety plan; its alarms cannot be shelved",
-                            a.plan
-                        ),
-                    );
+                    return conflict(format!(
+                        "refused: {} is a life-safety plan; its alarms cannot be shelved",
+                        a.plan
+                    ));
                 }
                 let reason = reason.trim().to_string();
                 if reason.is_empty() {
-                    return err(400, "shelving needs a reason");
+                    return invalid("shelving needs a reason");
                 }
                 let max = self.site.alarms.settings.shelve_max;
                 if duration.is_zero() || duration > max {
-                    return err(
-                        400,
-                        format!(
-                            "shelve for 1 s up to {} min (alarms.shelve_max)",
-                            max.as_secs() / 60
-                        ),
-                    );
+                    return invalid(format!(
+                        "shelve for 1 s up to {} min (alarms.shelve_max)",
+                        max.as_secs() / 60
+                    ));
                 }
                 let Some(r) = self.rule_of(&a.key) else {
-                    return err(409, "the alarm's rule is no longer configured");
+                    return conflict("the alarm's rule is no longer configured");
                 };
                 let s = Shelve {
                     at: now,
@@ -1768,7 +1775,7 @@ impl Engine {
                 self.insts[r].st.shelve = Some(s.clone());
                 self.save_inst(r);
                 let Some(a) = self.alarms.get_mut(&id) else {
-                    return err(409, format!("alarm {id} changed meanwhile"));
+                    return conflict(format!("alarm {id} changed meanwhile"));
                 };
                 a.shelved = Some(s);
                 let (inc, name) = (a.incident, a.name.clone());
@@ -1792,10 +1799,10 @@ impl Engine {
                 let by = who(&by)?;
                 let a = self.open_alarm(id)?;
                 let Some(r) = self.rule_of(&a.key) else {
-                    return err(409, "the alarm's rule is no longer configured");
+                    return conflict("the alarm's rule is no longer configured");
                 };
                 if self.insts[r].st.shelve.is_none() {
-                    return err(409, format!("alarm {id} is not shelved"));
+                    return conflict(format!("alarm {id} is not shelved"));
                 }
                 self.unshelve(r, now, &by);
                 Ok(json!(self.alarms.get(&id)))
@@ -1815,11 +1822,11 @@ impl Engine {
                 let by = who(&by)?;
                 let inc = self.open_incident(id)?;
                 if inc.arrived_at.is_some() {
-                    return err(409, format!("arrival at incident {id} is already recorded"));
+                    return conflict(format!("arrival at incident {id} is already recorded"));
                 }
                 self.ack_incident(id, &by, now, None);
                 let Some(inc) = self.incidents.get_mut(&id) else {
-                    return err(409, format!("incident {id} changed meanwhile"));
+                    return conflict(format!("incident {id} changed meanwhile"));
                 };
                 inc.arrived_at = Some(now);
                 inc.arrived_by = Some(by.clone());
@@ -1851,8 +1858,7 @@ impl Engine {
                 let by = who(&by)?;
                 let (cause, measures) = (cause.trim().to_string(), measures.trim().to_string());
                 if cause.is_empty() || measures.is_empty() {
-                    return err(
-                        400,
+                    return invalid(
                         "resolving needs the cause and the measures taken (紧急事件处理记录)",
                     );
                 }
@@ -1865,7 +1871,7 @@ impl Engine {
                     .map(|a| format!("#{} {} ({})", a.id, a.name, a.state))
                     .collect();
                 if !still.is_empty() {
-                    return err(409, format!(
+                    return conflict(format!(
                         "alarms of incident {id} are still active: {}; resolve once they are back to normal (reset latched ones), or put the device out of service",
                         still.join(", ")
                     ));
@@ -1874,7 +1880,7 @@ impl Engine {
                 self.ack_incident(id, &by, now, None);
                 // resolved first, so closing its alarms does not auto-resolve it meanwhile
                 let Some(inc) = self.incidents.get_mut(&id) else {
-                    return err(409, format!("incident {id} changed meanwhile"));
+                    return conflict(format!("incident {id} changed meanwhile"));
                 };
                 inc.resolved_at = Some(now);
                 inc.resolved_by = Some(by.clone());
@@ -1914,12 +1920,12 @@ impl Engine {
                 detail,
             } => {
                 if !kind.is_notification() {
-                    return err(400, "timeline entries from the notifier are notification_*");
+                    return invalid("timeline entries from the notifier are notification_*");
                 }
                 if !self.incidents.contains_key(&incident)
                     && !matches!(self.store.incident(incident), Ok(Some(_)))
                 {
-                    return err(404, format!("no incident {incident}"));
+                    return not_found(format!("no incident {incident}"));
                 }
                 self.event(
                     now,
@@ -1937,7 +1943,7 @@ impl Engine {
                 let by = who(&by)?;
                 let text = text.trim().to_string();
                 if text.is_empty() || text.len() > 4000 {
-                    return err(400, "a note needs 1 to 4000 bytes of text");
+                    return invalid("a note needs 1 to 4000 bytes of text");
                 }
                 self.open_incident(id)?;
                 self.event(
@@ -1955,11 +1961,11 @@ impl Engine {
             Command::OutOfService { device, by, reason } => {
                 let by = who(&by)?;
                 let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
-                    return err(404, format!("no device {device:?}"));
+                    return not_found(format!("no device {device:?}"));
                 };
                 let reason = reason.trim().to_string();
                 if reason.is_empty() {
-                    return err(400, "taking a device out of service needs a reason");
+                    return invalid("taking a device out of service needs a reason");
                 }
                 let o = OutOfService {
                     device: device.clone(),
@@ -1985,10 +1991,10 @@ impl Engine {
             Command::InService { device, by } => {
                 let by = who(&by)?;
                 let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
-                    return err(404, format!("no device {device:?}"));
+                    return not_found(format!("no device {device:?}"));
                 };
                 if self.oos.remove(&d).is_none() {
-                    return err(409, format!("device {device:?} is not out of service"));
+                    return conflict(format!("device {device:?} is not out of service"));
                 }
                 self.unflushed
                     .push(Write::OutOfService(device.clone(), None));

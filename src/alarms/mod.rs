@@ -81,10 +81,7 @@ pub struct AlarmHandle {
 impl AlarmHandle {
     pub async fn command(&self, cmd: Command) -> Result<serde_json::Value, CmdError> {
         let (tx, rx) = oneshot::channel();
-        let unavailable = || CmdError {
-            status: 503,
-            message: "the alarm engine is not running".into(),
-        };
+        let unavailable = || CmdError::Unavailable("the alarm engine is not running".into());
         self.cmds.send((cmd, tx)).await.map_err(|_| unavailable())?;
         rx.await.map_err(|_| unavailable())?
     }

@@ -51,10 +51,17 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 fn cmd_response(r: Result<serde_json::Value, CmdError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(e) => error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            e.message,
-        ),
+        Err(e) => error(refusal_status(&e), e.to_string()),
+    }
+}
+
+/// The HTTP status of an engine refusal.
+pub fn refusal_status(e: &CmdError) -> StatusCode {
+    match e {
+        CmdError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CmdError::NotFound(_) => StatusCode::NOT_FOUND,
+        CmdError::Conflict(_) => StatusCode::CONFLICT,
+        CmdError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

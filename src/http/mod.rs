@@ -46,6 +46,8 @@ pub struct AppState {
     pub reload: Option<tokio::sync::mpsc::Sender<crate::app::ReloadRequest>>,
 }
 
+pub use alarms::refusal_status;
+
 pub fn router(state: AppState) -> Router {
     // the operator audit log: one per router, on the state store (see `audit`)
     let audit_log = Arc::new(crate::audit::AuditLog::open_for(&state.site));

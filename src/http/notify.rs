@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, AppState};
-use crate::alarms::{record, Command};
+use crate::alarms::{record, CmdError, Command};
 use crate::notify::links::{self, LinkError};
 use crate::notify::{roster, NotifyHandle};
 
@@ -376,15 +376,15 @@ async fn ack_submit(
                 esc(&by)
             ),
         ),
-        Err(e) if e.status == 409 => page(
+        Err(e @ CmdError::Conflict(_)) => page(
             StatusCode::OK,
             "无需确认",
-            &format!("<p>{}</p>", esc(&e.message)),
+            &format!("<p>{}</p>", esc(&e.to_string())),
         ),
         Err(e) => page(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            super::alarms::refusal_status(&e),
             "确认失败",
-            &format!("<p>{}</p>", esc(&e.message)),
+            &format!("<p>{}</p>", esc(&e.to_string())),
         ),
     };
     // who acknowledged, for the audit log (the form carries no `by`)

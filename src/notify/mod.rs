@@ -902,7 +902,7 @@ async fn timeline(
         })
         .await
     {
-        warn!(incident, kind = kind.as_str(), error = %e.message, "cannot put a notification on the timeline");
+        warn!(incident, kind = kind.as_str(), error = %e, "cannot put a notification on the timeline");
     }
 }
 
