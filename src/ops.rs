@@ -3,11 +3,12 @@
 //! the same checks and land on the same timeline. The one exception is
 //! `audit verify --database`, which checks a copy of the state store without a daemon.
 
+use crate::http::writes::{ByBody, NoteBody, ResolveBody, ShelveBody, TestBody, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Where the daemon is.
 #[derive(Args, Debug, Clone)]
@@ -403,6 +404,12 @@ async fn run_get(t: &Target, path: &str, show: impl Fn(&Value)) -> ExitCode {
     }
 }
 
+/// An operator write (`http::writes`): its path for `id`, its body.
+async fn run_write(t: &Target, w: Write, id: &str, body: &impl serde::Serialize) -> ExitCode {
+    let body = serde_json::to_value(body).unwrap_or(Value::Null);
+    run_post(t, &w.path(id), body).await
+}
+
 async fn run_post(t: &Target, path: &str, body: Value) -> ExitCode {
     let c = match client(t) {
         Ok(c) => c,
@@ -436,15 +443,16 @@ pub async fn alarms(t: Target, cmd: AlarmCmd) -> ExitCode {
             .await
         }
         AlarmCmd::Ack { id, by, note } => {
-            run_post(
-                &t,
-                &format!("/api/v1/alarms/{id}/ack"),
-                json!({"by": by, "note": note}),
-            )
-            .await
+            run_write(&t, Write::AckAlarm, &id.to_string(), &ByBody { by, note }).await
         }
         AlarmCmd::Reset { id, by } => {
-            run_post(&t, &format!("/api/v1/alarms/{id}/reset"), json!({"by": by})).await
+            run_write(
+                &t,
+                Write::ResetAlarm,
+                &id.to_string(),
+                &ByBody { by, note: None },
+            )
+            .await
         }
         AlarmCmd::Shelve {
             id,
@@ -452,18 +460,19 @@ pub async fn alarms(t: Target, cmd: AlarmCmd) -> ExitCode {
             reason,
             minutes,
         } => {
-            run_post(
-                &t,
-                &format!("/api/v1/alarms/{id}/shelve"),
-                json!({"by": by, "reason": reason, "minutes": minutes}),
-            )
-            .await
+            let body = ShelveBody {
+                by,
+                reason,
+                minutes,
+            };
+            run_write(&t, Write::ShelveAlarm, &id.to_string(), &body).await
         }
         AlarmCmd::Unshelve { id, by } => {
-            run_post(
+            run_write(
                 &t,
-                &format!("/api/v1/alarms/{id}/unshelve"),
-                json!({"by": by}),
+                Write::UnshelveAlarm,
+                &id.to_string(),
+                &ByBody { by, note: None },
             )
             .await
         }
@@ -509,20 +518,16 @@ pub async fn incidents(t: Target, cmd: IncidentCmd) -> ExitCode {
             run_get(&t, &format!("/api/v1/incidents/{id}"), print_incident).await
         }
         IncidentCmd::Ack { id, by, note } => {
-            run_post(
+            run_write(
                 &t,
-                &format!("/api/v1/incidents/{id}/ack"),
-                json!({"by": by, "note": note}),
+                Write::AckIncident,
+                &id.to_string(),
+                &ByBody { by, note },
             )
             .await
         }
         IncidentCmd::Arrive { id, by, note } => {
-            run_post(
-                &t,
-                &format!("/api/v1/incidents/{id}/arrive"),
-                json!({"by": by, "note": note}),
-            )
-            .await
+            run_write(&t, Write::Arrive, &id.to_string(), &ByBody { by, note }).await
         }
         IncidentCmd::Resolve {
             id,
@@ -530,20 +535,15 @@ pub async fn incidents(t: Target, cmd: IncidentCmd) -> ExitCode {
             cause,
             measures,
         } => {
-            run_post(
-                &t,
-                &format!("/api/v1/incidents/{id}/resolve"),
-                json!({"by": by, "cause": cause, "measures": measures}),
-            )
-            .await
+            let body = ResolveBody {
+                by,
+                cause,
+                measures,
+            };
+            run_write(&t, Write::Resolve, &id.to_string(), &body).await
         }
         IncidentCmd::Note { id, by, text } => {
-            run_post(
-                &t,
-                &format!("/api/v1/incidents/{id}/note"),
-                json!({"by": by, "text": text}),
-            )
-            .await
+            run_write(&t, Write::Note, &id.to_string(), &NoteBody { by, text }).await
         }
     }
 }
@@ -675,10 +675,11 @@ pub async fn notify(t: Target, cmd: NotifyCmd) -> ExitCode {
             .await
         }
         NotifyCmd::Test { channel, person } => {
-            run_post(
+            run_write(
                 &t,
-                &format!("/api/v1/channels/{}/test", urlencode(&channel)),
-                json!({"people": person}),
+                Write::TestChannel,
+                &channel,
+                &TestBody { people: person },
             )
             .await
         }

@@ -12,26 +12,88 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::writes::{self, ByBody, NoteBody, ResolveBody, ServiceBody, ShelveBody};
 use super::{error, AppState};
 use crate::alarms::{record, CmdError, Command};
 
 pub fn routes() -> Router<AppState> {
+    use writes::Write;
     Router::new()
         .route("/api/v1/alarms", get(list_alarms))
         .route("/api/v1/alarms/{id}", get(get_alarm))
-        .route("/api/v1/alarms/{id}/ack", post(ack_alarm))
-        .route("/api/v1/alarms/{id}/reset", post(reset_alarm))
-        .route("/api/v1/alarms/{id}/shelve", post(shelve_alarm))
-        .route("/api/v1/alarms/{id}/unshelve", post(unshelve_alarm))
+        .route(
+            Write::AckAlarm.route(),
+            write(|id, b: ByBody| Command::AckAlarm {
+                id,
+                by: b.by,
+                note: b.note,
+            }),
+        )
+        .route(
+            Write::ResetAlarm.route(),
+            write(|id, b: ByBody| Command::ResetAlarm { id, by: b.by }),
+        )
+        .route(
+            Write::ShelveAlarm.route(),
+            write(|id, b: ShelveBody| Command::Shelve {
+                id,
+                by: b.by,
+                reason: b.reason,
+                duration: Duration::from_secs(b.minutes.saturating_mul(60)),
+            }),
+        )
+        .route(
+            Write::UnshelveAlarm.route(),
+            write(|id, b: ByBody| Command::Unshelve { id, by: b.by }),
+        )
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
-        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
-        .route("/api/v1/incidents/{id}/arrive", post(arrive))
-        .route("/api/v1/incidents/{id}/resolve", post(resolve))
-        .route("/api/v1/incidents/{id}/note", post(note))
+        .route(
+            Write::AckIncident.route(),
+            write(|id, b: ByBody| Command::AckIncident {
+                id,
+                by: b.by,
+                note: b.note,
+            }),
+        )
+        .route(
+            Write::Arrive.route(),
+            write(|id, b: ByBody| Command::Arrive {
+                id,
+                by: b.by,
+                note: b.note,
+            }),
+        )
+        .route(
+            Write::Resolve.route(),
+            write(|id, b: ResolveBody| Command::Resolve {
+                id,
+                by: b.by,
+                cause: b.cause,
+                measures: b.measures,
+            }),
+        )
+        .route(
+            Write::Note.route(),
+            write(|id, b: NoteBody| Command::Note {
+                id,
+                by: b.by,
+                text: b.text,
+            }),
+        )
         .route("/api/v1/incidents/{id}/record.html", get(incident_record))
-        .route("/api/v1/devices/{id}/out-of-service", post(out_of_service))
-        .route("/api/v1/devices/{id}/in-service", post(in_service))
+        .route(
+            Write::OutOfService.route(),
+            write(|device: String, b: ServiceBody| Command::OutOfService {
+                device,
+                by: b.by,
+                reason: b.reason,
+            }),
+        )
+        .route(
+            Write::InService.route(),
+            write(|device: String, b: ServiceBody| Command::InService { device, by: b.by }),
+        )
         .route("/api/v1/out-of-service", get(list_oos))
         .route("/api/v1/plans", get(plans))
         .route("/api/v1/plans/{id}", get(plan))
@@ -39,6 +101,46 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/record.csv", get(record_csv))
         .route("/api/v1/record.html", get(record_html))
         .route("/api/v1/kpi", get(kpi))
+}
+
+/// What a write's `{id}` is: an alarm's or incident's number, or a device's id.
+trait Target: Sized + Send + 'static {
+    #[allow(clippy::result_large_err)]
+    fn from_path(s: String) -> Result<Self, Response>;
+}
+
+impl Target for i64 {
+    fn from_path(s: String) -> Result<Self, Response> {
+        parse_id(&s)
+    }
+}
+
+impl Target for String {
+    fn from_path(s: String) -> Result<Self, Response> {
+        Ok(s)
+    }
+}
+
+/// The one handler of the operator writes: the path's id (400 if it is not one), the JSON
+/// body (400 if it is not the write's), then the engine's command and its answer.
+fn write<T: Target, B: serde::de::DeserializeOwned + Send + 'static>(
+    to_command: fn(T, B) -> Command,
+) -> axum::routing::MethodRouter<AppState> {
+    post(
+        move |State(s): State<AppState>,
+              Path(p): Path<String>,
+              b: Result<Json<B>, JsonRejection>| async move {
+            let target = match T::from_path(p) {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            let b = match b {
+                Ok(Json(b)) => b,
+                Err(e) => return bad_json(e),
+            };
+            cmd_response(s.alarms.command(to_command(target, b)).await)
+        },
+    )
 }
 
 fn store_error(e: impl std::fmt::Display) -> Response {
@@ -121,54 +223,6 @@ async fn get_alarm(State(s): State<AppState>, Path(id): Path<String>) -> Respons
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ByBody {
-    by: String,
-    #[serde(default)]
-    note: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShelveBody {
-    by: String,
-    reason: String,
-    minutes: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResolveBody {
-    by: String,
-    cause: String,
-    measures: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteBody {
-    by: String,
-    text: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OosBody {
-    by: String,
-    #[serde(default)]
-    reason: String,
-}
-
-macro_rules! body {
-    ($b:expr) => {
-        match $b {
-            Ok(Json(b)) => b,
-            Err(e) => return bad_json(e),
-        }
-    };
-}
-
 macro_rules! id {
     ($id:expr) => {
         match parse_id(&$id) {
@@ -176,166 +230,6 @@ macro_rules! id {
             Err(r) => return r,
         }
     };
-}
-
-async fn ack_alarm(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ByBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::AckAlarm {
-                id,
-                by: b.by,
-                note: b.note,
-            })
-            .await,
-    )
-}
-
-async fn reset_alarm(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ByBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(s.alarms.command(Command::ResetAlarm { id, by: b.by }).await)
-}
-
-async fn shelve_alarm(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ShelveBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::Shelve {
-                id,
-                by: b.by,
-                reason: b.reason,
-                duration: Duration::from_secs(b.minutes.saturating_mul(60)),
-            })
-            .await,
-    )
-}
-
-async fn unshelve_alarm(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ByBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(s.alarms.command(Command::Unshelve { id, by: b.by }).await)
-}
-
-async fn ack_incident(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ByBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::AckIncident {
-                id,
-                by: b.by,
-                note: b.note,
-            })
-            .await,
-    )
-}
-
-async fn arrive(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ByBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::Arrive {
-                id,
-                by: b.by,
-                note: b.note,
-            })
-            .await,
-    )
-}
-
-async fn resolve(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<ResolveBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::Resolve {
-                id,
-                by: b.by,
-                cause: b.cause,
-                measures: b.measures,
-            })
-            .await,
-    )
-}
-
-async fn note(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Result<Json<NoteBody>, JsonRejection>,
-) -> Response {
-    let id = id!(id);
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::Note {
-                id,
-                by: b.by,
-                text: b.text,
-            })
-            .await,
-    )
-}
-
-async fn out_of_service(
-    State(s): State<AppState>,
-    Path(device): Path<String>,
-    b: Result<Json<OosBody>, JsonRejection>,
-) -> Response {
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::OutOfService {
-                device,
-                by: b.by,
-                reason: b.reason,
-            })
-            .await,
-    )
-}
-
-async fn in_service(
-    State(s): State<AppState>,
-    Path(device): Path<String>,
-    b: Result<Json<OosBody>, JsonRejection>,
-) -> Response {
-    let b = body!(b);
-    cmd_response(
-        s.alarms
-            .command(Command::InService { device, by: b.by })
-            .await,
-    )
 }
 
 async fn list_oos(State(s): State<AppState>) -> Response {

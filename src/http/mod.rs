@@ -23,6 +23,7 @@ mod notify;
 mod server;
 mod stream;
 mod tickets;
+pub mod writes;
 
 use crate::config::Site;
 use crate::live::LiveTable;

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::writes::{TestBody, Write};
 use super::{error, AppState};
 use crate::alarms::{record, CmdError, Command};
 use crate::notify::links::{self, LinkError};
@@ -22,7 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/outbox", get(outbox))
         .route("/api/v1/incidents/{id}/notifications", get(of_incident))
         .route("/api/v1/channels", get(channel_status))
-        .route("/api/v1/channels/{id}/test", post(test_channel))
+        .route(Write::TestChannel.route(), post(test_channel))
         .route("/ack/{id}", get(ack_page).post(ack_submit))
 }
 
@@ -160,13 +161,6 @@ async fn channel_status(State(s): State<AppState>) -> Response {
         .cloned()
         .collect();
     Json(st).into_response()
-}
-
-#[derive(Deserialize)]
-struct TestBody {
-    /// People (ids) to address; default nobody (robots still post to their group).
-    #[serde(default)]
-    people: Vec<String>,
 }
 
 async fn test_channel(
