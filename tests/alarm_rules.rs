@@ -211,7 +211,7 @@ impl Harness {
             .count()
     }
 
-    async fn cmd(&self, c: Command) -> Result<serde_json::Value, CmdError> {
+    async fn cmd(&self, c: Command) -> Result<propwatch::alarms::Answer, CmdError> {
         self.handle.command(c).await
     }
 }

@@ -103,6 +103,18 @@ pub enum Command {
     },
 }
 
+/// What a command did, answered as the record itself (the API's JSON is that record, `null`
+/// when it is gone, or `{}`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Alarm(Option<AlarmRecord>),
+    Incident(Option<IncidentRecord>),
+    OutOfService(OutOfService),
+    InService { device: String, in_service: bool },
+    Done {},
+}
+
 /// Why the engine refused a command. The HTTP API maps each to its status (400, 404, 409,
 /// 503); the message is for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1586,7 +1598,7 @@ impl Engine {
     }
 
     /// Apply an operator's command.
-    pub fn command(&mut self, now: i64, cmd: Command) -> Result<serde_json::Value, CmdError> {
+    pub fn command(&mut self, now: i64, cmd: Command) -> Result<Answer, CmdError> {
         let out = self.command_inner(now, cmd);
         self.update_incident_gauges();
         out
@@ -1672,7 +1684,7 @@ impl Engine {
         }
     }
 
-    fn command_inner(&mut self, now: i64, cmd: Command) -> Result<serde_json::Value, CmdError> {
+    fn command_inner(&mut self, now: i64, cmd: Command) -> Result<Answer, CmdError> {
         fn who(by: &str) -> Result<String, CmdError> {
             let by = by.trim();
             if by.is_empty() || by.len() > 100 {
@@ -1691,7 +1703,7 @@ impl Engine {
                 }
                 let out = self.alarms.get(&id).cloned();
                 self.try_close(id, now);
-                Ok(json!(out.map(|mut a| {
+                Ok(Answer::Alarm(out.map(|mut a| {
                     if !self.alarms.contains_key(&id) {
                         a.closed_at = Some(now);
                         a.refresh_state();
@@ -1735,7 +1747,7 @@ impl Engine {
                 if let Some(inc) = inc {
                     self.check_incident_normal(inc, now);
                 }
-                Ok(json!(out))
+                Ok(Answer::Alarm(out))
             }
             Command::Shelve {
                 id,
@@ -1793,7 +1805,7 @@ impl Engine {
                     json!({"until": now + duration.as_millis() as i64, "reason": reason}),
                 );
                 self.save_alarm(id);
-                Ok(json!(self.alarms.get(&id)))
+                Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
             }
             Command::Unshelve { id, by } => {
                 let by = who(&by)?;
@@ -1805,7 +1817,7 @@ impl Engine {
                     return conflict(format!("alarm {id} is not shelved"));
                 }
                 self.unshelve(r, now, &by);
-                Ok(json!(self.alarms.get(&id)))
+                Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
             }
             Command::AckIncident { id, by, note } => {
                 let by = who(&by)?;
@@ -1816,7 +1828,7 @@ impl Engine {
                     self.ack_alarm(a, &by, now);
                     self.try_close(a, now);
                 }
-                Ok(json!(self.incident_now(id)))
+                Ok(Answer::Incident(self.incident_now(id)))
             }
             Command::Arrive { id, by, note } => {
                 let by = who(&by)?;
@@ -1847,7 +1859,7 @@ impl Engine {
                     json!({"seconds": secs}),
                 );
                 self.save_incident(id);
-                Ok(json!(self.incident_now(id)))
+                Ok(Answer::Incident(self.incident_now(id)))
             }
             Command::Resolve {
                 id,
@@ -1910,7 +1922,7 @@ impl Engine {
                 );
                 self.save_incident(id);
                 self.incidents.remove(&id);
-                Ok(json!(out))
+                Ok(Answer::Incident(Some(out)))
             }
             Command::Timeline {
                 incident,
@@ -1937,7 +1949,7 @@ impl Engine {
                     text,
                     detail,
                 );
-                Ok(json!({}))
+                Ok(Answer::Done {})
             }
             Command::Note { id, by, text } => {
                 let by = who(&by)?;
@@ -1956,7 +1968,7 @@ impl Engine {
                     text,
                     json!({}),
                 );
-                Ok(json!(self.incident_now(id)))
+                Ok(Answer::Incident(self.incident_now(id)))
             }
             Command::OutOfService { device, by, reason } => {
                 let by = who(&by)?;
@@ -1986,7 +1998,7 @@ impl Engine {
                     format!("{by}: {device} 停用检修 ({reason})"),
                     json!({"device": device}),
                 );
-                Ok(json!(o))
+                Ok(Answer::OutOfService(o))
             }
             Command::InService { device, by } => {
                 let by = who(&by)?;
@@ -2008,7 +2020,10 @@ impl Engine {
                     format!("{by}: {device} 恢复监视"),
                     json!({"device": device}),
                 );
-                Ok(json!({"device": device, "in_service": true}))
+                Ok(Answer::InService {
+                    device,
+                    in_service: true,
+                })
             }
         }
     }

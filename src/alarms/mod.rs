@@ -25,7 +25,7 @@ use crate::config::Site;
 use crate::live::LiveTable;
 use crate::telemetry::Telemetry;
 
-pub use engine::{CmdError, Command, Engine};
+pub use engine::{Answer, CmdError, Command, Engine};
 pub use event::EventKind;
 pub use store::{AlarmRecord, EventRecord, IncidentRecord, Store};
 
@@ -66,7 +66,7 @@ impl Default for Clock {
     }
 }
 
-type Reply = oneshot::Sender<Result<serde_json::Value, CmdError>>;
+type Reply = oneshot::Sender<Result<Answer, CmdError>>;
 
 /// What the HTTP API and the CLI use: commands go to the engine task; reads go to the store
 /// through a connection of their own (SQLite WAL: readers never block the writer).
@@ -79,7 +79,7 @@ pub struct AlarmHandle {
 }
 
 impl AlarmHandle {
-    pub async fn command(&self, cmd: Command) -> Result<serde_json::Value, CmdError> {
+    pub async fn command(&self, cmd: Command) -> Result<Answer, CmdError> {
         let (tx, rx) = oneshot::channel();
         let unavailable = || CmdError::Unavailable("the alarm engine is not running".into());
         self.cmds.send((cmd, tx)).await.map_err(|_| unavailable())?;

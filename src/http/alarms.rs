@@ -150,7 +150,7 @@ fn store_error(e: impl std::fmt::Display) -> Response {
     )
 }
 
-fn cmd_response(r: Result<serde_json::Value, CmdError>) -> Response {
+fn cmd_response(r: Result<crate::alarms::Answer, CmdError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(refusal_status(&e), e.to_string()),

@@ -359,8 +359,10 @@ async fn ack_submit(
         .await;
     let mut resp = match r {
         // acknowledged meanwhile by someone else
-        Ok(v) if v["acked_by"].as_str().is_some_and(|who| who != by) => {
-            already(v["acked_by"].as_str().unwrap_or(""))
+        Ok(crate::alarms::Answer::Incident(Some(inc)))
+            if inc.acked_by.as_deref().is_some_and(|who| who != by) =>
+        {
+            already(inc.acked_by.as_deref().unwrap_or(""))
         }
         Ok(_) => page(
             StatusCode::OK,
