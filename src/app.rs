@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -30,9 +30,7 @@ pub struct Daemon {
     http: tokio::task::JoinHandle<()>,
 }
 
-/// A reload request from the API: answered once the new config is checked (`Ok` with a
-/// summary: the reload goes ahead) or refused (`Err` with every problem).
-pub type ReloadRequest = oneshot::Sender<Result<String, Vec<String>>>;
+pub use crate::http::ReloadRequest;
 
 /// What a supervisor hands to each daemon generation.
 #[derive(Default)]

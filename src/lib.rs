@@ -3,9 +3,10 @@
 //! Map of the crate (see ARCHITECTURE.md for the long version):
 //! - [`config`]: site config and device profiles -> validated, compiled [`config::Site`];
 //! - [`model`]: samples, values, quality -- the core's vocabulary;
-//! - [`sources`]: acquisition (Modbus TCP / RTU / RTU over TCP) producing samples;
+//! - [`expr`]: rule expressions and their evaluation (the site compiler and the engine);
+//! - [`sources`]: acquisition (Modbus TCP / RTU / RTU over TCP, MQTT) producing samples;
 //! - [`live`]: the live point table and the core task applying samples to it;
-//! - [`sinks`]: outputs of the live picture (Prometheus exposition);
+//! - [`sinks`]: outputs: Prometheus exposition, InfluxDB (with its spool), northbound MQTT;
 //! - [`telemetry`]: the daemon's own metrics;
 //! - [`tls`]: the one TLS stack (rustls + ring): clients with a private CA, HTTPS serving;
 //! - [`http`]: `/metrics`, health, the status API and the duty-room page;
@@ -22,6 +23,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod expr;
 pub mod http;
 pub mod live;
 pub mod model;

@@ -35,10 +35,10 @@ use crate::model::Quality;
 use crate::telemetry::Telemetry;
 
 use super::event::EventKind;
-use super::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome};
 use super::store::{
     AlarmRecord, EventRecord, IncidentRecord, InstState, OutOfService, Shelve, Store, Write,
 };
+use crate::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome};
 
 /// An operator's request.
 #[derive(Debug, Clone)]
@@ -228,17 +228,7 @@ impl Engine {
         let is_enum = site
             .points
             .iter()
-            .map(|p| {
-                let pp = &site.devices[p.device as usize].profile.points[p.profile_point];
-                !pp.enum_labels.is_empty()
-                    || matches!(
-                        pp.source,
-                        crate::config::PointSource::Json {
-                            kind: crate::config::JsonKind::Enum,
-                            ..
-                        }
-                    )
-            })
+            .map(|p| site.devices[p.device as usize].profile.points[p.profile_point].is_enum())
             .collect();
         let keep_ms = site.alarms.settings.history.as_millis() as i64;
         let history = History::new(

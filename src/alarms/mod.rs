@@ -1,7 +1,7 @@
 //! Alarms and emergency plans: rules evaluated over the live table, the alarm state machine,
 //! incidents grouped by root cause, the SQLite state store and the emergency record.
 //!
-//! - [`expr`]: evaluating rule expressions (evalexpr) and the history functions;
+//! - rule expressions are evaluated by [`crate::expr`] (shared with the site compiler);
 //! - [`engine`]: the state machine (clock-free, synchronous);
 //! - [`event`]: the closed set of timeline event kinds;
 //! - [`store`]: SQLite persistence and queries;
@@ -10,7 +10,6 @@
 
 pub mod engine;
 pub mod event;
-pub mod expr;
 pub mod record;
 pub mod store;
 

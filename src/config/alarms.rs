@@ -6,17 +6,17 @@
 //! every name it uses, and rewrites it for one rule instance: a point becomes `#<point index>`,
 //! a device's reachability `@<device index>`, a parameter its constant value, and the quoted
 //! point name given to a history function (`fall_pct("outlet_pressure_mid", 60)`) becomes
-//! `"#<point index>"`. Evaluation then needs no name lookups (see `crate::alarms::expr`).
+//! `"#<point index>"`. Evaluation then needs no name lookups (see `crate::expr`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use evalexpr::{DefaultNumericTypes, Node, Operator, Value as EValue};
+use evalexpr::{Operator, Value as EValue};
 use serde::{Deserialize, Serialize};
 
-use super::{valid_id, Device, Problems, Room, ID_RULE};
+use super::{parse_duration, valid_id, Device, Problems, Room, ID_RULE};
 
 /// Functions whose first argument is a quoted point name (they read the point's history).
 pub const HISTORY_FUNCTIONS: [&str; 8] = [
@@ -78,7 +78,7 @@ const BUILTIN_FUNCTIONS: &[&str] = &[
     "shr",
 ];
 
-pub type Expr = Node<DefaultNumericTypes>;
+pub use crate::expr::Expr;
 
 // ---------------------------------------------------------------- config as written
 
@@ -284,7 +284,7 @@ pub struct PlanCfg {
     pub steps_en: Vec<String>,
     /// Who is told, when, and who is reminded of overdue limits; default `[notify.escalation]`.
     #[serde(default)]
-    pub escalation: Option<super::notify::EscalationCfg>,
+    pub escalation: Option<super::escalation::EscalationCfg>,
     #[serde(default)]
     pub limits: LimitsCfg,
 }
@@ -412,7 +412,7 @@ pub struct Plan {
     pub auto_resolve: bool,
     pub steps: Vec<String>,
     pub steps_en: Vec<String>,
-    pub escalation: Option<super::notify::EscalationCfg>,
+    pub escalation: Option<super::escalation::EscalationCfg>,
     /// Seconds.
     pub limits: Limits,
 }
@@ -494,25 +494,6 @@ impl Alarms {
 }
 
 // ---------------------------------------------------------------- compiling
-
-pub(crate) fn parse_duration(
-    file: &Path,
-    key: &str,
-    text: &str,
-    problems: &mut Problems,
-) -> Option<Duration> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            problems.add(
-                file,
-                key,
-                format!("invalid duration {text:?}: {e} (e.g. \"500ms\", \"5s\", \"2m\", \"1h\")"),
-            );
-            None
-        }
-    }
-}
 
 fn parse_offset(text: &str) -> Option<i32> {
     let (sign, rest) = match text.as_bytes().first()? {
@@ -1493,7 +1474,7 @@ impl DryRun {
     }
 
     fn check(&self, e: &Expr, history_points: &[u32], want_bool: bool) -> Result<(), String> {
-        use crate::alarms::expr::{eval_bool, EvalCtx, History, Outcome};
+        use crate::expr::{eval_bool, EvalCtx, History, Outcome};
         let mut history = History::new(history_points.iter().copied(), 600_000);
         for &p in history_points {
             history.push(p, 0, 1.0);
@@ -1517,7 +1498,7 @@ impl DryRun {
             // missing data (e.g. time_to() of a level that is not moving) is not a mistake
             match e.eval_with_context(&ctx) {
                 Ok(_) => Ok(()),
-                Err(err) if crate::alarms::expr::is_no_data(&err) => Ok(()),
+                Err(err) if crate::expr::is_no_data(&err) => Ok(()),
                 Err(err) => Err(format!("does not evaluate: {err}")),
             }
         }

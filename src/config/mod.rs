@@ -3,6 +3,7 @@
 //! at once, each with its file and key; `check-config` and systemd's `ExecStartPre` use it.
 
 pub mod alarms;
+pub mod escalation;
 pub mod influx;
 pub mod mqtt;
 pub mod notify;
@@ -410,6 +411,19 @@ impl ModbusAddr {
 }
 
 impl ProfilePoint {
+    /// A state with named values (an enum code): labels, or a JSON enum field. Rules compare
+    /// it with its labels; it is never averaged.
+    pub fn is_enum(&self) -> bool {
+        !self.enum_labels.is_empty()
+            || matches!(
+                self.source,
+                PointSource::Json {
+                    kind: JsonKind::Enum,
+                    ..
+                }
+            )
+    }
+
     pub fn modbus(&self) -> Option<&ModbusAddr> {
         match &self.source {
             PointSource::Modbus(m) => Some(m),
@@ -536,6 +550,26 @@ impl Problems {
             key: key.into(),
             message: message.into(),
         });
+    }
+}
+
+/// A duration as written (`"500ms"`, `"5s"`, `"2m"`, `"1h"`), or a problem at `key`.
+pub(crate) fn parse_duration(
+    file: &Path,
+    key: &str,
+    text: &str,
+    problems: &mut Problems,
+) -> Option<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.add(
+                file,
+                key,
+                format!("invalid duration {text:?}: {e} (e.g. \"500ms\", \"5s\", \"2m\", \"1h\")"),
+            );
+            None
+        }
     }
 }
 

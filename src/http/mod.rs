@@ -44,10 +44,14 @@ pub struct AppState {
     /// Fires when the endpoint shuts down (ends the event streams); `serve` sets it.
     pub shutdown: CancellationToken,
     /// `POST /api/v1/reload` goes here (set under `propwatch run`).
-    pub reload: Option<tokio::sync::mpsc::Sender<crate::app::ReloadRequest>>,
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
 
 pub use alarms::refusal_status;
+
+/// A reload request from the API: answered once the new config is checked (`Ok` with a
+/// summary: the reload goes ahead) or refused (`Err` with every problem).
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, Vec<String>>>;
 
 pub fn router(state: AppState) -> Router {
     // the operator audit log: one per router, on the state store (see `audit`)

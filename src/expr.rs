@@ -1,4 +1,5 @@
-//! Evaluating compiled rule expressions: an [`evalexpr::Context`] over the engine's current
+//! Rule expressions, compiled and evaluated: a leaf module that the site compiler (dry runs
+//! of every rule) and the alarm engine both use. Evaluating compiled rule expressions: an [`evalexpr::Context`] over the engine's current
 //! values (`#<point>`, `@<device>`), plus the functions rules may call:
 //!
 //! | function | meaning |
@@ -22,8 +23,11 @@ use std::collections::{HashMap, VecDeque};
 use evalexpr::error::EvalexprResultValue;
 use evalexpr::{Context, DefaultNumericTypes, EvalexprError, EvalexprResult, Value as EValue};
 
-use crate::config::alarms::Expr;
 use crate::model::Value;
+
+/// A compiled rule expression: point names already replaced by `#<point index>` and device
+/// names by `@<device index>` (the site compiler does it, `config::alarms`).
+pub type Expr = evalexpr::Node<DefaultNumericTypes>;
 
 /// Recent good samples of the points some rule reads the history of.
 #[derive(Debug, Default)]
