@@ -1675,347 +1675,414 @@ impl Engine {
     }
 
     fn command_inner(&mut self, now: i64, cmd: Command) -> Result<Answer, CmdError> {
-        fn who(by: &str) -> Result<String, CmdError> {
-            let by = by.trim();
-            if by.is_empty() || by.len() > 100 {
-                return invalid("`by` (who is acting) is required, at most 100 bytes");
-            }
-            Ok(by.to_string())
-        }
         match cmd {
-            Command::AckAlarm { id, by, note } => {
-                let by = who(&by)?;
-                let a = self.open_alarm(id)?;
-                let inc = a.incident;
-                self.ack_alarm(id, &by, now);
-                if let Some(inc) = inc {
-                    self.ack_incident(inc, &by, now, note.as_deref());
-                }
-                let out = self.alarms.get(&id).cloned();
-                self.try_close(id, now);
-                Ok(Answer::Alarm(out.map(|mut a| {
-                    if !self.alarms.contains_key(&id) {
-                        a.closed_at = Some(now);
-                        a.refresh_state();
-                    }
-                    a
-                })))
-            }
-            Command::ResetAlarm { id, by } => {
-                let by = who(&by)?;
-                let a = self.open_alarm(id)?;
-                if a.active {
-                    return conflict(format!("alarm {id} is still active: its condition is present (for a fire alarm, reset the panel first)"));
-                }
-                if !a.latched {
-                    return conflict(format!("alarm {id} is not latched; nothing to reset"));
-                }
-                let key = a.key.clone();
-                let Some(a) = self.alarms.get_mut(&id) else {
-                    return conflict(format!("alarm {id} changed meanwhile"));
-                };
-                a.latched = false;
-                a.normal_at = Some(now);
-                a.refresh_state();
-                let (inc, name) = (a.incident, a.name.clone());
-                if let Some(r) = self.rule_of(&key) {
-                    self.gauge(r, 0);
-                }
-                self.event(
-                    now,
-                    inc,
-                    Some(id),
-                    EventKind::AlarmReset,
-                    Some(&by),
-                    false,
-                    format!("{by} 复位: {name}"),
-                    json!({}),
-                );
-                self.save_alarm(id);
-                let out = self.alarms.get(&id).cloned();
-                self.try_close(id, now);
-                if let Some(inc) = inc {
-                    self.check_incident_normal(inc, now);
-                }
-                Ok(Answer::Alarm(out))
-            }
+            Command::AckAlarm { id, by, note } => self.cmd_ack_alarm(now, id, by, note),
+            Command::ResetAlarm { id, by } => self.cmd_reset_alarm(now, id, by),
             Command::Shelve {
                 id,
                 by,
                 reason,
                 duration,
-            } => {
-                let by = who(&by)?;
-                let a = self.open_alarm(id)?;
-                let plan = self.site.alarms.plan(&a.plan);
-                if plan.is_some_and(|p| p.life_safety) {
-                    return conflict(format!(
-                        "refused: {} is a life-safety plan; its alarms cannot be shelved",
-                        a.plan
-                    ));
-                }
-                let reason = reason.trim().to_string();
-                if reason.is_empty() {
-                    return invalid("shelving needs a reason");
-                }
-                let max = self.site.alarms.settings.shelve_max;
-                if duration.is_zero() || duration > max {
-                    return invalid(format!(
-                        "shelve for 1 s up to {} min (alarms.shelve_max)",
-                        max.as_secs() / 60
-                    ));
-                }
-                let Some(r) = self.rule_of(&a.key) else {
-                    return conflict("the alarm's rule is no longer configured");
-                };
-                let s = Shelve {
-                    at: now,
-                    until: now + duration.as_millis() as i64,
-                    reason: reason.clone(),
-                    by: by.clone(),
-                };
-                self.insts[r].st.shelve = Some(s.clone());
-                self.save_inst(r);
-                let Some(a) = self.alarms.get_mut(&id) else {
-                    return conflict(format!("alarm {id} changed meanwhile"));
-                };
-                a.shelved = Some(s);
-                let (inc, name) = (a.incident, a.name.clone());
-                self.event(
-                    now,
-                    inc,
-                    Some(id),
-                    EventKind::AlarmShelved,
-                    Some(&by),
-                    false,
-                    format!(
-                        "{by} 搁置 {} 分钟: {name} ({reason})",
-                        duration.as_secs() / 60
-                    ),
-                    json!({"until": now + duration.as_millis() as i64, "reason": reason}),
-                );
-                self.save_alarm(id);
-                Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
-            }
-            Command::Unshelve { id, by } => {
-                let by = who(&by)?;
-                let a = self.open_alarm(id)?;
-                let Some(r) = self.rule_of(&a.key) else {
-                    return conflict("the alarm's rule is no longer configured");
-                };
-                if self.insts[r].st.shelve.is_none() {
-                    return conflict(format!("alarm {id} is not shelved"));
-                }
-                self.unshelve(r, now, &by);
-                Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
-            }
-            Command::AckIncident { id, by, note } => {
-                let by = who(&by)?;
-                let inc = self.open_incident(id)?;
-                let alarms = inc.alarms.clone();
-                self.ack_incident(id, &by, now, note.as_deref());
-                for a in alarms {
-                    self.ack_alarm(a, &by, now);
-                    self.try_close(a, now);
-                }
-                Ok(Answer::Incident(self.incident_now(id)))
-            }
-            Command::Arrive { id, by, note } => {
-                let by = who(&by)?;
-                let inc = self.open_incident(id)?;
-                if inc.arrived_at.is_some() {
-                    return conflict(format!("arrival at incident {id} is already recorded"));
-                }
-                self.ack_incident(id, &by, now, None);
-                let Some(inc) = self.incidents.get_mut(&id) else {
-                    return conflict(format!("incident {id} changed meanwhile"));
-                };
-                inc.arrived_at = Some(now);
-                inc.arrived_by = Some(by.clone());
-                inc.refresh_state();
-                let secs = (now - inc.opened_at) / 1000;
-                let text = match note {
-                    Some(n) => format!("{by} 到达现场 ({secs} 秒): {n}"),
-                    None => format!("{by} 到达现场 ({secs} 秒)"),
-                };
-                self.event(
-                    now,
-                    Some(id),
-                    None,
-                    EventKind::IncidentArrived,
-                    Some(&by),
-                    false,
-                    text,
-                    json!({"seconds": secs}),
-                );
-                self.save_incident(id);
-                Ok(Answer::Incident(self.incident_now(id)))
-            }
+            } => self.cmd_shelve(now, id, by, reason, duration),
+            Command::Unshelve { id, by } => self.cmd_unshelve(now, id, by),
+            Command::AckIncident { id, by, note } => self.cmd_ack_incident(now, id, by, note),
+            Command::Arrive { id, by, note } => self.cmd_arrive(now, id, by, note),
             Command::Resolve {
                 id,
                 by,
                 cause,
                 measures,
-            } => {
-                let by = who(&by)?;
-                let (cause, measures) = (cause.trim().to_string(), measures.trim().to_string());
-                if cause.is_empty() || measures.is_empty() {
-                    return invalid(
-                        "resolving needs the cause and the measures taken (紧急事件处理记录)",
-                    );
-                }
-                let inc = self.open_incident(id)?;
-                let still: Vec<String> = inc
-                    .alarms
-                    .iter()
-                    .filter_map(|a| self.alarms.get(a))
-                    .filter(|a| a.active || a.latched)
-                    .map(|a| format!("#{} {} ({})", a.id, a.name, a.state))
-                    .collect();
-                if !still.is_empty() {
-                    return conflict(format!(
-                        "alarms of incident {id} are still active: {}; resolve once they are back to normal (reset latched ones), or put the device out of service",
-                        still.join(", ")
-                    ));
-                }
-                let alarms = inc.alarms.clone();
-                self.ack_incident(id, &by, now, None);
-                // resolved first, so closing its alarms does not auto-resolve it meanwhile
-                let Some(inc) = self.incidents.get_mut(&id) else {
-                    return conflict(format!("incident {id} changed meanwhile"));
-                };
-                inc.resolved_at = Some(now);
-                inc.resolved_by = Some(by.clone());
-                inc.cause = Some(cause.clone());
-                inc.measures = Some(measures.clone());
-                inc.refresh_state();
-                let out = inc.clone();
-                for a in alarms {
-                    if let Some(rec) = self.alarms.get_mut(&a) {
-                        if rec.acked_at.is_none() {
-                            rec.acked_at = Some(now);
-                            rec.acked_by = Some(by.clone());
-                        }
-                        rec.refresh_state();
-                    }
-                    self.try_close(a, now);
-                }
-                self.event(
-                    now,
-                    Some(id),
-                    None,
-                    EventKind::IncidentResolved,
-                    Some(&by),
-                    false,
-                    format!("{by} 处理完毕. 原因: {cause}; 措施: {measures}"),
-                    json!({"cause": cause, "measures": measures}),
-                );
-                self.save_incident(id);
-                self.incidents.remove(&id);
-                Ok(Answer::Incident(Some(out)))
-            }
+            } => self.cmd_resolve(now, id, by, cause, measures),
             Command::Timeline {
                 incident,
                 kind,
                 by,
                 text,
                 detail,
-            } => {
-                if !kind.is_notification() {
-                    return invalid("timeline entries from the notifier are notification_*");
-                }
-                if !self.incidents.contains_key(&incident)
-                    && !matches!(self.store.incident(incident), Ok(Some(_)))
-                {
-                    return not_found(format!("no incident {incident}"));
-                }
-                self.event(
-                    now,
-                    Some(incident),
-                    None,
-                    kind,
-                    by.as_deref(),
-                    false,
-                    text,
-                    detail,
-                );
-                Ok(Answer::Done {})
-            }
-            Command::Note { id, by, text } => {
-                let by = who(&by)?;
-                let text = text.trim().to_string();
-                if text.is_empty() || text.len() > 4000 {
-                    return invalid("a note needs 1 to 4000 bytes of text");
-                }
-                self.open_incident(id)?;
-                self.event(
-                    now,
-                    Some(id),
-                    None,
-                    EventKind::Note,
-                    Some(&by),
-                    false,
-                    text,
-                    json!({}),
-                );
-                Ok(Answer::Incident(self.incident_now(id)))
-            }
+            } => self.cmd_timeline(now, incident, kind, by, text, detail),
+            Command::Note { id, by, text } => self.cmd_note(now, id, by, text),
             Command::OutOfService { device, by, reason } => {
-                let by = who(&by)?;
-                let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
-                    return not_found(format!("no device {device:?}"));
-                };
-                let reason = reason.trim().to_string();
-                if reason.is_empty() {
-                    return invalid("taking a device out of service needs a reason");
-                }
-                let o = OutOfService {
-                    device: device.clone(),
-                    since: now,
-                    by: by.clone(),
-                    reason: reason.clone(),
-                };
-                self.oos.insert(d, o.clone());
-                self.unflushed
-                    .push(Write::OutOfService(device.clone(), Some(o.clone())));
-                self.event(
-                    now,
-                    None,
-                    None,
-                    EventKind::DeviceOutOfService,
-                    Some(&by),
-                    false,
-                    format!("{by}: {device} 停用检修 ({reason})"),
-                    json!({"device": device}),
-                );
-                Ok(Answer::OutOfService(o))
+                self.cmd_out_of_service(now, device, by, reason)
             }
-            Command::InService { device, by } => {
-                let by = who(&by)?;
-                let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
-                    return not_found(format!("no device {device:?}"));
-                };
-                if self.oos.remove(&d).is_none() {
-                    return conflict(format!("device {device:?} is not out of service"));
-                }
-                self.unflushed
-                    .push(Write::OutOfService(device.clone(), None));
-                self.event(
-                    now,
-                    None,
-                    None,
-                    EventKind::DeviceInService,
-                    Some(&by),
-                    false,
-                    format!("{by}: {device} 恢复监视"),
-                    json!({"device": device}),
-                );
-                Ok(Answer::InService {
-                    device,
-                    in_service: true,
-                })
-            }
+            Command::InService { device, by } => self.cmd_in_service(now, device, by),
         }
+    }
+
+    fn cmd_ack_alarm(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        note: Option<String>,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let a = self.open_alarm(id)?;
+        let inc = a.incident;
+        self.ack_alarm(id, &by, now);
+        if let Some(inc) = inc {
+            self.ack_incident(inc, &by, now, note.as_deref());
+        }
+        let out = self.alarms.get(&id).cloned();
+        self.try_close(id, now);
+        Ok(Answer::Alarm(out.map(|mut a| {
+            if !self.alarms.contains_key(&id) {
+                a.closed_at = Some(now);
+                a.refresh_state();
+            }
+            a
+        })))
+    }
+
+    fn cmd_reset_alarm(&mut self, now: i64, id: i64, by: String) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let a = self.open_alarm(id)?;
+        if a.active {
+            return conflict(format!("alarm {id} is still active: its condition is present (for a fire alarm, reset the panel first)"));
+        }
+        if !a.latched {
+            return conflict(format!("alarm {id} is not latched; nothing to reset"));
+        }
+        let key = a.key.clone();
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return conflict(format!("alarm {id} changed meanwhile"));
+        };
+        a.latched = false;
+        a.normal_at = Some(now);
+        a.refresh_state();
+        let (inc, name) = (a.incident, a.name.clone());
+        if let Some(r) = self.rule_of(&key) {
+            self.gauge(r, 0);
+        }
+        self.event(
+            now,
+            inc,
+            Some(id),
+            EventKind::AlarmReset,
+            Some(&by),
+            false,
+            format!("{by} 复位: {name}"),
+            json!({}),
+        );
+        self.save_alarm(id);
+        let out = self.alarms.get(&id).cloned();
+        self.try_close(id, now);
+        if let Some(inc) = inc {
+            self.check_incident_normal(inc, now);
+        }
+        Ok(Answer::Alarm(out))
+    }
+
+    fn cmd_shelve(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        reason: String,
+        duration: Duration,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let a = self.open_alarm(id)?;
+        let plan = self.site.alarms.plan(&a.plan);
+        if plan.is_some_and(|p| p.life_safety) {
+            return conflict(format!(
+                "refused: {} is a life-safety plan; its alarms cannot be shelved",
+                a.plan
+            ));
+        }
+        let reason = reason.trim().to_string();
+        if reason.is_empty() {
+            return invalid("shelving needs a reason");
+        }
+        let max = self.site.alarms.settings.shelve_max;
+        if duration.is_zero() || duration > max {
+            return invalid(format!(
+                "shelve for 1 s up to {} min (alarms.shelve_max)",
+                max.as_secs() / 60
+            ));
+        }
+        let Some(r) = self.rule_of(&a.key) else {
+            return conflict("the alarm's rule is no longer configured");
+        };
+        let s = Shelve {
+            at: now,
+            until: now + duration.as_millis() as i64,
+            reason: reason.clone(),
+            by: by.clone(),
+        };
+        self.insts[r].st.shelve = Some(s.clone());
+        self.save_inst(r);
+        let Some(a) = self.alarms.get_mut(&id) else {
+            return conflict(format!("alarm {id} changed meanwhile"));
+        };
+        a.shelved = Some(s);
+        let (inc, name) = (a.incident, a.name.clone());
+        self.event(
+            now,
+            inc,
+            Some(id),
+            EventKind::AlarmShelved,
+            Some(&by),
+            false,
+            format!(
+                "{by} 搁置 {} 分钟: {name} ({reason})",
+                duration.as_secs() / 60
+            ),
+            json!({"until": now + duration.as_millis() as i64, "reason": reason}),
+        );
+        self.save_alarm(id);
+        Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
+    }
+
+    fn cmd_unshelve(&mut self, now: i64, id: i64, by: String) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let a = self.open_alarm(id)?;
+        let Some(r) = self.rule_of(&a.key) else {
+            return conflict("the alarm's rule is no longer configured");
+        };
+        if self.insts[r].st.shelve.is_none() {
+            return conflict(format!("alarm {id} is not shelved"));
+        }
+        self.unshelve(r, now, &by);
+        Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
+    }
+
+    fn cmd_ack_incident(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        note: Option<String>,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let inc = self.open_incident(id)?;
+        let alarms = inc.alarms.clone();
+        self.ack_incident(id, &by, now, note.as_deref());
+        for a in alarms {
+            self.ack_alarm(a, &by, now);
+            self.try_close(a, now);
+        }
+        Ok(Answer::Incident(self.incident_now(id)))
+    }
+
+    fn cmd_arrive(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        note: Option<String>,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let inc = self.open_incident(id)?;
+        if inc.arrived_at.is_some() {
+            return conflict(format!("arrival at incident {id} is already recorded"));
+        }
+        self.ack_incident(id, &by, now, None);
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return conflict(format!("incident {id} changed meanwhile"));
+        };
+        inc.arrived_at = Some(now);
+        inc.arrived_by = Some(by.clone());
+        inc.refresh_state();
+        let secs = (now - inc.opened_at) / 1000;
+        let text = match note {
+            Some(n) => format!("{by} 到达现场 ({secs} 秒): {n}"),
+            None => format!("{by} 到达现场 ({secs} 秒)"),
+        };
+        self.event(
+            now,
+            Some(id),
+            None,
+            EventKind::IncidentArrived,
+            Some(&by),
+            false,
+            text,
+            json!({"seconds": secs}),
+        );
+        self.save_incident(id);
+        Ok(Answer::Incident(self.incident_now(id)))
+    }
+
+    fn cmd_resolve(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        cause: String,
+        measures: String,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let (cause, measures) = (cause.trim().to_string(), measures.trim().to_string());
+        if cause.is_empty() || measures.is_empty() {
+            return invalid("resolving needs the cause and the measures taken (紧急事件处理记录)");
+        }
+        let inc = self.open_incident(id)?;
+        let still: Vec<String> = inc
+            .alarms
+            .iter()
+            .filter_map(|a| self.alarms.get(a))
+            .filter(|a| a.active || a.latched)
+            .map(|a| format!("#{} {} ({})", a.id, a.name, a.state))
+            .collect();
+        if !still.is_empty() {
+            return conflict(format!(
+                "alarms of incident {id} are still active: {}; resolve once they are back to normal (reset latched ones), or put the device out of service",
+                still.join(", ")
+            ));
+        }
+        let alarms = inc.alarms.clone();
+        self.ack_incident(id, &by, now, None);
+        // resolved first, so closing its alarms does not auto-resolve it meanwhile
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return conflict(format!("incident {id} changed meanwhile"));
+        };
+        inc.resolved_at = Some(now);
+        inc.resolved_by = Some(by.clone());
+        inc.cause = Some(cause.clone());
+        inc.measures = Some(measures.clone());
+        inc.refresh_state();
+        let out = inc.clone();
+        for a in alarms {
+            if let Some(rec) = self.alarms.get_mut(&a) {
+                if rec.acked_at.is_none() {
+                    rec.acked_at = Some(now);
+                    rec.acked_by = Some(by.clone());
+                }
+                rec.refresh_state();
+            }
+            self.try_close(a, now);
+        }
+        self.event(
+            now,
+            Some(id),
+            None,
+            EventKind::IncidentResolved,
+            Some(&by),
+            false,
+            format!("{by} 处理完毕. 原因: {cause}; 措施: {measures}"),
+            json!({"cause": cause, "measures": measures}),
+        );
+        self.save_incident(id);
+        self.incidents.remove(&id);
+        Ok(Answer::Incident(Some(out)))
+    }
+
+    fn cmd_timeline(
+        &mut self,
+        now: i64,
+        incident: i64,
+        kind: EventKind,
+        by: Option<String>,
+        text: String,
+        detail: serde_json::Value,
+    ) -> Result<Answer, CmdError> {
+        if !kind.is_notification() {
+            return invalid("timeline entries from the notifier are notification_*");
+        }
+        if !self.incidents.contains_key(&incident)
+            && !matches!(self.store.incident(incident), Ok(Some(_)))
+        {
+            return not_found(format!("no incident {incident}"));
+        }
+        self.event(
+            now,
+            Some(incident),
+            None,
+            kind,
+            by.as_deref(),
+            false,
+            text,
+            detail,
+        );
+        Ok(Answer::Done {})
+    }
+
+    fn cmd_note(
+        &mut self,
+        now: i64,
+        id: i64,
+        by: String,
+        text: String,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let text = text.trim().to_string();
+        if text.is_empty() || text.len() > 4000 {
+            return invalid("a note needs 1 to 4000 bytes of text");
+        }
+        self.open_incident(id)?;
+        self.event(
+            now,
+            Some(id),
+            None,
+            EventKind::Note,
+            Some(&by),
+            false,
+            text,
+            json!({}),
+        );
+        Ok(Answer::Incident(self.incident_now(id)))
+    }
+
+    fn cmd_out_of_service(
+        &mut self,
+        now: i64,
+        device: String,
+        by: String,
+        reason: String,
+    ) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
+            return not_found(format!("no device {device:?}"));
+        };
+        let reason = reason.trim().to_string();
+        if reason.is_empty() {
+            return invalid("taking a device out of service needs a reason");
+        }
+        let o = OutOfService {
+            device: device.clone(),
+            since: now,
+            by: by.clone(),
+            reason: reason.clone(),
+        };
+        self.oos.insert(d, o.clone());
+        self.unflushed
+            .push(Write::OutOfService(device.clone(), Some(o.clone())));
+        self.event(
+            now,
+            None,
+            None,
+            EventKind::DeviceOutOfService,
+            Some(&by),
+            false,
+            format!("{by}: {device} 停用检修 ({reason})"),
+            json!({"device": device}),
+        );
+        Ok(Answer::OutOfService(o))
+    }
+
+    fn cmd_in_service(&mut self, now: i64, device: String, by: String) -> Result<Answer, CmdError> {
+        let by = who(&by)?;
+        let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
+            return not_found(format!("no device {device:?}"));
+        };
+        if self.oos.remove(&d).is_none() {
+            return conflict(format!("device {device:?} is not out of service"));
+        }
+        self.unflushed
+            .push(Write::OutOfService(device.clone(), None));
+        self.event(
+            now,
+            None,
+            None,
+            EventKind::DeviceInService,
+            Some(&by),
+            false,
+            format!("{by}: {device} 恢复监视"),
+            json!({"device": device}),
+        );
+        Ok(Answer::InService {
+            device,
+            in_service: true,
+        })
     }
 
     fn incident_now(&self, id: i64) -> Option<IncidentRecord> {
@@ -2138,6 +2205,15 @@ fn _severity_order_is_p1_first() {
 /// Whether a rule's evaluation error is logged now: the first one, then once a minute.
 fn error_log_due(last_logged_ms: Option<i64>, now_ms: i64) -> bool {
     last_logged_ms.is_none_or(|last| now_ms.saturating_sub(last) > 60_000)
+}
+
+/// The name of who acts: required, at most 100 bytes.
+fn who(by: &str) -> Result<String, CmdError> {
+    let by = by.trim();
+    if by.is_empty() || by.len() > 100 {
+        return invalid("`by` (who is acting) is required, at most 100 bytes");
+    }
+    Ok(by.to_string())
 }
 
 #[cfg(test)]
