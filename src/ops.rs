@@ -233,7 +233,7 @@ impl Client {
             let chain = error_chain(&e);
             let hint = if chain.contains("CaUsedAsEndEntity") {
                 " (the daemon serves a CA certificate: give it a server certificate with \
-                 basicConstraints CA:FALSE, see the README's HTTPS section)"
+                 basicConstraints CA:FALSE, see the user guide's HTTPS section, docs/src/http-api.md)"
             } else if self.base.starts_with("https:") && chain.contains("certificate") {
                 " (trust its CA with --ca-file)"
             } else {

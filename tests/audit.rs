@@ -2,7 +2,7 @@
 //! notify harness) with API tokens configured. Operator actions over the API and an
 //! acknowledge link, and refused attempts, land in the chain in order with actor, token,
 //! action, target and outcome; the chain verifies; then a tamperer edits and deletes entries
-//! in the SQLite file directly, and the API, the offline CLI and the README's Python recipe
+//! in the SQLite file directly, and the API, the offline CLI and the user guide's Python recipe
 //! all find them. A failing audit write does not stop an acknowledgement.
 
 mod common;
@@ -124,13 +124,11 @@ async fn cli(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// A fenced code block of the README's audit log section whose first line starts `fence`.
+/// A fenced code block of the user guide's audit log chapter (`docs/src/audit.md`) whose
+/// first line starts `fence`.
 fn readme_block(fence: &str) -> String {
-    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
-    let section = readme
-        .split("## Operator audit log")
-        .nth(1)
-        .expect("README has the audit log section");
+    let section = std::fs::read_to_string(common::repo().join("docs/src/audit.md"))
+        .expect("the user guide has the audit log chapter");
     let start = section
         .find(&format!("```{fence}\n"))
         .unwrap_or_else(|| panic!("a ```{fence} block"));
@@ -138,7 +136,7 @@ fn readme_block(fence: &str) -> String {
     body[..body.find("```").unwrap()].to_string()
 }
 
-/// Run the README's Python verifier on `db` (None when python3 is missing).
+/// Run the user guide's Python verifier on `db` (None when python3 is missing).
 async fn python_verify(dir: &Path, db: &Path) -> Option<(bool, String)> {
     let script = dir.join("verify_audit.py");
     std::fs::write(&script, readme_block("python")).unwrap();
@@ -159,7 +157,7 @@ async fn python_verify(dir: &Path, db: &Path) -> Option<(bool, String)> {
     ))
 }
 
-/// Run the README's sqlite3 recipe for one entry: (recomputed, stored) hashes.
+/// Run the user guide's sqlite3 recipe for one entry: (recomputed, stored) hashes.
 async fn sqlite3_recipe(db: &Path, id: i64) -> Option<(String, String)> {
     let block = readme_block("sh");
     let script: String = block.lines().skip(1).collect::<Vec<_>>().join("\n");
@@ -393,17 +391,17 @@ async fn operator_actions_are_chained_and_tampering_is_found() {
     let intact = copy(&h, "intact.db");
     let (code, out) = cli(&["audit", "verify", "--database", intact.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
-    // the README's recipes agree with the daemon
+    // the user guide's recipes agree with the daemon
     match python_verify(h.dir.path(), &intact).await {
         Some((ok, out)) => assert!(ok && out.contains("intact: 8 entries"), "{out}"),
-        None => eprintln!("python3 missing: the README's Python recipe is not checked"),
+        None => eprintln!("python3 missing: the user guide's Python recipe is not checked"),
     }
     match sqlite3_recipe(&intact, 4).await {
         Some((recomputed, stored)) => {
             assert_eq!(recomputed, stored);
             assert_eq!(json!(stored), log[3]["hash"]);
         }
-        None => eprintln!("sqlite3 missing: the README's shell recipe is not checked"),
+        None => eprintln!("sqlite3 missing: the user guide's shell recipe is not checked"),
     }
 
     // ---- a tamperer softens the shelving reason
@@ -608,7 +606,7 @@ async fn the_inspector_finds_a_recomputed_chain_and_a_broken_anchor() {
     assert!(out.contains("no longer has the hash anchored"), "{out}");
 }
 
-/// `[audit] keep_days`: a pruned chain verifies with the CLI and the README's Python, and
+/// `[audit] keep_days`: a pruned chain verifies with the CLI and the user guide's Python, and
 /// the same removal without the `audit.pruned` record fails both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_chain_verifies_and_a_cut_one_does_not() {
@@ -652,7 +650,7 @@ async fn a_pruned_chain_verifies_and_a_cut_one_does_not() {
     let (code, out) = verify(db.clone()).await;
     assert_eq!(code, 0, "{out}");
     if let Some((ok, out)) = python_verify(dir.path(), &db).await {
-        assert!(ok, "the README's verifier on a pruned chain: {out}");
+        assert!(ok, "the user guide's verifier on a pruned chain: {out}");
     }
     // the same three entries removed by hand, with no record of it
     {
@@ -664,7 +662,7 @@ async fn a_pruned_chain_verifies_and_a_cut_one_does_not() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("#1 to #3 are missing"), "{out}");
     if let Some((ok, out)) = python_verify(dir.path(), &cut).await {
-        assert!(!ok, "the README's verifier on a cut chain: {out}");
+        assert!(!ok, "the user guide's verifier on a cut chain: {out}");
         assert!(out.contains("missing"), "{out}");
     }
 }

@@ -21,7 +21,7 @@ fn validate(c: &ChannelCfg, add: &mut dyn FnMut(&str, String)) {
     if c.body.is_none() {
         add(
             "body",
-            "an sms channel needs a body template (your gateway's request, see README)".into(),
+            "an sms channel needs a body template (your gateway's request, see the user guide: docs/src/notifications.md)".into(),
         );
     }
 }
