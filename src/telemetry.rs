@@ -155,6 +155,9 @@ pub struct AlarmMetrics {
     pub store_errors: IntCounter,
     pub store_pending: IntGauge,
     pub evaluations: IntCounter,
+    /// Full rounds: every rule evaluated on the engine's timer (what "nothing else happened"
+    /// is measured in).
+    pub rounds: IntCounter,
 }
 
 impl AlarmMetrics {
@@ -188,6 +191,10 @@ impl AlarmMetrics {
                 "State changes waiting for the state store after a failed write.",
             )),
             evaluations: must(IntCounter::new("propwatch_rule_evaluations_total", "Rule evaluations.")),
+            rounds: must(IntCounter::new(
+                "propwatch_rule_evaluation_rounds_total",
+                "Full evaluation rounds: every rule evaluated on the engine's timer (alarms.eval_interval_ms).",
+            )),
         };
         for c in [
             Box::new(m.active.clone()) as Box<dyn prometheus::core::Collector>,
@@ -197,6 +204,7 @@ impl AlarmMetrics {
             Box::new(m.store_errors.clone()),
             Box::new(m.store_pending.clone()),
             Box::new(m.evaluations.clone()),
+            Box::new(m.rounds.clone()),
         ] {
             must(registry.register(c));
         }

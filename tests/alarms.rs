@@ -144,6 +144,7 @@ group_wait = "0s"
 }
 
 struct Api {
+    addr: SocketAddr,
     base: String,
     client: reqwest::Client,
 }
@@ -151,6 +152,7 @@ struct Api {
 impl Api {
     fn new(addr: SocketAddr) -> Self {
         Self {
+            addr,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
         }
@@ -301,13 +303,29 @@ async fn start() -> (SimulatedSite, propwatch::app::Daemon, Api) {
     })
     .await;
     // a few evaluation rounds in the normal state
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rounds_pass(daemon.http_addr, 2).await;
     assert!(
         api.open_alarms().await.is_empty(),
         "the normal estate raises no alarm: {:#}",
         json!(api.open_alarms().await)
     );
     (estate, daemon, api)
+}
+
+/// Wait until the alarm engine has run `n` more full evaluation rounds (every rule, on its
+/// timer, changes flushed) than when called: "nothing else happened" is then checked after
+/// evaluations, not after a stretch of wall time a loaded machine fills with fewer of them.
+async fn rounds_pass(addr: SocketAddr, n: u32) {
+    let rounds = || async move {
+        common::metrics(addr)
+            .await?
+            .get("propwatch_rule_evaluation_rounds_total", &[])
+    };
+    let from = rounds().await.unwrap_or(0.0);
+    wait_for(&format!("{n} evaluation rounds"), DEADLINE, || async {
+        (rounds().await? >= from + f64::from(n)).then_some(())
+    })
+    .await;
 }
 
 async fn one_incident_of(api: &Api, plan: &str) -> Value {
@@ -318,8 +336,9 @@ async fn one_incident_of(api: &Api, plan: &str) -> Value {
             .find(|i| i["plan"] == plan)
     })
     .await;
-    // give other rules time to fire too, then check nothing else opened
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // give other rules time to fire too (4 full evaluation rounds), then check nothing else
+    // opened
+    rounds_pass(api.addr, 4).await;
     let all = api.incidents().await;
     assert_eq!(
         plans(&all),
@@ -529,7 +548,7 @@ async fn fire_latches_survives_a_restart_and_ends_in_the_record() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    rounds_pass(daemon.http_addr, 2).await;
     assert_eq!(api.events("incident_opened").await, opened_before);
     assert_eq!(api.events("alarm_raised").await, 1);
     let fire = api

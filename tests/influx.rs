@@ -97,8 +97,37 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
             .then_some(())
     })
     .await;
-    // the outage of the scenario lasts 30 s (its length, not a wait for something)
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // the entrapment opens its incident (after its 30 s on-delay) while the database is
+    // down, so the alarm events are spooled too; then one more batch after it
+    wait_for(
+        "the entrapment's incident, opened during the outage",
+        Duration::from_secs(90),
+        || async {
+            let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/incidents"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v.as_array()?
+                .iter()
+                .any(|i| i["plan"] == "entrapment")
+                .then_some(())
+        },
+    )
+    .await;
+    let spooled = metrics(addr)
+        .await
+        .and_then(|m| m.get("propwatch_influx_spool_lines", &[]))
+        .unwrap_or(0.0);
+    wait_for("a batch spooled after the incident", DEADLINE, || async {
+        (metrics(addr)
+            .await?
+            .get("propwatch_influx_spool_lines", &[])?
+            > spooled)
+            .then_some(())
+    })
+    .await;
     db.restart().await;
     wait_for("spool replayed", DEADLINE, || async {
         let m = metrics(addr).await?;

@@ -385,6 +385,12 @@ impl Engine {
         self.watched = watched;
     }
 
+    /// A full round (every rule on the timer, its changes flushed) is over: counted, so
+    /// that tests and operators can wait on evaluations rather than on wall time.
+    pub fn round_done(&self) {
+        self.telemetry.alarms.rounds.inc();
+    }
+
     /// Evaluate `rules` (all if `None`) at `now_ms` and apply the transitions.
     pub fn evaluate(&mut self, now_ms: i64, rules: Option<&[usize]>) {
         let dropped = self.telemetry.influx.spool_dropped_lines.get();

@@ -213,6 +213,7 @@ impl Alarms {
                     engine.evaluate(now, None);
                     engine.tick(now);
                     engine.flush();
+                    engine.round_done();
                 }
             }
         }
