@@ -194,14 +194,7 @@ fn base_url(t: &Target) -> Result<(String, Vec<reqwest::Certificate>), String> {
 
 /// An error with its causes (a TLS failure says why: "invalid peer certificate: UnknownIssuer").
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
+    crate::notify::channels::error_chain(e)
 }
 
 struct Client {

@@ -270,6 +270,29 @@ fn parse<T: for<'de> Deserialize<'de>>(s: &str) -> rusqlite::Result<T> {
     })
 }
 
+/// The JSON `data` column of the rows `sql` selects, each read as a `T`. A row this version
+/// cannot read (a kind of a newer version, a hand edit) is left out and named in the log:
+/// the others are still served. Shared by the alarm store and the outbox.
+pub(crate) fn list_json<T: for<'de> Deserialize<'de>>(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<T>> {
+    let mut q = conn.prepare(sql)?;
+    let rows = q.query_map(p, |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let text = r?;
+        match serde_json::from_str(&text) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                tracing::warn!(error = %e, row = %text.chars().take(200).collect::<String>(), "state store: a row this version cannot read was left out")
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Open (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
@@ -372,21 +395,7 @@ impl Store {
         sql: &str,
         p: impl rusqlite::Params,
     ) -> rusqlite::Result<Vec<T>> {
-        let mut q = self.conn.prepare(sql)?;
-        let rows = q.query_map(p, |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let text = r?;
-            match serde_json::from_str(&text) {
-                Ok(v) => out.push(v),
-                // a row this version cannot read (an event kind of a newer version, a hand
-                // edit): the others are still served; this one is named in the log
-                Err(e) => {
-                    tracing::warn!(error = %e, row = %text.chars().take(200).collect::<String>(), "state store: a row this version cannot read was left out")
-                }
-            }
-        }
-        Ok(out)
+        list_json(&self.conn, sql, p)
     }
 
     /// Alarms not yet closed, newest first.

@@ -232,9 +232,7 @@ impl OutboxStore {
         sql: &str,
         p: impl rusqlite::Params,
     ) -> rusqlite::Result<Vec<T>> {
-        let mut q = self.conn.prepare(sql)?;
-        let rows = q.query_map(p, |r| r.get::<_, String>(0))?;
-        rows.map(|r| parse(&r?)).collect()
+        crate::alarms::store::list_json(&self.conn, sql, p)
     }
 
     /// Pending messages of a channel, oldest first.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -116,20 +116,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let b = &nb.broker;
-    let mut o = MqttOptions::new(b.client_id.clone(), b.host.clone(), b.port);
-    o.set_keep_alive(b.keep_alive);
-    o.set_clean_session(b.clean_session);
-    if let Some(user) = &b.username {
-        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
-    }
-    if let Some(ca) = &b.ca_pem {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
-            ca: ca.clone(),
-            alpn: None,
-            client_auth: None,
-        }));
-    }
+    let o = crate::sources::mqtt::broker_options(b);
     let (client, mut eventloop) = AsyncClient::new(o, 64);
     let mut buffer: VecDeque<Message> = VecDeque::new();
     let mut connected = false;

@@ -28,6 +28,27 @@ use crate::model::{DeviceId, Quality, Sample, SourceEvent};
 use crate::telemetry::Telemetry;
 use payload::Rejection;
 
+/// The client options for a broker of the site (`[mqtt]`, or northbound's): client id, keep
+/// alive, session, credentials and TLS with the broker's CA (rustls, ring). Shared by the
+/// MQTT source and the northbound sink.
+pub(crate) fn broker_options(b: &crate::config::mqtt::MqttBroker) -> MqttOptions {
+    let mut o = MqttOptions::new(b.client_id.clone(), b.host.clone(), b.port);
+    o.set_keep_alive(b.keep_alive);
+    o.set_clean_session(b.clean_session);
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
+    }
+    if let Some(ca) = &b.ca_pem {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+            ca: ca.clone(),
+            alpn: None,
+            client_auth: None,
+        }));
+    }
+    o
+}
+
 /// Spawn the MQTT source when the site has MQTT devices.
 pub fn spawn(
     site: &Arc<Site>,
@@ -110,23 +131,10 @@ impl MqttSource {
 
     fn options(&self) -> MqttOptions {
         let b = self.site.mqtt.as_ref().expect("spawned only with a broker");
-        let mut o = MqttOptions::new(b.client_id.clone(), b.host.clone(), b.port);
-        o.set_keep_alive(b.keep_alive);
-        o.set_clean_session(b.clean_session);
+        let mut o = broker_options(b);
         // Our own size check counts and drops oversize payloads; rumqttc's limit (which
         // would drop the connection and, with QoS 1, loop on redelivery) stays far above it.
         o.set_max_packet_size(b.max_payload_bytes.max(1024 * 1024) * 4, 1024 * 1024);
-        if let Some(user) = &b.username {
-            o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
-        }
-        if let Some(ca) = &b.ca_pem {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
-                ca: ca.clone(),
-                alpn: None,
-                client_auth: None,
-            }));
-        }
         o
     }
 
