@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::writes::{self, ByBody, NoteBody, ResolveBody, ServiceBody, ShelveBody};
 use super::{error, AppState};
-use crate::alarms::{record, CmdError, Command};
+use crate::alarms::{record, CmdError, Command, Store};
 
 pub fn routes() -> Router<AppState> {
     use writes::Write;
@@ -189,9 +189,19 @@ struct ListAlarms {
 }
 
 async fn list_alarms(State(s): State<AppState>, Query(q): Query<ListAlarms>) -> Response {
+    open_or_between(&s, &q, Store::open_alarms, Store::alarms_between)
+}
+
+/// What is open now, or with `from`/`to` what began in that period (site-local dates).
+fn open_or_between<T: serde::Serialize>(
+    s: &AppState,
+    q: &ListAlarms,
+    open: fn(&Store) -> rusqlite::Result<Vec<T>>,
+    between: fn(&Store, i64, i64) -> rusqlite::Result<Vec<T>>,
+) -> Response {
     let offset = s.site.alarms.settings.utc_offset_seconds;
     let r = match (&q.from, &q.to) {
-        (None, None) => s.alarms.read(|st| st.open_alarms()),
+        (None, None) => s.alarms.read(open),
         _ => {
             let (from, to) = match period(
                 q.from.as_deref(),
@@ -202,7 +212,7 @@ async fn list_alarms(State(s): State<AppState>, Query(q): Query<ListAlarms>) -> 
                 Ok(p) => p,
                 Err(r) => return r,
             };
-            s.alarms.read(|st| st.alarms_between(from, to))
+            s.alarms.read(|st| between(st, from, to))
         }
     };
     match r {
@@ -239,35 +249,8 @@ async fn list_oos(State(s): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct ListIncidents {
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
-}
-
-async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListIncidents>) -> Response {
-    let offset = s.site.alarms.settings.utc_offset_seconds;
-    let r = match (&q.from, &q.to) {
-        (None, None) => s.alarms.read(|st| st.open_incidents()),
-        _ => {
-            let (from, to) = match period(
-                q.from.as_deref(),
-                q.to.as_deref(),
-                offset,
-                s.alarms.clock.now_ms(),
-            ) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            s.alarms.read(|st| st.incidents_between(from, to))
-        }
-    };
-    match r {
-        Ok(list) => Json(list).into_response(),
-        Err(e) => store_error(e),
-    }
+async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListAlarms>) -> Response {
+    open_or_between(&s, &q, Store::open_incidents, Store::incidents_between)
 }
 
 async fn get_incident(State(s): State<AppState>, Path(id): Path<String>) -> Response {
