@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use crate::model::{DeviceId, PointId};
 use crate::sources::modbus::codec::{ByteOrder, DataType};
+pub use crate::sources::modbus::config::{ModbusAddr, Parity, SerialSettings, Transport};
 use crate::sources::modbus::plan::{self, Block, Function, Limits, Read, Span};
+pub use crate::sources::mqtt::config::JsonKind;
 
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,44 +238,6 @@ impl Site {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    Tcp { address: String },
-    RtuOverTcp { address: String },
-    Rtu(SerialSettings),
-}
-
-impl Transport {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Transport::Tcp { .. } => "tcp",
-            Transport::RtuOverTcp { .. } => "rtu_over_tcp",
-            Transport::Rtu(_) => "rtu",
-        }
-    }
-
-    /// RTU framing (serial line or serial server): needs the inter-frame silence.
-    pub fn is_rtu(&self) -> bool {
-        !matches!(self, Transport::Tcp { .. })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SerialSettings {
-    pub port: String,
-    pub baud_rate: u32,
-    pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
-}
-
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub id: String,
@@ -377,37 +341,6 @@ pub enum PointSource {
         pointer: String,
         kind: JsonKind,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JsonKind {
-    Number,
-    Bool,
-    /// A string matched against the point's enum labels (numbers are taken as codes).
-    Enum,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModbusAddr {
-    pub function: Function,
-    pub address: u16,
-    pub data_type: DataType,
-    pub byte_order: ByteOrder,
-    pub bit: Option<u8>,
-}
-
-impl ModbusAddr {
-    pub fn span(&self) -> Span {
-        Span {
-            function: self.function,
-            start: self.address,
-            len: if self.function.is_bit_access() {
-                1
-            } else {
-                self.data_type.words()
-            },
-        }
-    }
 }
 
 impl ProfilePoint {
@@ -540,11 +473,11 @@ pub(crate) fn resolve_secret(
 
 /// Collects problems while compiling.
 pub(crate) struct Problems {
-    list: Vec<ConfigError>,
+    pub(crate) list: Vec<ConfigError>,
 }
 
 impl Problems {
-    fn add(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
         self.list.push(ConfigError {
             file: file.to_path_buf(),
             key: key.into(),
@@ -929,9 +862,17 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             }
         }
         let source = if is_mqtt {
-            json_source(file, &key, pt, &enum_labels, problems)
+            crate::sources::mqtt::config::point_source(file, &key, pt, &enum_labels, problems)
         } else {
-            modbus_source(file, &key, pt, default_order, &blocks, &points, problems)
+            crate::sources::modbus::config::point_source(
+                file,
+                &key,
+                pt,
+                default_order,
+                &blocks,
+                &points,
+                problems,
+            )
         };
         let (Some(source), true) = (source, ok) else {
             continue;
@@ -983,238 +924,6 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         offline_severity: p.profile.offline_severity,
         overview,
     })
-}
-
-/// A point of an MQTT profile: where in the JSON payload, and what kind of value.
-fn json_source(
-    file: &Path,
-    key: &str,
-    pt: &raw::PointCfg,
-    enum_labels: &BTreeMap<i64, String>,
-    problems: &mut Problems,
-) -> Option<PointSource> {
-    let before = problems.list.len();
-    if pt.function.is_some() || pt.address.is_some() || pt.bit.is_some() || pt.byte_order.is_some()
-    {
-        problems.add(
-            file,
-            key,
-            "function, address, bit and byte_order apply to Modbus profiles; use json_pointer",
-        );
-    }
-    let pointer = match &pt.json_pointer {
-        Some(p) if p.is_empty() || p.starts_with('/') => p.clone(),
-        Some(p) => {
-            problems.add(
-                file,
-                format!("{key}.json_pointer"),
-                format!("{p:?} is not a JSON pointer (\"/floor\", or \"\" for the whole payload)"),
-            );
-            String::new()
-        }
-        None => {
-            problems.add(
-                file,
-                format!("{key}.json_pointer"),
-                "an MQTT point needs json_pointer",
-            );
-            String::new()
-        }
-    };
-    let kind = match pt.data_type.as_str() {
-        "number" => JsonKind::Number,
-        "bool" => JsonKind::Bool,
-        "enum" => {
-            if enum_labels.is_empty() {
-                problems.add(
-                    file,
-                    format!("{key}.enum"),
-                    "type \"enum\" needs enum labels",
-                );
-            }
-            JsonKind::Enum
-        }
-        other => {
-            problems.add(
-                file,
-                format!("{key}.type"),
-                format!("unknown type {other:?} for an MQTT point; use number, bool or enum"),
-            );
-            JsonKind::Number
-        }
-    };
-    (problems.list.len() == before).then_some(PointSource::Json { pointer, kind })
-}
-
-/// A point of a Modbus profile: function, address, type, byte order, bit; checked against
-/// the points before it (overlaps) and the profile's blocks.
-fn modbus_source(
-    file: &Path,
-    key: &str,
-    pt: &raw::PointCfg,
-    default_order: ByteOrder,
-    blocks: &[Block],
-    earlier: &[ProfilePoint],
-    problems: &mut Problems,
-) -> Option<PointSource> {
-    let before = problems.list.len();
-    if pt.json_pointer.is_some() {
-        problems.add(
-            file,
-            format!("{key}.json_pointer"),
-            "json_pointer applies to MQTT profiles (protocol = \"mqtt\")",
-        );
-    }
-    let function = match pt.function {
-        Some(code) => {
-            let f = Function::from_code(code);
-            if f.is_none() {
-                problems.add(
-                    file,
-                    format!("{key}.function"),
-                    format!("function code {code} is not 1, 2, 3 or 4"),
-                );
-            }
-            f
-        }
-        None => {
-            problems.add(
-                file,
-                format!("{key}.function"),
-                "a Modbus point needs function (1, 2, 3 or 4)",
-            );
-            None
-        }
-    };
-    let Some(address) = pt.address else {
-        problems.add(
-            file,
-            format!("{key}.address"),
-            "a Modbus point needs address",
-        );
-        return None;
-    };
-    let data_type = DataType::parse(&pt.data_type);
-    if data_type.is_none() {
-        problems.add(
-            file,
-            format!("{key}.type"),
-            format!(
-                "unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64",
-                pt.data_type
-            ),
-        );
-    }
-    let byte_order = match &pt.byte_order {
-        None => default_order,
-        Some(s) => ByteOrder::parse(s).unwrap_or_else(|| {
-            problems.add(
-                file,
-                format!("{key}.byte_order"),
-                format!("unknown byte order {s:?}; use ABCD, CDAB, BADC or DCBA"),
-            );
-            default_order
-        }),
-    };
-    let (Some(function), Some(data_type)) = (function, data_type) else {
-        return None;
-    };
-    let mut bit = None;
-    if function.is_bit_access() {
-        if data_type != DataType::Bool {
-            problems.add(
-                file,
-                format!("{key}.type"),
-                format!("{function} reads bits: type must be bool, not {data_type}"),
-            );
-        }
-        if pt.bit.is_some() {
-            problems.add(
-                file,
-                format!("{key}.bit"),
-                format!("bit applies to registers (FC03/FC04), not {function}"),
-            );
-        }
-    } else if data_type == DataType::Bool {
-        match pt.bit {
-            Some(b @ 0..=15) => bit = Some(b as u8),
-            Some(b) => problems.add(file, format!("{key}.bit"), format!("bit {b} is not 0..=15")),
-            None => problems.add(
-                file,
-                format!("{key}.bit"),
-                "a bool point read from a register needs `bit` (0..=15)",
-            ),
-        }
-    } else if pt.bit.is_some() {
-        problems.add(
-            file,
-            format!("{key}.bit"),
-            "bit applies only to bool points",
-        );
-    }
-    let len = if function.is_bit_access() {
-        1
-    } else {
-        i64::from(data_type.words())
-    };
-    if address < 0 || address + len > 65536 {
-        problems.add(
-            file,
-            format!("{key}.address"),
-            format!("address {address} with {len} register(s) does not fit in 0..=65535"),
-        );
-    }
-    if problems.list.len() > before {
-        return None;
-    }
-    let addr = ModbusAddr {
-        function,
-        address: address as u16,
-        data_type,
-        byte_order,
-        bit,
-    };
-    // overlaps with earlier points: only different bits of one register may share it
-    let span = addr.span();
-    for other in earlier {
-        let Some(om) = other.modbus() else { continue };
-        let o = om.span();
-        let overlap = o.function == span.function
-            && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
-            && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
-        if !overlap {
-            continue;
-        }
-        let bits_of_one_register = addr.bit.is_some() && om.bit.is_some() && o.start == span.start;
-        if bits_of_one_register && addr.bit == om.bit {
-            problems.add(
-                file,
-                format!("{key}.bit"),
-                format!("same register and bit as point {:?}", other.id),
-            );
-        } else if !bits_of_one_register {
-            problems.add(
-                file,
-                format!("{key}.address"),
-                format!(
-                    "{} {} overlaps point {:?} at {}",
-                    span.function, span.start, other.id, o.start
-                ),
-            );
-        }
-    }
-    let blocks_for_fn: Vec<&Block> = blocks.iter().filter(|b| b.function == function).collect();
-    if !blocks_for_fn.is_empty() && !blocks_for_fn.iter().any(|b| b.contains(&span)) {
-        problems.add(
-            file,
-            format!("{key}.address"),
-            format!(
-                "{function} {} lies outside every declared block for {function}",
-                span.start
-            ),
-        );
-    }
-    (problems.list.len() == before).then_some(PointSource::Modbus(addr))
 }
 
 fn compile_site(

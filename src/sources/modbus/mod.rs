@@ -12,6 +12,7 @@
 //! - RTU transports keep the 3.5-character silence between frames plus a configurable delay.
 
 pub mod codec;
+pub mod config;
 pub mod decode;
 pub mod line;
 pub mod plan;

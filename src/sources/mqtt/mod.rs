@@ -10,6 +10,7 @@
 //!   per reason and logged at most once per reason every 10 s; they never touch other points;
 //! - retained messages update values but are not proof that a device is alive now.
 
+pub mod config;
 pub mod payload;
 
 use std::collections::HashMap;
