@@ -196,6 +196,16 @@ impl Message {
         } else {
             format!("Since: {} ({} min)", self.time(self.opened_at), minutes)
         });
+        self.kind_lines(zh, markdown, minutes, &mut out);
+        self.alarm_lines(zh, &mut out);
+        self.steps_and_link(zh, markdown, link, &mut out);
+        out.push(format!("#{}", self.incident));
+        out.join("\n")
+    }
+
+    /// What this kind of message adds: when it went back to normal, who acknowledged, which
+    /// limit passed (with the plan's note), whom an escalation step now reaches.
+    fn kind_lines(&self, zh: bool, markdown: bool, minutes: i64, out: &mut Vec<String>) {
         match self.kind.as_str() {
             "normal" => {
                 if let Some(n) = self.normal_at {
@@ -266,6 +276,11 @@ impl Message {
             }
             _ => {}
         }
+    }
+
+    /// The incident's own alarms, then the consequences grouped under it, each list cut
+    /// with a count of all.
+    fn alarm_lines(&self, zh: bool, out: &mut Vec<String>) {
         if !self.alarms.is_empty() && self.kind != "acked" {
             out.push(if zh {
                 "报警：".into()
@@ -300,6 +315,10 @@ impl Message {
                 });
             }
         }
+    }
+
+    /// The plan's first steps and the acknowledge link (not once normal or acknowledged).
+    fn steps_and_link(&self, zh: bool, markdown: bool, link: Option<&str>, out: &mut Vec<String>) {
         let steps = if zh || self.steps_en.is_empty() {
             &self.steps
         } else {
@@ -326,8 +345,6 @@ impl Message {
                 });
             }
         }
-        out.push(format!("#{}", self.incident));
-        out.join("\n")
     }
 }
 
