@@ -656,3 +656,35 @@ async fn a_forced_point_reaches_the_daemon_and_holds_until_released() {
     assert_ne!(sim.value("lift-2", "floor"), Some(forced), "released");
     daemon.stop(Duration::from_secs(5)).await;
 }
+
+/// Found by a fresh-clone CI run: the demo's embedded MQTT broker listens on a port chosen
+/// before the simulator binds its connections on port 0, and the OS handed that very port
+/// to one of them ("embedded MQTT broker cannot listen on 127.0.0.1:43037: Address already
+/// in use"). `prebind` now holds the broker's address before it binds anything else: the
+/// broker's port is held (until the broker starts) and no connection on port 0 got it.
+#[test]
+fn prebind_holds_the_embedded_brokers_port_before_binding_the_connections() {
+    let text = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
+    let picked = free_port();
+    let mut text = text.replace("port = 18830", &format!("port = {picked}"));
+    for p in ["15020", "15021", "15022", "15023", "9780", "9781"] {
+        text = text.replace(&format!("127.0.0.1:{p}"), "127.0.0.1:0");
+    }
+    let mut site = propwatch::config::from_str(
+        &repo().join("config/demo.toml"),
+        &text,
+        &repo().join("config/profiles"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let prebound = propwatch::simulator::prebind(&mut site).unwrap();
+    let broker = site.mqtt.as_ref().expect("the demo has a broker").port;
+    assert_eq!(broker, picked);
+    assert!(
+        prebound.connections.iter().all(|(_, a)| a.port() != broker),
+        "a connection got the broker's port: {:?} vs {broker}",
+        prebound.connections
+    );
+    // still held until the broker starts
+    let again = std::net::TcpListener::bind(("127.0.0.1", broker));
+    assert!(again.is_err(), "the broker's port is not held");
+}

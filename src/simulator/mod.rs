@@ -343,6 +343,10 @@ pub struct SimOptions {
     pub tick: Option<Duration>,
     /// Listeners bound beforehand by [`prebind`], by connection index (taken by `start`).
     pub listeners: Arc<Mutex<HashMap<usize, std::net::TcpListener>>>,
+    /// The embedded MQTT broker's address, held by [`prebind`] until the broker starts:
+    /// bound before the port-0 listeners, so none of them can be given its port (rumqttd
+    /// binds its own socket, so this one is let go just before).
+    pub broker_reservation: Arc<Mutex<Option<std::net::TcpListener>>>,
 }
 
 /// Listeners for a simulated site bound before anything starts: a connection or scenario
@@ -359,6 +363,21 @@ pub struct Prebound {
 /// endpoint, rewriting their addresses in `site` to the bound ones.
 pub fn prebind(site: &mut Site) -> std::io::Result<Prebound> {
     let options = SimOptions::default();
+    // the embedded broker's port first: a port-0 listener bound below must not get it
+    if let (Some(b), true) = (site.mqtt.as_mut(), site.simulator_embedded_mqtt_broker) {
+        let listen = format!("{}:{}", b.host, b.port);
+        let l = std::net::TcpListener::bind(&listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("embedded MQTT broker cannot listen on {listen}: {e}"),
+            )
+        })?;
+        b.port = l.local_addr()?.port();
+        *options
+            .broker_reservation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(l);
+    }
     let mut connections = Vec::new();
     for (ci, conn) in site.connections.iter_mut().enumerate() {
         if conn.devices.is_empty() {
@@ -460,7 +479,12 @@ pub async fn start(
     }
     if let Some(broker) = &site.mqtt {
         if site.simulator_embedded_mqtt_broker {
-            mqtt::start_embedded_broker(broker).await?;
+            let reserved = opts
+                .broker_reservation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            mqtt::start_embedded_broker(broker, reserved).await?;
         }
         mqtt::spawn_publishers(&sim, broker, shutdown.clone(), tasks);
     }

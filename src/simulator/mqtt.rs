@@ -196,15 +196,22 @@ async fn publish_device(
 }
 
 /// Run an in-process MQTT broker (rumqttd) on the site's broker address, for the demo.
-pub async fn start_embedded_broker(broker: &MqttBroker) -> std::io::Result<()> {
+/// `reserved`: the address held since `prebind` (let go here, just before rumqttd binds it).
+pub async fn start_embedded_broker(
+    broker: &MqttBroker,
+    reserved: Option<std::net::TcpListener>,
+) -> std::io::Result<()> {
     let listen = format!("{}:{}", broker.host, broker.port);
     // fail here, with the address, rather than inside the broker's thread
-    drop(std::net::TcpListener::bind(&listen).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("embedded MQTT broker cannot listen on {listen}: {e}"),
-        )
-    })?);
+    match reserved {
+        Some(l) => drop(l),
+        None => drop(std::net::TcpListener::bind(&listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("embedded MQTT broker cannot listen on {listen}: {e}"),
+            )
+        })?),
+    }
     let config: rumqttd::Config = toml::from_str(&format!(
         r#"
 id = 0
