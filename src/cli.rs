@@ -363,13 +363,17 @@ fn simulator_ports(
     site: &Site,
     connections: &[(String, std::net::SocketAddr)],
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut ports = serde_json::json!({
         "simulator_http": site.simulator_http_listen.to_string(),
         "connections": connections
             .iter()
             .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
             .collect::<serde_json::Map<_, _>>(),
-    })
+    });
+    if let (Some(m), true) = (&site.mqtt, site.simulator_embedded_mqtt_broker) {
+        ports["mqtt"] = format!("{}:{}", m.host, m.port).into();
+    }
+    ports
 }
 
 async fn simulate(

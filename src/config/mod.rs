@@ -211,7 +211,8 @@ impl Site {
     /// TCP connections configured on port 0: something the simulator (or the demo) may bind,
     /// but no device a daemon can poll.
     pub fn unbound_connections(&self) -> Vec<&str> {
-        self.connections
+        let mut out: Vec<&str> = self
+            .connections
             .iter()
             .filter(|c| match &c.transport {
                 Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
@@ -220,7 +221,11 @@ impl Site {
                 Transport::Rtu(_) => false,
             })
             .map(|c| c.id.as_str())
-            .collect()
+            .collect();
+        if self.mqtt.as_ref().is_some_and(|m| m.port == 0) {
+            out.push("mqtt");
+        }
+        out
     }
 
     pub fn device_by_id(&self, id: &str) -> Option<&Device> {
@@ -1140,11 +1145,14 @@ fn compile_site(
     let mut topic_ids: HashMap<(String, String), String> = HashMap::new();
     let mqtt_broker_declared = f.mqtt.as_ref();
     let mqtt = f.mqtt.as_ref().and_then(|m| {
+        // port 0: the demo's embedded broker binds a port of its own (simulator::prebind)
+        let embedded = f.simulator.embedded_mqtt_broker;
         mqtt::compile_broker(
             file,
             "mqtt",
             &format!("propwatch-{}", f.site.id),
             m,
+            embedded,
             problems,
         )
     });

@@ -217,6 +217,7 @@ pub(super) fn compile_northbound(
         "northbound.broker",
         &format!("propwatch-{site_id}-north"),
         &n.broker,
+        false,
         problems,
     );
     for (key, t) in [
@@ -275,14 +276,19 @@ pub(super) fn compile_broker(
     prefix: &str,
     default_client_id: &str,
     m: &raw::MqttCfg,
+    embedded: bool,
     problems: &mut Problems,
 ) -> Option<MqttBroker> {
     let before = problems.list.len();
     if m.host.is_empty() {
         problems.add(file, format!("{prefix}.host"), "must not be empty");
     }
-    if m.port == 0 {
-        problems.add(file, format!("{prefix}.port"), "must be 1..=65535");
+    if m.port == 0 && !embedded {
+        problems.add(
+            file,
+            format!("{prefix}.port"),
+            "must be 1..=65535 (0 only for the demo's embedded broker)",
+        );
     }
     let client_id = m
         .client_id

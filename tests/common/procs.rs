@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use super::{free_port, repo};
+use super::repo;
 
 /// A child process, killed and reaped when dropped.
 pub struct Proc(pub Child);
@@ -47,8 +47,8 @@ pub fn write_site(dir: &Path, body: &str) -> PathBuf {
 
 /// `config/demo.toml` written into a directory with every port the demo binds itself set to 0
 /// (the daemon's HTTP, the scenario endpoint, the simulated Modbus servers): the demo reports
-/// what it bound in its ports file ([`spawn_daemon`]), so no port number is handed over.
-/// Only the embedded MQTT broker's port is chosen here (rumqttd cannot report a port it picked).
+/// what it bound in its ports file ([`spawn_daemon`]), so no port number is handed over;
+/// the embedded MQTT broker's too (the demo binds it first and names it as `mqtt`).
 pub struct DemoSite {
     pub path: PathBuf,
 }
@@ -69,7 +69,7 @@ pub fn demo_site(dir: &Path, extra: &str) -> DemoSite {
         text = text.replace(from, "127.0.0.1:0");
     }
     assert!(text.contains("port = 18830"), "demo.toml's MQTT port moved");
-    text = text.replace("port = 18830", &format!("port = {}", free_port()));
+    text = text.replace("port = 18830", "port = 0");
     text.push_str(extra);
     DemoSite {
         path: write_site(dir, &text),
