@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::model::{DeviceId, PointId};
 use crate::sources::modbus::codec::{ByteOrder, DataType};
 pub use crate::sources::modbus::config::{ModbusAddr, Parity, SerialSettings, Transport};
-use crate::sources::modbus::plan::{self, Block, Function, Limits, Read, Span};
+use crate::sources::modbus::plan::{self, Block, Limits, Read, Span};
 pub use crate::sources::mqtt::config::JsonKind;
 
 /// One configuration problem.
@@ -743,48 +743,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         problems.add(file, "profile.max_bits_per_read", "must be 1..=2000");
     }
 
-    let mut blocks = Vec::new();
-    for (i, b) in p.blocks.iter().enumerate() {
-        let key = format!("blocks[{i}]");
-        let Some(function) = Function::from_code(b.function) else {
-            problems.add(
-                file,
-                format!("{key}.function"),
-                format!("function code {} is not 1, 2, 3 or 4", b.function),
-            );
-            continue;
-        };
-        let max = if function.is_bit_access() { 2000 } else { 125 };
-        if !(0..=65535).contains(&b.start)
-            || b.count < 1
-            || b.count > max
-            || b.start + b.count > 65536
-        {
-            problems.add(
-                file,
-                key,
-                format!(
-                    "block start {} count {} must lie in 0..65536 with 1..={max} addresses",
-                    b.start, b.count
-                ),
-            );
-            continue;
-        }
-        let block = Block {
-            function,
-            start: b.start as u16,
-            count: b.count as u16,
-        };
-        if let Some(j) = blocks.iter().position(|o: &Block| {
-            o.function == block.function
-                && u32::from(o.start) < u32::from(block.start) + u32::from(block.count)
-                && u32::from(block.start) < u32::from(o.start) + u32::from(o.count)
-        }) {
-            problems.add(file, key, format!("overlaps blocks[{j}]"));
-            continue;
-        }
-        blocks.push(block);
-    }
+    let blocks = crate::sources::modbus::config::blocks(file, &p.blocks, problems);
 
     let is_mqtt = match p.profile.protocol.as_str() {
         "modbus" => false,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::sources::modbus::plan::Function;
 
 const PROFILE_OK: &str = r#"
 [profile]

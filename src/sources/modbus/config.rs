@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::codec::{ByteOrder, DataType};
 use super::plan::{Block, Function, Span};
-use crate::config::raw::PointCfg;
+use crate::config::raw::{BlockCfg, PointCfg};
 use crate::config::{PointSource, Problems, ProfilePoint};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,4 +240,52 @@ pub(crate) fn point_source(
         );
     }
     (problems.list.len() == before).then_some(PointSource::Modbus(addr))
+}
+
+/// A Modbus profile's declared blocks (`[[blocks]]`: the register ranges a device answers,
+/// which reads must not cross): each checked, none overlapping another of its function.
+pub(crate) fn blocks(file: &Path, cfgs: &[BlockCfg], problems: &mut Problems) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    for (i, b) in cfgs.iter().enumerate() {
+        let key = format!("blocks[{i}]");
+        let Some(function) = Function::from_code(b.function) else {
+            problems.add(
+                file,
+                format!("{key}.function"),
+                format!("function code {} is not 1, 2, 3 or 4", b.function),
+            );
+            continue;
+        };
+        let max = if function.is_bit_access() { 2000 } else { 125 };
+        if !(0..=65535).contains(&b.start)
+            || b.count < 1
+            || b.count > max
+            || b.start + b.count > 65536
+        {
+            problems.add(
+                file,
+                key,
+                format!(
+                    "block start {} count {} must lie in 0..65536 with 1..={max} addresses",
+                    b.start, b.count
+                ),
+            );
+            continue;
+        }
+        let block = Block {
+            function,
+            start: b.start as u16,
+            count: b.count as u16,
+        };
+        if let Some(j) = blocks.iter().position(|o: &Block| {
+            o.function == block.function
+                && u32::from(o.start) < u32::from(block.start) + u32::from(block.count)
+                && u32::from(block.start) < u32::from(o.start) + u32::from(o.count)
+        }) {
+            problems.add(file, key, format!("overlaps blocks[{j}]"));
+            continue;
+        }
+        blocks.push(block);
+    }
+    blocks
 }
