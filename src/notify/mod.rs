@@ -557,9 +557,14 @@ impl Notifier {
         let Some(esc) = self.escalation_of(&inc.plan).cloned() else {
             return;
         };
+        // An incident already back to normal when its first step comes due (a consequence
+        // held for its root cause that cleared meanwhile, or one that opened and cleared
+        // while the notifier was catching up) is still announced once: the first step, then
+        // the "normal" message to those told. Nothing further escalates.
+        let announce_only = stop_reason == Some("normal") && st.next_step == 0 && st.cycle == 0;
         let mut guard = 0;
-        while let (None, Some(at)) = (stop_reason, st.next_at) {
-            if at > now || guard > 64 {
+        while let Some(at) = st.next_at {
+            if (stop_reason.is_some() && !(announce_only && guard == 0)) || at > now || guard > 64 {
                 break;
             }
             guard += 1;
@@ -781,7 +786,13 @@ impl Notifier {
         groups_only: bool,
         batch: &mut Batch,
     ) {
-        let Some(st) = self.stored_escalation(inc.id) else {
+        // the latest state: this pass's (not yet written) before the stored one
+        let pending = batch
+            .escalations
+            .iter()
+            .find(|e| e.incident == inc.id)
+            .cloned();
+        let Some(st) = pending.or_else(|| self.stored_escalation(inc.id)) else {
             return;
         };
         let n = self.notify();
