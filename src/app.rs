@@ -48,16 +48,29 @@ pub async fn start(site: Arc<Site>) -> std::io::Result<Daemon> {
     start_with(site, StartOptions::default()).await
 }
 
+/// How many finished handshakes the kernel queues for the HTTP endpoint before it drops new
+/// ones (std's default is 128: a burst of browsers or a scan then waits seconds for SYN
+/// retransmissions). The kernel caps it at `net.core.somaxconn`.
+const HTTP_BACKLOG: i32 = 1024;
+
 /// Bind `addr` for the HTTP endpoint, as a std socket a supervisor can keep across reloads.
 pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = || -> std::io::Result<std::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // as std and tokio do: a restart may bind while old connections are in TIME_WAIT
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(HTTP_BACKLOG)?;
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    };
+    bind().map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} (http.listen): {e}"),
         )
-    })?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+    })
 }
 
 pub async fn start_with(site: Arc<Site>, opts: StartOptions) -> std::io::Result<Daemon> {

@@ -154,7 +154,7 @@ impl Api {
         Self {
             addr,
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: common::client(),
         }
     }
     async fn get(&self, path: &str) -> Option<Value> {

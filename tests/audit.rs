@@ -51,7 +51,7 @@ token_file = "{}"
 }
 
 async fn post(h: &Harness, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut r = reqwest::Client::new().post(h.url(path)).json(&body);
+    let mut r = common::client().post(h.url(path)).json(&body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
@@ -61,7 +61,7 @@ async fn post(h: &Harness, path: &str, token: Option<&str>, body: Value) -> (u16
 }
 
 async fn get(h: &Harness, path: &str) -> Value {
-    let r = reqwest::get(h.url(path)).await.unwrap();
+    let r = common::get(h.url(path)).await.unwrap();
     assert!(r.status().is_success(), "GET {path}: {}", r.status());
     r.json().await.unwrap()
 }
@@ -236,7 +236,7 @@ async fn operator_actions_are_chained_and_tampering_is_found() {
     let sig = pairs.iter().find(|(k, _)| k == "sig").unwrap().1.clone();
     let mut form = pairs.clone();
     form.push(("name".into(), String::new()));
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(h.url(&format!("/ack/{inc2}")))
         .form(&form)
         .send()

@@ -246,7 +246,7 @@ async fn simulate_takes_scenarios_by_flag_and_over_http() {
         || async { (value("panel", "fire").await? == 1.0).then_some(()) },
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = common::client();
     let r = client
         .post(format!("{base}/scenarios/entrapment?device=lift"))
         .send()
@@ -387,7 +387,7 @@ async fn demo_runs_the_whole_estate_including_mqtt() {
         "the demo has MQTT lifts: {mqtt_devices:?}"
     );
     let lift = mqtt_devices[0];
-    let client = reqwest::Client::new();
+    let client = common::client();
     let r = client
         .post(format!(
             "http://127.0.0.1:{sim_http}/scenarios/offline?device={lift}"
@@ -492,7 +492,7 @@ async fn the_record_csv_runs_no_formula_in_a_spreadsheet() {
         })
         .await
         .unwrap();
-    let csv = reqwest::get(h.url("/api/v1/record.csv?from=0"))
+    let csv = common::get(h.url("/api/v1/record.csv?from=0"))
         .await
         .unwrap()
         .text()

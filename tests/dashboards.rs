@@ -720,7 +720,7 @@ fn demo_with_influx(dir: &Path, influx_url: &str) -> PathBuf {
 }
 
 async fn scenario(sim_http: u16, path: &str) {
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(format!("http://127.0.0.1:{sim_http}/scenarios/{path}"))
         .send()
         .await
@@ -781,7 +781,7 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
             && m.get("propwatch_alarm_active", &[("rule", "ats_generator")]) == Some(1.0)
     })
     .await;
-    let r = reqwest::Client::new()
+    let r = common::client()
         .delete(format!(
             "http://127.0.0.1:{sim_http}/scenarios/power_outage"
         ))

@@ -10,7 +10,7 @@ use common::notify::{Harness, DUTY_ROSTER};
 use common::{get_text, wait_for, Metrics};
 
 async fn get_with_host(url: &str, host: &str, token: Option<&str>) -> reqwest::Response {
-    let mut r = reqwest::Client::new()
+    let mut r = common::client()
         .get(url)
         .header(reqwest::header::HOST, host);
     if let Some(t) = token {
@@ -90,7 +90,7 @@ async fn without_a_token_only_known_host_names_are_served() {
         }
     }
     // writes too
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(h.url("/api/v1/incidents/1/ack"))
         .header(reqwest::header::HOST, "evil.example")
         .json(&serde_json::json!({"by": "x"}))
@@ -132,7 +132,7 @@ async fn every_answer_forbids_framing_and_referrers_and_the_page_has_a_strict_cs
         "/api/v1/record.html?from=0",
         "/nope",
     ] {
-        let r = reqwest::get(h.url(path)).await.unwrap();
+        let r = common::get(h.url(path)).await.unwrap();
         let hd = r.headers();
         assert_eq!(hd["x-frame-options"], "DENY", "{path}");
         assert_eq!(hd["referrer-policy"], "no-referrer", "{path}");
@@ -187,7 +187,7 @@ async fn a_flood_of_refused_requests_is_counted_not_stored() {
             .sum::<u64>()
     };
     let before = size();
-    let client = reqwest::Client::new();
+    let client = common::client();
     let body = serde_json::json!({"by": "x".repeat(2000), "fields": vec!["y".repeat(2000); 30]});
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for i in 0..600 {
@@ -322,11 +322,19 @@ async fn idle_sockets_and_streams_are_capped_and_closed() {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     // the daemon still answers while they are held (a connection of its own: over the cap
-    // a new one is closed at once, so the check retries until a place is free)
+    // a new one is closed at once, so the check retries until a place is free). Each try has
+    // 2 s: reqwest now and then misses such a close and waits for ever (a CI run hung here).
+    let quick = common::client_builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
     wait_for(
         "/healthz during the burst",
         std::time::Duration::from_secs(30),
-        || async { get_text(&format!("{base}/healthz")).await },
+        || async {
+            let r = quick.get(format!("{base}/healthz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
     )
     .await;
     let rss_held = rss_kib(pid);
@@ -342,7 +350,7 @@ async fn idle_sockets_and_streams_are_capped_and_closed() {
     );
 
     // 500 event streams: 64 served, the rest 503
-    let client = reqwest::Client::new();
+    let client = common::client();
     let mut streams = Vec::new();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for _ in 0..500 {
@@ -370,7 +378,7 @@ async fn idle_sockets_and_streams_are_capped_and_closed() {
         "a stream served again",
         std::time::Duration::from_secs(20),
         || async {
-            let r = reqwest::get(format!("{base}/api/v1/stream")).await.ok()?;
+            let r = common::get(format!("{base}/api/v1/stream")).await.ok()?;
             (r.status() == 200).then_some(())
         },
     )
@@ -408,7 +416,7 @@ async fn a_ticket_opens_one_read_and_no_write() {
     // on loopback a read without a token is open, so the ticket is checked on a read that
     // names an unknown host
     let (_tokens, h) = harness_with_token("operator", "operator-token-for-the-ticket-test").await;
-    let client = reqwest::Client::new();
+    let client = common::client();
     // no ticket without a token in the header
     let r = client.get(h.url("/api/v1/ticket")).send().await.unwrap();
     assert_eq!(r.status(), 401);

@@ -103,7 +103,7 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
         "the entrapment's incident, opened during the outage",
         Duration::from_secs(90),
         || async {
-            let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/incidents"))
+            let v: serde_json::Value = common::get(format!("http://{addr}/api/v1/incidents"))
                 .await
                 .ok()?
                 .json()
@@ -317,7 +317,7 @@ async fn a_field_type_conflict_sets_aside_only_the_offending_lines() {
     db.query("", "CREATE DATABASE propwatch").await;
     // someone wrote `floor` of lift-2's kind as a string before: its floats will be refused
     const ODD: &str = "[profile]\nid = \"odd-lift\"\nkind = \"odd_elevator\"\nsim_model = \"elevator\"\n[[points]]\nid = \"floor\"\nfunction = 4\naddress = 0\ntype = \"i16\"\n";
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(format!("http://127.0.0.1:{}/write?db=propwatch", db.port))
         // field types are per shard: write it now, into the shard the daemon will write to
         .body(format!(

@@ -186,7 +186,7 @@ async fn scenarios_reach_the_daemon() {
         .unwrap();
     let url = format!("http://{addr}/api/v1/devices/lift-2");
     wait_for("entrapment visible in the API", DEADLINE, || async {
-        let v: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        let v: serde_json::Value = common::get(&url).await.ok()?.json().await.ok()?;
         let pts = v["points"].as_array()?;
         let get = |id: &str| {
             pts.iter()
@@ -565,7 +565,7 @@ async fn a_forced_point_reaches_the_daemon_and_holds_until_released() {
     ));
     let daemon = propwatch::app::start(site.clone()).await.unwrap();
     let addr = daemon.http_addr;
-    let client = reqwest::Client::new();
+    let client = common::client();
     let url = |dev: &str, point: &str| format!("http://{sim_http}/devices/{dev}/points/{point}");
 
     let before = sim.value("lift-2", "floor").unwrap();

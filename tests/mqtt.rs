@@ -452,7 +452,7 @@ async fn staleness_and_last_will_mark_devices_offline() {
         .then_some(())
     })
     .await;
-    let st: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/devices/quick"))
+    let st: serde_json::Value = common::get(format!("http://{addr}/api/v1/devices/quick"))
         .await
         .unwrap()
         .json()
@@ -476,7 +476,7 @@ async fn staleness_and_last_will_mark_devices_offline() {
             (m.get("propwatch_device_up", &[("device", "quick-2")])? == 0.0).then_some(m)
         })
         .await;
-        let st: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/devices/quick-2"))
+        let st: serde_json::Value = common::get(format!("http://{addr}/api/v1/devices/quick-2"))
             .await
             .unwrap()
             .json()

@@ -400,7 +400,7 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
         .expect("a link line")
         .to_string();
     assert!(link.starts_with(&h.url(&format!("/ack/{inc}?"))), "{link}");
-    let client = reqwest::Client::new();
+    let client = common::client();
     let page = client.get(&link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
@@ -675,7 +675,7 @@ reason = "swap"
     );
     assert!(text.contains("override: swap"), "{text}");
     // the roster API
-    let roster: Value = reqwest::get(h.url("/api/v1/roster"))
+    let roster: Value = common::get(h.url("/api/v1/roster"))
         .await
         .unwrap()
         .json()
@@ -683,7 +683,7 @@ reason = "swap"
         .unwrap();
     assert_eq!(roster["roles"].as_array().unwrap().len(), 6);
     assert_eq!(roster["overrides"][0]["people"], json!(["s"]));
-    let bad = reqwest::get(h.url("/api/v1/oncall?at=yesterday-ish"))
+    let bad = common::get(h.url("/api/v1/oncall?at=yesterday-ish"))
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);

@@ -53,7 +53,7 @@ async fn alertmanager(dir: &std::path::Path) -> (Peer, u16) {
 }
 
 async fn am_alerts(port: u16) -> Option<Vec<Value>> {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+    let r = common::get(format!("http://127.0.0.1:{port}/api/v2/alerts"))
         .await
         .ok()?;
     r.json().await.ok()

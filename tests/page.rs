@@ -117,7 +117,7 @@ impl Demo {
     }
 
     async fn inject(&self, scenario: &str) {
-        let r = reqwest::Client::new()
+        let r = common::client()
             .post(format!(
                 "http://127.0.0.1:{}/scenarios/{scenario}",
                 self.sim
@@ -129,7 +129,7 @@ impl Demo {
     }
 
     async fn get_json(&self, path: &str) -> Option<Value> {
-        let r = reqwest::Client::new()
+        let r = common::client()
             .get(self.url(path))
             .bearer_auth(OPERATOR)
             .send()
@@ -457,7 +457,7 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
     )
     .await;
     // listen to the stream first
-    let mut stream = reqwest::Client::new()
+    let mut stream = common::client()
         .get(demo.url("/api/v1/stream"))
         .send()
         .await
@@ -492,7 +492,7 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
     assert!(seen.contains("event: hello\n"), "{seen}");
     assert!(seen.contains("event: live\n"), "{seen}");
 
-    let http = reqwest::Client::new();
+    let http = common::client();
     let ack = |token: Option<&'static str>| {
         let mut r = http
             .post(demo.url(&format!("/api/v1/incidents/{id}/ack")))

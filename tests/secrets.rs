@@ -341,7 +341,7 @@ async fn no_channel_secret_appears_anywhere_when_every_send_fails() {
     assert!(pages.len() > 16, "an incident was opened: {incidents}");
     let mut texts = Vec::new();
     for p in &pages {
-        let r = reqwest::get(format!("{base}{p}")).await.unwrap();
+        let r = common::get(format!("{base}{p}")).await.unwrap();
         texts.push((p.clone(), r.text().await.unwrap()));
     }
     // the daemon's own record of it, stopped so that everything is on disk

@@ -237,7 +237,7 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
     )
     .unwrap();
     daemon.signal("-HUP");
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(format!("{base}/api/v1/reload"))
         .send()
         .await
@@ -256,14 +256,14 @@ async fn reload_changes_devices_and_rules_and_keeps_the_active_alarm() {
     }
     // fixed and reloaded over the API: lift-2 removed, the incident still there
     write_site(dir.path(), &daemon_site(bus, http, false, ""));
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(format!("{base}/api/v1/reload"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     wait_for("lift-2 gone after the second reload", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/api/v1/devices/lift-2"))
+        let r = common::get(format!("{base}/api/v1/devices/lift-2"))
             .await
             .ok()?;
         (r.status() == 404).then_some(())

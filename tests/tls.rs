@@ -365,10 +365,10 @@ async fn propwatch_run_serves_https_across_a_reload() {
     assert_eq!(status["site"], "tls", "{status}");
 
     // plain HTTP on the same port gets no answer; a client without the CA refuses the server
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+    assert!(common::get(format!("http://127.0.0.1:{port}/healthz"))
         .await
         .is_err());
-    let untrusting = reqwest::Client::new()
+    let untrusting = common::client()
         .get(format!("{https}/healthz"))
         .send()
         .await

@@ -84,7 +84,9 @@ where
 {
     let end = tokio::time::Instant::now() + deadline;
     loop {
-        if let Some(v) = f().await {
+        // an attempt that never ends (a request no one answers) is cut at the deadline
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(Some(v)) = tokio::time::timeout(left.max(Duration::from_secs(1)), f()).await {
             return v;
         }
         if tokio::time::Instant::now() >= end {
@@ -94,8 +96,31 @@ where
     }
 }
 
+/// How long a test's HTTP request may take, connection to last byte. Every request a test
+/// makes has a deadline: a peer that never answers (or a client that misses a close; seen in
+/// CI as a run hung until its limit) fails that test with a message instead.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client whose every request has a deadline ([`REQUEST_TIMEOUT`]); use it, not
+/// `reqwest::Client::new()` or `reqwest::get`, in tests.
+pub fn client() -> reqwest::Client {
+    client_builder().build().expect("reqwest client")
+}
+
+/// [`client`]'s builder, for a client that needs more (a CA, no redirects).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(REQUEST_TIMEOUT)
+}
+
+/// GET `url` with [`client`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 pub async fn get_text(url: &str) -> Option<String> {
-    let r = reqwest::get(url).await.ok()?;
+    let r = get(url).await.ok()?;
     if !r.status().is_success() {
         return None;
     }

@@ -83,7 +83,7 @@ pub fn log_file(log: &Path) -> (Stdio, Stdio) {
 
 /// GET `url` answers 2xx.
 pub async fn http_ok(url: String) -> bool {
-    reqwest::get(&url)
+    super::get(&url)
         .await
         .is_ok_and(|r| r.status().is_success())
 }
@@ -213,7 +213,7 @@ fn spawn_influxd(conf: &Path, log: &Path) -> Child {
 }
 
 fn client_trusting(ca: Option<&Path>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder();
+    let mut b = super::client_builder();
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).unwrap();
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());

@@ -92,7 +92,7 @@ impl Pki {
 
     /// A reqwest client that trusts the CA (and the public roots).
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        super::client_builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
             .build()
             .unwrap()
