@@ -208,7 +208,12 @@ fn load(path: &Path) -> Result<Arc<Site>, ExitCode> {
 fn check_config(path: &Path) -> ExitCode {
     match load(path) {
         Ok(site) => {
-            let reads: usize = site.devices.iter().map(|d| d.reads.len()).sum();
+            let reads: usize = site
+                .devices
+                .iter()
+                .filter_map(|d| d.modbus())
+                .map(|m| m.reads.len())
+                .sum();
             println!(
                 "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle, {} alarm rule(s), {} plan(s), {} notification channel(s), {} roster role(s)",
                 path.display(),
@@ -225,9 +230,9 @@ fn check_config(path: &Path) -> ExitCode {
             );
             // the floor of each RTU line's poll cycle, and whether the bus can keep up
             for conn in &site.connections {
-                let devices = conn.devices.iter().map(|&d| {
+                let devices = conn.devices.iter().filter_map(|&d| {
                     let d = &site.devices[d as usize];
-                    (&d.reads[..], d.poll_interval)
+                    Some((&d.modbus()?.reads[..], d.poll_interval))
                 });
                 if let Some(floor) = crate::sources::modbus::line::cycle_floor(conn, devices) {
                     println!("  {}", floor.describe(conn, conn.devices.len()));

@@ -175,7 +175,15 @@ poll_interval_ms = 200
         &[("peer-map.toml", MAP), ("peer-beyond.toml", BEYOND)],
     );
     // one read per function code: FC01, FC02, FC03 (0..9 coalesced), FC04
-    assert_eq!(site.device_by_id("meter").unwrap().reads.len(), 4);
+    assert_eq!(
+        site.device_by_id("meter")
+            .unwrap()
+            .modbus()
+            .unwrap()
+            .reads
+            .len(),
+        4
+    );
     let daemon = propwatch::app::start(site).await.unwrap();
     let addr = daemon.http_addr;
     let m = wait_for(

@@ -79,9 +79,9 @@ fn check_site(site: &Site) {
             assert_eq!(p.device as usize, di);
             assert_eq!(p.profile_point, k);
         }
-        let conn = d.connection.map(|c| &site.connections[c]);
+        let conn = d.modbus().map(|m| &site.connections[m.connection]);
         let mut served = vec![0u32; d.profile.points.len()];
-        for read in d.reads.iter() {
+        for read in d.modbus().map_or(&[][..], |m| &m.reads[..]) {
             let limits = conn.expect("a device with reads has a connection").limits;
             let max = if read.function.is_bit_access() {
                 limits.max_bits
@@ -125,7 +125,7 @@ fn check_site(site: &Site) {
             assert_eq!(values.len(), read.points.len());
         }
         for (pi, p) in d.profile.points.iter().enumerate() {
-            let want = u32::from(p.modbus().is_some() && d.connection.is_some());
+            let want = u32::from(p.modbus().is_some() && d.modbus().is_some());
             assert_eq!(
                 served[pi], want,
                 "{}: {} read {} times",

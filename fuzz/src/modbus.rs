@@ -30,11 +30,12 @@ pub fn modbus_reply(data: &[u8]) {
     let devices: Vec<&Device> = site
         .devices
         .iter()
-        .filter(|d| !d.reads.is_empty())
+        .filter(|d| d.modbus().is_some_and(|m| !m.reads.is_empty()))
         .collect();
     let mut r = Reader::new(data);
     let device = devices[pick(r.u8(), devices.len())];
-    let read = &device.reads[pick(r.u8(), device.reads.len())];
+    let reads = &device.modbus().expect("filtered above").reads;
+    let read = &reads[pick(r.u8(), reads.len())];
     let mode = r.u8();
     match mode % 4 {
         0 => {
@@ -166,7 +167,7 @@ fn wire(device: &Device, read: &Read, mode: u8, reply: &[u8]) {
     let rtu = mode & 4 != 0;
     let frame = mode & 8 != 0;
     let head = mode & 16 != 0;
-    let unit = device.unit_id;
+    let unit = device.modbus().map_or(0, |m| m.unit_id);
     let mut pdu = Vec::with_capacity(reply.len() + 2);
     if head {
         pdu.push(read.function.code());

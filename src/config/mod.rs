@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use crate::model::{DeviceId, PointId};
 use crate::sources::modbus::codec::{ByteOrder, DataType};
-pub use crate::sources::modbus::config::{ModbusAddr, Parity, SerialSettings, Transport};
-use crate::sources::modbus::plan::{self, Block, Limits, Read, Span};
+pub use crate::sources::modbus::config::{
+    Connection, ModbusAddr, ModbusDevice, Parity, SerialSettings, Transport,
+};
+use crate::sources::modbus::plan::Block;
 pub use crate::sources::mqtt::config::JsonKind;
 
 /// One configuration problem.
@@ -244,23 +246,6 @@ impl Site {
 }
 
 #[derive(Debug, Clone)]
-pub struct Connection {
-    pub id: String,
-    pub transport: Transport,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub retries: u32,
-    pub inter_request_delay: Duration,
-    /// Baud rate of the RS-485 line behind the connection, for the 3.5-character silence
-    /// (serial settings for `rtu`, the configured `baud_rate` for `rtu_over_tcp`).
-    pub baud_rate: u32,
-    pub reconnect_backoff_max: Duration,
-    pub device_backoff_max: Duration,
-    pub limits: Limits,
-    pub devices: Vec<DeviceId>,
-}
-
-#[derive(Debug, Clone)]
 pub struct Room {
     pub id: String,
     pub name: String,
@@ -274,8 +259,9 @@ pub struct Device {
     pub name: String,
     pub room: usize,
     pub profile: Arc<Profile>,
-    pub connection: Option<usize>,
-    pub unit_id: u8,
+    /// How the device is reached: what its source needs (a Modbus connection, unit id and
+    /// reads) or nothing more (MQTT: the profile's topics and `topic_id`).
+    pub link: DeviceLink,
     /// The device's `{device}` level in MQTT topics.
     pub topic_id: String,
     pub poll_interval: Duration,
@@ -283,9 +269,23 @@ pub struct Device {
     pub tags: BTreeMap<String, String>,
     pub first_point: PointId,
     pub point_count: u32,
-    /// The coalesced reads; `Read::points` index the profile's points.
-    /// The planned reads, shared by the devices of one profile on like connections.
-    pub reads: Arc<[Read]>,
+}
+
+/// What a device's source adds to the device.
+#[derive(Debug, Clone)]
+pub enum DeviceLink {
+    Modbus(ModbusDevice),
+    Mqtt,
+}
+
+impl Device {
+    /// The Modbus part of a Modbus device.
+    pub fn modbus(&self) -> Option<&ModbusDevice> {
+        match &self.link {
+            DeviceLink::Modbus(m) => Some(m),
+            DeviceLink::Mqtt => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -511,7 +511,7 @@ pub(crate) fn parse_duration(
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -519,7 +519,7 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
-const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ - .";
+pub(crate) const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ - .";
 
 /// What is wrong with `s` as an InfluxDB measurement or tag (a profile's `kind`, a device's
 /// `tags`): the line protocol has no empty names, no way to write a newline or other control
@@ -942,167 +942,14 @@ fn compile_site(
         problems,
     );
 
-    let mut connections: Vec<Connection> = Vec::new();
-    let mut conn_index: HashMap<&str, usize> = HashMap::new();
-    for (i, c) in f.connections.iter().enumerate() {
-        let key = format!("connections[{i}]");
-        if !valid_id(&c.id) {
-            problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", c.id));
-        } else if conn_index.contains_key(c.id.as_str()) {
-            problems.add(
-                file,
-                format!("{key}.id"),
-                format!("duplicate connection id {:?}", c.id),
-            );
-        }
-        let address = |problems: &mut Problems| -> String {
-            match &c.address {
-                Some(a)
-                    // port 0: only for the simulator and the demo, which bind it themselves
-                    // (`propwatch run` refuses it: see `Site::unbound_connections`)
-                    if a.rsplit_once(':').is_some_and(|(h, p)| {
-                        !h.is_empty() && p.parse::<u16>().is_ok()
-                    }) =>
-                {
-                    a.clone()
-                }
-                Some(a) => {
-                    problems.add(
-                        file,
-                        format!("{key}.address"),
-                        format!("{a:?} is not host:port"),
-                    );
-                    String::new()
-                }
-                None => {
-                    problems.add(
-                        file,
-                        format!("{key}.address"),
-                        format!("transport {:?} needs address = \"host:port\"", c.transport),
-                    );
-                    String::new()
-                }
-            }
-        };
-        let transport = match c.transport.as_str() {
-            "tcp" => Transport::Tcp {
-                address: address(problems),
-            },
-            "rtu_over_tcp" => Transport::RtuOverTcp {
-                address: address(problems),
-            },
-            "rtu" => {
-                let parity = match c.parity.as_str() {
-                    "none" => Parity::None,
-                    "even" => Parity::Even,
-                    "odd" => Parity::Odd,
-                    other => {
-                        problems.add(
-                            file,
-                            format!("{key}.parity"),
-                            format!("{other:?} is not none, even or odd"),
-                        );
-                        Parity::None
-                    }
-                };
-                if !matches!(c.data_bits, 7 | 8) {
-                    problems.add(file, format!("{key}.data_bits"), "must be 7 or 8");
-                }
-                if !matches!(c.stop_bits, 1 | 2) {
-                    problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
-                }
-                let port = c.serial_port.clone().unwrap_or_else(|| {
-                    problems.add(
-                        file,
-                        format!("{key}.serial_port"),
-                        "transport \"rtu\" needs serial_port",
-                    );
-                    String::new()
-                });
-                Transport::Rtu(SerialSettings {
-                    port,
-                    baud_rate: c.baud_rate,
-                    parity,
-                    data_bits: c.data_bits,
-                    stop_bits: c.stop_bits,
-                })
-            }
-            other => {
-                problems.add(
-                    file,
-                    format!("{key}.transport"),
-                    format!("{other:?} is not tcp, rtu or rtu_over_tcp"),
-                );
-                Transport::Tcp {
-                    address: String::new(),
-                }
-            }
-        };
-        if c.baud_rate < 300 || c.baud_rate > 4_000_000 {
-            problems.add(
-                file,
-                format!("{key}.baud_rate"),
-                format!("{} is not a plausible baud rate", c.baud_rate),
-            );
-        }
-        if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
-            problems.add(file, format!("{key}.timeout_ms"), "must be 1..=60000");
-        }
-        if c.connect_timeout_ms == 0 || c.connect_timeout_ms > 60_000 {
-            problems.add(
-                file,
-                format!("{key}.connect_timeout_ms"),
-                "must be 1..=60000",
-            );
-        }
-        if c.retries > 5 {
-            problems.add(
-                file,
-                format!("{key}.retries"),
-                "more than 5 retries stalls a bus; use 0..=5",
-            );
-        }
-        if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
-            problems.add(
-                file,
-                format!("{key}.max_registers_per_read"),
-                "must be 1..=125",
-            );
-        }
-        if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
-            problems.add(file, format!("{key}.max_bits_per_read"), "must be 1..=2000");
-        }
-        conn_index.entry(c.id.as_str()).or_insert(connections.len());
-        connections.push(Connection {
-            id: c.id.clone(),
-            transport,
-            timeout: Duration::from_millis(c.timeout_ms),
-            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-            retries: c.retries,
-            inter_request_delay: Duration::from_millis(c.inter_request_delay_ms),
-            baud_rate: c.baud_rate,
-            reconnect_backoff_max: Duration::from_millis(c.reconnect_backoff_max_ms.max(100)),
-            device_backoff_max: Duration::from_millis(c.device_backoff_max_ms.max(100)),
-            limits: Limits {
-                max_registers: c.max_registers_per_read,
-                max_bits: c.max_bits_per_read,
-                max_gap_registers: c.max_gap_registers,
-                max_gap_bits: c.max_gap_bits,
-            },
-            devices: Vec::new(),
-        });
-    }
-
+    let mut modbus = crate::sources::modbus::config::Devices::new(file, &f.connections, problems);
+    let mut mqtt_devices = crate::sources::mqtt::config::Devices::new(f.mqtt.is_some());
     let mut rooms = Vec::new();
     let mut devices: Vec<Device> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
     let mut point_ids: HashMap<String, Vec<Arc<str>>> = HashMap::new();
-    let mut plans: HashMap<(String, Limits), Arc<[plan::Read]>> = HashMap::new();
     let mut room_ids: HashSet<&str> = HashSet::new();
     let mut device_ids: HashMap<&str, String> = HashMap::new();
-    let mut units_on_conn: HashMap<(usize, u8), String> = HashMap::new();
-    let mut topic_ids: HashMap<(String, String), String> = HashMap::new();
-    let mqtt_broker_declared = f.mqtt.as_ref();
     let mqtt = f.mqtt.as_ref().and_then(|m| {
         // port 0: the demo's embedded broker binds a port of its own (simulator::prebind)
         let embedded = f.simulator.embedded_mqtt_broker;
@@ -1182,95 +1029,12 @@ fn compile_site(
             }
             let is_mqtt = profile.as_ref().is_some_and(|p| p.mqtt.is_some());
             let topic_id = d.topic_id.clone().unwrap_or_else(|| d.id.clone());
-            let mut connection = None;
-            let mut unit_id = 0;
-            if is_mqtt {
-                if d.connection.is_some() {
-                    problems.add(
-                        file,
-                        format!("{key}.connection"),
-                        format!(
-                            "profile {:?} is an MQTT profile: no Modbus connection",
-                            d.profile
-                        ),
-                    );
-                }
-                if mqtt_broker_declared.is_none() {
-                    problems.add(
-                        file,
-                        format!("{key}.profile"),
-                        "an MQTT device needs the site's [mqtt] broker section",
-                    );
-                }
-                if topic_id.is_empty() || topic_id.contains(['/', '+', '#']) {
-                    problems.add(
-                        file,
-                        format!("{key}.topic_id"),
-                        format!("{topic_id:?} cannot stand as one topic level"),
-                    );
-                } else if d.enabled {
-                    if let Some(other) =
-                        topic_ids.insert((d.profile.clone(), topic_id.clone()), key.clone())
-                    {
-                        problems.add(file, format!("{key}.topic_id"), format!("topic id {topic_id:?} is already used by {other} with the same profile"));
-                    }
-                }
+            let modbus_at = if is_mqtt {
+                mqtt_devices.check(file, &key, d, &topic_id, problems);
+                None
             } else {
-                connection = match &d.connection {
-                    Some(c) => match conn_index.get(c.as_str()) {
-                        Some(&ci) => Some(ci),
-                        None => {
-                            problems.add(
-                                file,
-                                format!("{key}.connection"),
-                                format!("unknown connection {c:?}"),
-                            );
-                            None
-                        }
-                    },
-                    None => {
-                        problems.add(
-                            file,
-                            format!("{key}.connection"),
-                            "a Modbus device needs a connection",
-                        );
-                        None
-                    }
-                };
-                let unit_range = match connection.map(|ci| &connections[ci].transport) {
-                    Some(Transport::Tcp { .. }) => 0..=255,
-                    _ => 1..=247,
-                };
-                if !unit_range.contains(&d.unit_id) {
-                    problems.add(
-                        file,
-                        format!("{key}.unit_id"),
-                        format!(
-                            "unit id {} out of range {}..={} for this transport",
-                            d.unit_id,
-                            unit_range.start(),
-                            unit_range.end()
-                        ),
-                    );
-                }
-                unit_id = d.unit_id.clamp(0, 255) as u8;
-                if let Some(ci) = connection {
-                    if d.enabled {
-                        if let Some(other) = units_on_conn.get(&(ci, unit_id)) {
-                            problems.add(
-                                file,
-                                format!("{key}.unit_id"),
-                                format!(
-                                    "unit id {unit_id} is already used on connection {:?} by {other}",
-                                    connections[ci].id
-                                ),
-                            );
-                        } else {
-                            units_on_conn.insert((ci, unit_id), key.clone());
-                        }
-                    }
-                }
-            }
+                modbus.check(file, &key, d, problems)
+            };
             if d.poll_interval_ms < 50 || d.poll_interval_ms > 86_400_000 {
                 problems.add(
                     file,
@@ -1307,6 +1071,12 @@ fn compile_site(
                 continue;
             };
             let index = devices.len() as DeviceId;
+            let link = match modbus_at {
+                Some(at) => DeviceLink::Modbus(modbus.link(at, &profile, index)),
+                None if is_mqtt => DeviceLink::Mqtt,
+                // a Modbus device without its connection or unit id: reported above
+                None => continue,
+            };
             let first_point = points.len() as PointId;
             let ids = point_ids.entry(profile.id.clone()).or_insert_with(|| {
                 profile
@@ -1323,41 +1093,6 @@ fn compile_site(
                     id: id.clone(),
                 });
             }
-            let limits = connection
-                .map(|ci| connections[ci].limits)
-                .unwrap_or_default();
-            let limits = Limits {
-                max_registers: profile
-                    .max_registers_per_read
-                    .map_or(limits.max_registers, |m| m.min(limits.max_registers)),
-                max_bits: profile
-                    .max_bits_per_read
-                    .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
-                ..limits
-            };
-            // plan the Modbus points; `Read::points` index the profile's points. One plan per
-            // profile and limits, shared by its devices.
-            let reads = plans
-                .entry((profile.id.clone(), limits))
-                .or_insert_with(|| {
-                    let (point_of_span, spans): (Vec<usize>, Vec<Span>) = profile
-                        .points
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
-                        .unzip();
-                    let mut reads = plan::plan(&spans, &profile.blocks, &limits);
-                    for r in &mut reads {
-                        for p in &mut r.points {
-                            *p = point_of_span[*p];
-                        }
-                    }
-                    reads.into()
-                })
-                .clone();
-            if let Some(ci) = connection {
-                connections[ci].devices.push(index);
-            }
             devices.push(Device {
                 index,
                 id: d.id.clone(),
@@ -1365,14 +1100,12 @@ fn compile_site(
                 room: room_index,
                 point_count: profile.points.len() as u32,
                 profile,
-                connection,
-                unit_id,
+                link,
                 topic_id,
                 poll_interval: Duration::from_millis(d.poll_interval_ms.max(50)),
                 offline_after_failures: d.offline_after_failures.max(1),
                 tags: d.tags.clone(),
                 first_point,
-                reads,
             });
         }
     }
@@ -1433,7 +1166,7 @@ fn compile_site(
         http_tls,
         simulator_http_listen: simulator_http_listen?,
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
-        connections,
+        connections: modbus.into_connections(),
         mqtt,
         northbound,
         influx,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use crate::sources::modbus::config::ConnectionCfg;
+
 /// A site config file (`config/*.toml`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,97 +162,9 @@ fn default_sim_http_listen() -> String {
     "127.0.0.1:9781".to_string()
 }
 
-/// One Modbus connection: a TCP endpoint, an RS-485 serial bus, or a serial device server
-/// carrying RTU frames over TCP. One request at a time travels on a connection.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionCfg {
-    pub id: String,
-    /// `tcp`, `rtu` or `rtu_over_tcp`.
-    pub transport: String,
-    /// `host:port` for `tcp` and `rtu_over_tcp`.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// Serial device path for `rtu`, e.g. `/dev/ttyUSB0`.
-    #[serde(default)]
-    pub serial_port: Option<String>,
-    #[serde(default = "default_baud_rate")]
-    pub baud_rate: u32,
-    /// `none`, `even` or `odd`.
-    #[serde(default = "default_parity")]
-    pub parity: String,
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
-    /// Deadline for one request/response.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    /// Extra attempts for a read that timed out, for a device that was healthy until then.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Pause after each transaction, on top of the RTU 3.5-character silence (slow devices,
-    /// shared buses).
-    #[serde(default)]
-    pub inter_request_delay_ms: u64,
-    #[serde(default = "default_reconnect_backoff_max_ms")]
-    pub reconnect_backoff_max_ms: u64,
-    /// Longest pause between probes of a device that stopped answering: a device that comes
-    /// back is seen online within this (plus one poll).
-    #[serde(default = "default_device_backoff_max_ms")]
-    pub device_backoff_max_ms: u64,
-    /// Unused registers a coalesced read may span to join two points.
-    #[serde(default = "default_max_gap_registers")]
-    pub max_gap_registers: u16,
-    /// Unused coils/inputs a coalesced read may span to join two points.
-    #[serde(default = "default_max_gap_bits")]
-    pub max_gap_bits: u16,
-    #[serde(default = "default_max_registers_per_read")]
-    pub max_registers_per_read: u16,
-    #[serde(default = "default_max_bits_per_read")]
-    pub max_bits_per_read: u16,
-}
-
-fn default_baud_rate() -> u32 {
-    9600
-}
-fn default_parity() -> String {
-    "none".to_string()
-}
-fn default_data_bits() -> u8 {
-    8
-}
-fn default_stop_bits() -> u8 {
-    1
-}
-fn default_timeout_ms() -> u64 {
-    1000
-}
-fn default_connect_timeout_ms() -> u64 {
-    3000
-}
-fn default_retries() -> u32 {
-    1
-}
-fn default_reconnect_backoff_max_ms() -> u64 {
+/// The longest pause between reconnection attempts to a broker or a database.
+fn default_backoff_max_ms() -> u64 {
     30_000
-}
-fn default_device_backoff_max_ms() -> u64 {
-    15_000
-}
-fn default_max_gap_registers() -> u16 {
-    10
-}
-fn default_max_gap_bits() -> u16 {
-    64
-}
-fn default_max_registers_per_read() -> u16 {
-    125
-}
-fn default_max_bits_per_read() -> u16 {
-    2000
 }
 
 /// The MQTT broker the daemon subscribes to.
@@ -279,7 +193,7 @@ pub struct MqttCfg {
     /// Off by default: a persistent session keeps QoS 1 messages while the daemon is away.
     #[serde(default)]
     pub clean_session: bool,
-    #[serde(default = "default_reconnect_backoff_max_ms")]
+    #[serde(default = "default_backoff_max_ms")]
     pub reconnect_backoff_max_ms: u64,
     /// Larger payloads are rejected (counted as `oversize`).
     #[serde(default = "default_max_payload_bytes")]
@@ -348,7 +262,7 @@ pub struct InfluxCfg {
     pub batch_max_interval_ms: u64,
     #[serde(default = "default_influx_timeout_ms")]
     pub timeout_ms: u64,
-    #[serde(default = "default_reconnect_backoff_max_ms")]
+    #[serde(default = "default_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
     /// Where batches wait while the database is unreachable (relative to the site file).
     #[serde(default = "default_spool_dir")]

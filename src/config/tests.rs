@@ -109,6 +109,8 @@ fn a_valid_site_compiles() {
     let d = &site.devices[0];
     // one holding read (f32 at 0..2 + status word at 2) and one coil read
     let reads: Vec<_> = d
+        .modbus()
+        .unwrap()
         .reads
         .iter()
         .map(|r| (r.function, r.start, r.count))
@@ -269,7 +271,13 @@ fn shipped_configs_are_valid() {
     assert!(site.devices.len() >= 8);
     // the DTSU666 map: its blocks keep the energy register out of the voltage read
     let meter = site.device_by_id("meter-line-1").unwrap();
-    let reads: Vec<_> = meter.reads.iter().map(|r| (r.start, r.count)).collect();
+    let reads: Vec<_> = meter
+        .modbus()
+        .unwrap()
+        .reads
+        .iter()
+        .map(|r| (r.start, r.count))
+        .collect();
     assert_eq!(reads, vec![(0x2000, 0x46), (0x401E, 2)]);
 }
 

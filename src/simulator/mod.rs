@@ -123,23 +123,21 @@ impl Simulator {
         let mut devices = Vec::new();
         let mut by_unit = HashMap::new();
         for d in &site.devices {
-            if d.connection.is_none() && d.profile.mqtt.is_none() {
-                continue;
-            }
+            let modbus = d.modbus();
             let model = d
                 .profile
                 .sim_model
                 .clone()
                 .unwrap_or_else(|| "generic".to_string());
-            if let Some(conn) = d.connection {
-                by_unit.insert((conn, d.unit_id), devices.len());
+            if let Some(m) = modbus {
+                by_unit.insert((m.connection, m.unit_id), devices.len());
             }
             let mut dev = SimDevice {
                 id: d.id.clone(),
                 state: dynamics::ModelState::new(&model, &d.profile, devices.len()),
                 model,
-                unit_id: d.unit_id,
-                connection: d.connection,
+                unit_id: modbus.map_or(0, |m| m.unit_id),
+                connection: modbus.map(|m| m.connection),
                 profile: d.profile.clone(),
                 image: image::RegisterImage::default(),
                 json: serde_json::Value::Object(Default::default()),

@@ -3,12 +3,128 @@
 //! ([`ModbusAddr`]), with the checks of a Modbus profile's points. The site compiler
 //! (`config`) calls [`point_source`] for every point of a Modbus profile.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use super::codec::{ByteOrder, DataType};
-use super::plan::{Block, Function, Span};
-use crate::config::raw::{BlockCfg, PointCfg};
-use crate::config::{PointSource, Problems, ProfilePoint};
+use super::plan::{self, Block, Function, Limits, Read, Span};
+use crate::config::raw::{BlockCfg, DeviceCfg, PointCfg};
+use crate::config::{valid_id, PointSource, Problems, Profile, ProfilePoint, ID_RULE};
+use crate::model::DeviceId;
+
+/// One Modbus connection: a TCP endpoint, an RS-485 serial bus, or a serial device server
+/// carrying RTU frames over TCP. One request at a time travels on a connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionCfg {
+    pub id: String,
+    /// `tcp`, `rtu` or `rtu_over_tcp`.
+    pub transport: String,
+    /// `host:port` for `tcp` and `rtu_over_tcp`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Serial device path for `rtu`, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub serial_port: Option<String>,
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    /// `none`, `even` or `odd`.
+    #[serde(default = "default_parity")]
+    pub parity: String,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Deadline for one request/response.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Extra attempts for a read that timed out, for a device that was healthy until then.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Pause after each transaction, on top of the RTU 3.5-character silence (slow devices,
+    /// shared buses).
+    #[serde(default)]
+    pub inter_request_delay_ms: u64,
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+    /// Longest pause between probes of a device that stopped answering: a device that comes
+    /// back is seen online within this (plus one poll).
+    #[serde(default = "default_device_backoff_max_ms")]
+    pub device_backoff_max_ms: u64,
+    /// Unused registers a coalesced read may span to join two points.
+    #[serde(default = "default_max_gap_registers")]
+    pub max_gap_registers: u16,
+    /// Unused coils/inputs a coalesced read may span to join two points.
+    #[serde(default = "default_max_gap_bits")]
+    pub max_gap_bits: u16,
+    #[serde(default = "default_max_registers_per_read")]
+    pub max_registers_per_read: u16,
+    #[serde(default = "default_max_bits_per_read")]
+    pub max_bits_per_read: u16,
+}
+
+fn default_baud_rate() -> u32 {
+    9600
+}
+fn default_parity() -> String {
+    "none".to_string()
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_connect_timeout_ms() -> u64 {
+    3000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_reconnect_backoff_max_ms() -> u64 {
+    30_000
+}
+fn default_device_backoff_max_ms() -> u64 {
+    15_000
+}
+fn default_max_gap_registers() -> u16 {
+    10
+}
+fn default_max_gap_bits() -> u16 {
+    64
+}
+fn default_max_registers_per_read() -> u16 {
+    125
+}
+fn default_max_bits_per_read() -> u16 {
+    2000
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub transport: Transport,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub inter_request_delay: Duration,
+    /// Baud rate of the RS-485 line behind the connection, for the 3.5-character silence
+    /// (serial settings for `rtu`, the configured `baud_rate` for `rtu_over_tcp`).
+    pub baud_rate: u32,
+    pub reconnect_backoff_max: Duration,
+    pub device_backoff_max: Duration,
+    pub limits: Limits,
+    pub devices: Vec<DeviceId>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
@@ -288,4 +404,320 @@ pub(crate) fn blocks(file: &Path, cfgs: &[BlockCfg], problems: &mut Problems) ->
         blocks.push(block);
     }
     blocks
+}
+
+/// The site's `[[connections]]`: each checked (transport and its settings, timeouts, retries,
+/// read limits), and an index by id for the devices that name one. Problems are reported at
+/// `connections[i].<key>`; a connection with problems is still returned, so that its devices
+/// are checked too.
+pub(crate) fn compile_connections<'a>(
+    file: &Path,
+    cfgs: &'a [ConnectionCfg],
+    problems: &mut Problems,
+) -> (Vec<Connection>, HashMap<&'a str, usize>) {
+    let mut connections: Vec<Connection> = Vec::new();
+    let mut conn_index: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in cfgs.iter().enumerate() {
+        let key = format!("connections[{i}]");
+        if !valid_id(&c.id) {
+            problems.add(file, format!("{key}.id"), format!("{:?} {ID_RULE}", c.id));
+        } else if conn_index.contains_key(c.id.as_str()) {
+            problems.add(
+                file,
+                format!("{key}.id"),
+                format!("duplicate connection id {:?}", c.id),
+            );
+        }
+        let address = |problems: &mut Problems| -> String {
+            match &c.address {
+                Some(a)
+                    // port 0: only for the simulator and the demo, which bind it themselves
+                    // (`propwatch run` refuses it: see `Site::unbound_connections`)
+                    if a.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok()
+                    }) =>
+                {
+                    a.clone()
+                }
+                Some(a) => {
+                    problems.add(
+                        file,
+                        format!("{key}.address"),
+                        format!("{a:?} is not host:port"),
+                    );
+                    String::new()
+                }
+                None => {
+                    problems.add(
+                        file,
+                        format!("{key}.address"),
+                        format!("transport {:?} needs address = \"host:port\"", c.transport),
+                    );
+                    String::new()
+                }
+            }
+        };
+        let transport = match c.transport.as_str() {
+            "tcp" => Transport::Tcp {
+                address: address(problems),
+            },
+            "rtu_over_tcp" => Transport::RtuOverTcp {
+                address: address(problems),
+            },
+            "rtu" => {
+                let parity = match c.parity.as_str() {
+                    "none" => Parity::None,
+                    "even" => Parity::Even,
+                    "odd" => Parity::Odd,
+                    other => {
+                        problems.add(
+                            file,
+                            format!("{key}.parity"),
+                            format!("{other:?} is not none, even or odd"),
+                        );
+                        Parity::None
+                    }
+                };
+                if !matches!(c.data_bits, 7 | 8) {
+                    problems.add(file, format!("{key}.data_bits"), "must be 7 or 8");
+                }
+                if !matches!(c.stop_bits, 1 | 2) {
+                    problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
+                }
+                let port = c.serial_port.clone().unwrap_or_else(|| {
+                    problems.add(
+                        file,
+                        format!("{key}.serial_port"),
+                        "transport \"rtu\" needs serial_port",
+                    );
+                    String::new()
+                });
+                Transport::Rtu(SerialSettings {
+                    port,
+                    baud_rate: c.baud_rate,
+                    parity,
+                    data_bits: c.data_bits,
+                    stop_bits: c.stop_bits,
+                })
+            }
+            other => {
+                problems.add(
+                    file,
+                    format!("{key}.transport"),
+                    format!("{other:?} is not tcp, rtu or rtu_over_tcp"),
+                );
+                Transport::Tcp {
+                    address: String::new(),
+                }
+            }
+        };
+        if c.baud_rate < 300 || c.baud_rate > 4_000_000 {
+            problems.add(
+                file,
+                format!("{key}.baud_rate"),
+                format!("{} is not a plausible baud rate", c.baud_rate),
+            );
+        }
+        if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
+            problems.add(file, format!("{key}.timeout_ms"), "must be 1..=60000");
+        }
+        if c.connect_timeout_ms == 0 || c.connect_timeout_ms > 60_000 {
+            problems.add(
+                file,
+                format!("{key}.connect_timeout_ms"),
+                "must be 1..=60000",
+            );
+        }
+        if c.retries > 5 {
+            problems.add(
+                file,
+                format!("{key}.retries"),
+                "more than 5 retries stalls a bus; use 0..=5",
+            );
+        }
+        if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
+            problems.add(
+                file,
+                format!("{key}.max_registers_per_read"),
+                "must be 1..=125",
+            );
+        }
+        if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
+            problems.add(file, format!("{key}.max_bits_per_read"), "must be 1..=2000");
+        }
+        conn_index.entry(c.id.as_str()).or_insert(connections.len());
+        connections.push(Connection {
+            id: c.id.clone(),
+            transport,
+            timeout: Duration::from_millis(c.timeout_ms),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            retries: c.retries,
+            inter_request_delay: Duration::from_millis(c.inter_request_delay_ms),
+            baud_rate: c.baud_rate,
+            reconnect_backoff_max: Duration::from_millis(c.reconnect_backoff_max_ms.max(100)),
+            device_backoff_max: Duration::from_millis(c.device_backoff_max_ms.max(100)),
+            limits: Limits {
+                max_registers: c.max_registers_per_read,
+                max_bits: c.max_bits_per_read,
+                max_gap_registers: c.max_gap_registers,
+                max_gap_bits: c.max_gap_bits,
+            },
+            devices: Vec::new(),
+        });
+    }
+    (connections, conn_index)
+}
+
+/// What a Modbus device adds to a device: where it hangs and what is read from it.
+#[derive(Debug, Clone)]
+pub struct ModbusDevice {
+    /// Index in `Site::connections`.
+    pub connection: usize,
+    pub unit_id: u8,
+    /// The coalesced reads; `Read::points` index the profile's points. Shared by the devices
+    /// of one profile on connections with the same limits.
+    pub reads: Arc<[Read]>,
+}
+
+/// The Modbus side of the site's devices, while the site compiles: the connections, the
+/// unit ids taken on each and the read plans made so far.
+pub(crate) struct Devices<'a> {
+    connections: Vec<Connection>,
+    index: HashMap<&'a str, usize>,
+    units: HashMap<(usize, u8), String>,
+    plans: HashMap<(String, Limits), Arc<[Read]>>,
+}
+
+impl<'a> Devices<'a> {
+    pub(crate) fn new(file: &Path, cfgs: &'a [ConnectionCfg], problems: &mut Problems) -> Self {
+        let (connections, index) = compile_connections(file, cfgs, problems);
+        Devices {
+            connections,
+            index,
+            units: HashMap::new(),
+            plans: HashMap::new(),
+        }
+    }
+
+    /// Check a Modbus device's connection and unit id (problems at `key`): its connection
+    /// index and unit id, or None when either is wrong. A disabled device is checked but
+    /// takes no unit id.
+    pub(crate) fn check(
+        &mut self,
+        file: &Path,
+        key: &str,
+        d: &DeviceCfg,
+        problems: &mut Problems,
+    ) -> Option<(usize, u8)> {
+        let connection = match &d.connection {
+            Some(c) => match self.index.get(c.as_str()) {
+                Some(&ci) => Some(ci),
+                None => {
+                    problems.add(
+                        file,
+                        format!("{key}.connection"),
+                        format!("unknown connection {c:?}"),
+                    );
+                    None
+                }
+            },
+            None => {
+                problems.add(
+                    file,
+                    format!("{key}.connection"),
+                    "a Modbus device needs a connection",
+                );
+                None
+            }
+        };
+        let unit_range = match connection.map(|ci| &self.connections[ci].transport) {
+            Some(Transport::Tcp { .. }) => 0..=255,
+            _ => 1..=247,
+        };
+        let mut unit_ok = true;
+        if !unit_range.contains(&d.unit_id) {
+            unit_ok = false;
+            problems.add(
+                file,
+                format!("{key}.unit_id"),
+                format!(
+                    "unit id {} out of range {}..={} for this transport",
+                    d.unit_id,
+                    unit_range.start(),
+                    unit_range.end()
+                ),
+            );
+        }
+        let unit_id = d.unit_id.clamp(0, 255) as u8;
+        let ci = connection?;
+        if d.enabled {
+            if let Some(other) = self.units.get(&(ci, unit_id)) {
+                problems.add(
+                    file,
+                    format!("{key}.unit_id"),
+                    format!(
+                        "unit id {unit_id} is already used on connection {:?} by {other}",
+                        self.connections[ci].id
+                    ),
+                );
+                unit_ok = false;
+            } else {
+                self.units.insert((ci, unit_id), key.to_string());
+            }
+        }
+        unit_ok.then_some((ci, unit_id))
+    }
+
+    /// The Modbus part of device `index` of `profile`, checked by [`Devices::check`]: its
+    /// reads planned within the connection's and the profile's limits (one plan per profile
+    /// and limits), and the device listed on its connection.
+    pub(crate) fn link(
+        &mut self,
+        (connection, unit_id): (usize, u8),
+        profile: &Profile,
+        index: DeviceId,
+    ) -> ModbusDevice {
+        let limits = self.connections[connection].limits;
+        let limits = Limits {
+            max_registers: profile
+                .max_registers_per_read
+                .map_or(limits.max_registers, |m| m.min(limits.max_registers)),
+            max_bits: profile
+                .max_bits_per_read
+                .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
+            ..limits
+        };
+        let reads = self
+            .plans
+            .entry((profile.id.clone(), limits))
+            .or_insert_with(|| plan_profile(profile, &limits))
+            .clone();
+        self.connections[connection].devices.push(index);
+        ModbusDevice {
+            connection,
+            unit_id,
+            reads,
+        }
+    }
+
+    pub(crate) fn into_connections(self) -> Vec<Connection> {
+        self.connections
+    }
+}
+
+/// The reads of one profile within `limits`; `Read::points` index the profile's points.
+fn plan_profile(profile: &Profile, limits: &Limits) -> Arc<[Read]> {
+    let (point_of_span, spans): (Vec<usize>, Vec<Span>) = profile
+        .points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
+        .unzip();
+    let mut reads = plan::plan(&spans, &profile.blocks, limits);
+    for r in &mut reads {
+        for p in &mut r.points {
+            *p = point_of_span[*p];
+        }
+    }
+    reads.into()
 }

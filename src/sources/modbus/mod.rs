@@ -244,7 +244,7 @@ impl ConnectionPoller {
                     slot.next_due = next;
                     if slot.online != Some(true) {
                         slot.online = Some(true);
-                        info!(device = %device.id, unit_id = device.unit_id, "device online");
+                        info!(device = %device.id, unit_id = unit_of(device), "device online");
                         self.status(device.index, true, None).await;
                     }
                 }
@@ -266,7 +266,7 @@ impl ConnectionPoller {
                         slot.next_due = now + backoff;
                         if slot.online != Some(false) {
                             slot.online = Some(false);
-                            warn!(device = %device.id, unit_id = device.unit_id, %reason, failures = slot.consecutive_failures, "device offline");
+                            warn!(device = %device.id, unit_id = unit_of(device), %reason, failures = slot.consecutive_failures, "device offline");
                             self.status(device.index, false, Some(reason)).await;
                         }
                     } else {
@@ -356,9 +356,13 @@ impl ConnectionPoller {
         shutdown: &CancellationToken,
     ) -> PollOutcome {
         let conn_id = self.site.connections[self.conn].id.clone();
+        // a connection lists only Modbus devices (config::compile_site)
+        let Some(modbus) = device.modbus() else {
+            return PollOutcome::Failed("not a Modbus device".to_string());
+        };
         if let Err(reason) = self.ensure_connected().await {
             // no request went out: the failed connect is in propwatch_modbus_connects_total
-            self.send_bad(device, &device.reads.iter().collect::<Vec<_>>())
+            self.send_bad(device, &modbus.reads.iter().collect::<Vec<_>>())
                 .await;
             return PollOutcome::Failed(reason);
         }
@@ -370,7 +374,7 @@ impl ConnectionPoller {
         let mut answered = false;
         let mut failure: Option<String> = None;
         let mut samples = Vec::with_capacity(device.point_count as usize);
-        for (ri, read) in device.reads.iter().enumerate() {
+        for (ri, read) in modbus.reads.iter().enumerate() {
             let mut attempt = 0;
             let result = loop {
                 attempt += 1;
@@ -382,7 +386,7 @@ impl ConnectionPoller {
                 }
                 self.frame_gap().await;
                 let result = self
-                    .transact(device, read.function, read.start, read.count)
+                    .transact(modbus.unit_id, read.function, read.start, read.count)
                     .await;
                 self.last_frame = Some(Instant::now());
                 match result {
@@ -462,7 +466,7 @@ impl ConnectionPoller {
                     failure = Some(format!("{class}: {message}"));
                     // A device that does not answer one read will not answer the next:
                     // give up on this poll so the rest of the bus keeps its rate.
-                    let rest: Vec<_> = device.reads[ri..].iter().collect();
+                    let rest: Vec<_> = modbus.reads[ri..].iter().collect();
                     for r in &rest {
                         samples.extend(
                             r.points
@@ -515,14 +519,14 @@ impl ConnectionPoller {
     #[allow(clippy::type_complexity)]
     async fn transact(
         &mut self,
-        device: &Device,
+        unit_id: u8,
         function: Function,
         start: u16,
         count: u16,
     ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, (&'static str, String)> {
         let deadline = self.site.connections[self.conn].timeout;
         let ctx = self.ctx.as_mut().expect("connected before transact");
-        ctx.set_slave(Slave(device.unit_id));
+        ctx.set_slave(Slave(unit_id));
         let started = Instant::now();
         // `Client::call` rather than the `Reader` helpers: those debug-assert the reply length
         // and would panic the bus task on a device that answers with the wrong count.
@@ -570,6 +574,11 @@ pub fn rtu_silence(conn: &Connection) -> Duration {
     } else {
         Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(baud.max(1)))
     }
+}
+
+/// A device's Modbus unit id, for the log.
+fn unit_of(device: &Device) -> Option<u8> {
+    device.modbus().map(|m| m.unit_id)
 }
 
 #[cfg(test)]

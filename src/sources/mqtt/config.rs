@@ -2,10 +2,10 @@
 //! of value ([`JsonKind`]). The site compiler (`config`) calls [`point_source`] for every
 //! point of an MQTT profile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::config::raw::PointCfg;
+use crate::config::raw::{DeviceCfg, PointCfg};
 use crate::config::{PointSource, Problems};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,4 +75,70 @@ pub(crate) fn point_source(
         }
     };
     (problems.list.len() == before).then_some(PointSource::Json { pointer, kind })
+}
+
+/// The MQTT side of the site's devices, while the site compiles: whether the site has a
+/// broker, and the topic ids taken per profile.
+pub(crate) struct Devices {
+    broker_declared: bool,
+    topic_ids: HashMap<(String, String), String>,
+}
+
+impl Devices {
+    pub(crate) fn new(broker_declared: bool) -> Self {
+        Devices {
+            broker_declared,
+            topic_ids: HashMap::new(),
+        }
+    }
+
+    /// Check an MQTT device (problems at `key`): no Modbus connection, a broker on the site,
+    /// a `topic_id` that stands as one topic level and is unique among the enabled devices
+    /// of its profile.
+    pub(crate) fn check(
+        &mut self,
+        file: &Path,
+        key: &str,
+        d: &DeviceCfg,
+        topic_id: &str,
+        problems: &mut Problems,
+    ) {
+        if d.connection.is_some() {
+            problems.add(
+                file,
+                format!("{key}.connection"),
+                format!(
+                    "profile {:?} is an MQTT profile: no Modbus connection",
+                    d.profile
+                ),
+            );
+        }
+        if !self.broker_declared {
+            problems.add(
+                file,
+                format!("{key}.profile"),
+                "an MQTT device needs the site's [mqtt] broker section",
+            );
+        }
+        if topic_id.is_empty() || topic_id.contains(['/', '+', '#']) {
+            problems.add(
+                file,
+                format!("{key}.topic_id"),
+                format!("{topic_id:?} cannot stand as one topic level"),
+            );
+        } else if d.enabled {
+            if let Some(other) = self
+                .topic_ids
+                .insert((d.profile.clone(), topic_id.to_string()), key.to_string())
+            {
+                problems.add(
+                    file,
+                    format!("{key}.topic_id"),
+                    format!(
+                        "topic id {topic_id:?} is already used by {other} with the same profile"
+                    ),
+                );
+            }
+        }
+    }
 }
