@@ -902,33 +902,7 @@ fn compile_site(
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
     let http_tokens = compile_tokens(file, &f.http.tokens, http_listen, problems);
-    let audit_key = if f.audit.key_file.is_some() || f.audit.key_env.is_some() {
-        let k = resolve_secret(
-            file,
-            "audit.key",
-            f.audit.key_env.as_deref(),
-            f.audit.key_file.as_deref(),
-            problems,
-        );
-        if k.as_ref().is_some_and(|k| k.trim().len() < 16) {
-            problems.add(
-                file,
-                "audit.key_file",
-                "an audit key needs at least 16 characters",
-            );
-        }
-        k.map(|k| k.trim().to_string())
-    } else {
-        None
-    };
-    if f.audit.keep_days == Some(0) {
-        problems.add(
-            file,
-            "audit.keep_days",
-            "must be at least 1 (leave it out to keep every entry)",
-        );
-    }
-    let audit_keep_days = f.audit.keep_days.filter(|d| *d > 0);
+    let (audit_key, audit_keep_days) = compile_audit(file, &f.audit, problems);
     let http_tls = tls::compile_http_tls(
         file,
         f.http.tls_cert_file.as_deref(),
@@ -943,13 +917,6 @@ fn compile_site(
     );
 
     let mut modbus = crate::sources::modbus::config::Devices::new(file, &f.connections, problems);
-    let mut mqtt_devices = crate::sources::mqtt::config::Devices::new(f.mqtt.is_some());
-    let mut rooms = Vec::new();
-    let mut devices: Vec<Device> = Vec::new();
-    let mut points: Vec<Point> = Vec::new();
-    let mut point_ids: HashMap<String, Vec<Arc<str>>> = HashMap::new();
-    let mut room_ids: HashSet<&str> = HashSet::new();
-    let mut device_ids: HashMap<&str, String> = HashMap::new();
     let mqtt = f.mqtt.as_ref().and_then(|m| {
         // port 0: the demo's embedded broker binds a port of its own (simulator::prebind)
         let embedded = f.simulator.embedded_mqtt_broker;
@@ -970,6 +937,125 @@ fn compile_site(
         .northbound
         .as_ref()
         .and_then(|n| mqtt::compile_northbound(file, &f.site.id, n, problems));
+    let (rooms, devices, points) = compile_rooms(file, &f, profiles, &mut modbus, problems);
+    let alarms = if problems.list.len() > before {
+        None
+    } else {
+        alarms::compile(
+            alarms::SiteAlarmInput {
+                file,
+                cfg: &f.alarms,
+                rules: &f.rules,
+                overrides: &f.rule_overrides,
+                dependencies: &f.dependencies,
+                plans_dir_override: None,
+                has_influx: f.influx.is_some(),
+            },
+            &rooms,
+            &devices,
+            profiles,
+            problems,
+        )
+    };
+    let notify = alarms.as_ref().and_then(|a| {
+        notify::compile(
+            notify::NotifyInput {
+                file,
+                notify: f.notify.as_ref(),
+                channels: &f.channels,
+                roster: f.roster.as_ref(),
+                plans: &a.plans,
+                utc_offset_seconds: a.settings.utc_offset_seconds,
+            },
+            problems,
+        )
+    });
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Site {
+        notify,
+        alarms: alarms?,
+        id: f.site.id.clone(),
+        name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),
+        source_file: file.to_path_buf(),
+        http_listen: http_listen?,
+        http_tokens,
+        audit_key,
+        audit_keep_days,
+        http_allowed_hosts: f
+            .http
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        http_tls,
+        simulator_http_listen: simulator_http_listen?,
+        simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
+        connections: modbus.into_connections(),
+        mqtt,
+        northbound,
+        influx,
+        rooms,
+        devices,
+        points,
+        profiles: profiles.clone(),
+    })
+}
+
+/// `[audit]`: the chain's key (at least 16 characters) and how many days of entries to keep.
+fn compile_audit(
+    file: &Path,
+    audit: &raw::AuditSection,
+    problems: &mut Problems,
+) -> (Option<String>, Option<u32>) {
+    let audit_key = if audit.key_file.is_some() || audit.key_env.is_some() {
+        let k = resolve_secret(
+            file,
+            "audit.key",
+            audit.key_env.as_deref(),
+            audit.key_file.as_deref(),
+            problems,
+        );
+        if k.as_ref().is_some_and(|k| k.trim().len() < 16) {
+            problems.add(
+                file,
+                "audit.key_file",
+                "an audit key needs at least 16 characters",
+            );
+        }
+        k.map(|k| k.trim().to_string())
+    } else {
+        None
+    };
+    if audit.keep_days == Some(0) {
+        problems.add(
+            file,
+            "audit.keep_days",
+            "must be at least 1 (leave it out to keep every entry)",
+        );
+    }
+    let audit_keep_days = audit.keep_days.filter(|d| *d > 0);
+    (audit_key, audit_keep_days)
+}
+
+/// `[[rooms]]` and their devices: ids, kinds, each device's profile, its source's part
+/// (`sources::<protocol>::config`), settings and tags; then the enabled devices with their
+/// points, in file order.
+fn compile_rooms(
+    file: &Path,
+    f: &raw::SiteFile,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    modbus: &mut crate::sources::modbus::config::Devices<'_>,
+    problems: &mut Problems,
+) -> (Vec<Room>, Vec<Device>, Vec<Point>) {
+    let mut mqtt_devices = crate::sources::mqtt::config::Devices::new(f.mqtt.is_some());
+    let mut rooms = Vec::new();
+    let mut devices: Vec<Device> = Vec::new();
+    let mut points: Vec<Point> = Vec::new();
+    let mut point_ids: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+    let mut room_ids: HashSet<&str> = HashSet::new();
+    let mut device_ids: HashMap<&str, String> = HashMap::new();
     const ROOM_KINDS: [&str; 5] = [
         "pump_room",
         "distribution_room",
@@ -1035,38 +1121,7 @@ fn compile_site(
             } else {
                 modbus.check(file, &key, d, problems)
             };
-            if d.poll_interval_ms < 50 || d.poll_interval_ms > 86_400_000 {
-                problems.add(
-                    file,
-                    format!("{key}.poll_interval_ms"),
-                    "must be 50..=86400000",
-                );
-            }
-            if d.offline_after_failures == 0 {
-                problems.add(
-                    file,
-                    format!("{key}.offline_after_failures"),
-                    "must be at least 1",
-                );
-            }
-            for (k, v) in &d.tags {
-                if ["device", "profile", "room", "site"].contains(&k.as_str()) {
-                    problems.add(
-                        file,
-                        format!("{key}.tags.{k}"),
-                        format!("{k:?} is a tag propwatch sets itself"),
-                    );
-                }
-                for (what, text) in [("key", k), ("value", v)] {
-                    if let Some(why) = influx_name_problem(text) {
-                        problems.add(
-                            file,
-                            format!("{key}.tags.{k}"),
-                            format!("the tag {what} {text:?} {why}"),
-                        );
-                    }
-                }
-            }
+            check_device_settings(file, &key, d, problems);
             let (Some(profile), true) = (profile, d.enabled) else {
                 continue;
             };
@@ -1112,69 +1167,44 @@ fn compile_site(
     // kept for the daemon's life: no spare capacity (1.4 MB at 100,000 points)
     points.shrink_to_fit();
     devices.shrink_to_fit();
-    let alarms = if problems.list.len() > before {
-        None
-    } else {
-        alarms::compile(
-            alarms::SiteAlarmInput {
-                file,
-                cfg: &f.alarms,
-                rules: &f.rules,
-                overrides: &f.rule_overrides,
-                dependencies: &f.dependencies,
-                plans_dir_override: None,
-                has_influx: f.influx.is_some(),
-            },
-            &rooms,
-            &devices,
-            profiles,
-            problems,
-        )
-    };
-    let notify = alarms.as_ref().and_then(|a| {
-        notify::compile(
-            notify::NotifyInput {
-                file,
-                notify: f.notify.as_ref(),
-                channels: &f.channels,
-                roster: f.roster.as_ref(),
-                plans: &a.plans,
-                utc_offset_seconds: a.settings.utc_offset_seconds,
-            },
-            problems,
-        )
-    });
-    if problems.list.len() > before {
-        return None;
+    (rooms, devices, points)
+}
+
+/// A device's poll interval, offline threshold and tags (no tag propwatch sets itself, each
+/// key and value usable in InfluxDB).
+fn check_device_settings(file: &Path, key: &str, d: &raw::DeviceCfg, problems: &mut Problems) {
+    if d.poll_interval_ms < 50 || d.poll_interval_ms > 86_400_000 {
+        problems.add(
+            file,
+            format!("{key}.poll_interval_ms"),
+            "must be 50..=86400000",
+        );
     }
-    Some(Site {
-        notify,
-        alarms: alarms?,
-        id: f.site.id.clone(),
-        name: f.site.name.clone().unwrap_or_else(|| f.site.id.clone()),
-        source_file: file.to_path_buf(),
-        http_listen: http_listen?,
-        http_tokens,
-        audit_key,
-        audit_keep_days,
-        http_allowed_hosts: f
-            .http
-            .allowed_hosts
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .collect(),
-        http_tls,
-        simulator_http_listen: simulator_http_listen?,
-        simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
-        connections: modbus.into_connections(),
-        mqtt,
-        northbound,
-        influx,
-        rooms,
-        devices,
-        points,
-        profiles: profiles.clone(),
-    })
+    if d.offline_after_failures == 0 {
+        problems.add(
+            file,
+            format!("{key}.offline_after_failures"),
+            "must be at least 1",
+        );
+    }
+    for (k, v) in &d.tags {
+        if ["device", "profile", "room", "site"].contains(&k.as_str()) {
+            problems.add(
+                file,
+                format!("{key}.tags.{k}"),
+                format!("{k:?} is a tag propwatch sets itself"),
+            );
+        }
+        for (what, text) in [("key", k), ("value", v)] {
+            if let Some(why) = influx_name_problem(text) {
+                problems.add(
+                    file,
+                    format!("{key}.tags.{k}"),
+                    format!("the tag {what} {text:?} {why}"),
+                );
+            }
+        }
+    }
 }
 
 fn parse_listen(

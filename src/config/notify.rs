@@ -500,6 +500,41 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
     }
     let default_cfg = NotifyCfg::default();
     let n = input.notify.unwrap_or(&default_cfg);
+    let settings = compile_settings(file, n, problems);
+    let channels = compile_channels(file, input.channels, &settings, problems);
+    let default_roster = RosterCfg::default();
+    let r = input.roster.unwrap_or(&default_roster);
+    let people = compile_people(file, r, problems);
+    let mut refs = Refs {
+        file,
+        people: &people,
+        channels: &channels,
+        roles: &[],
+        unknown_roles: Default::default(),
+    };
+    let roles = compile_roles(&refs, r, problems);
+    refs.roles = &roles;
+    let overrides = compile_overrides(&refs, r, problems);
+    let escalations = compile_escalations(&refs, n, input.plans, problems);
+    refs.report_unknown_roles(problems);
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Notify {
+        settings,
+        channels,
+        roster: Roster {
+            people,
+            roles,
+            overrides,
+            utc_offset_seconds: input.utc_offset_seconds,
+        },
+        escalations,
+    })
+}
+
+/// `[notify]`'s settings: language, public URL, link secret, grouping, retries, expiry.
+fn compile_settings(file: &Path, n: &NotifyCfg, problems: &mut Problems) -> NotifySettings {
     let dur = |key: &str, v: &str, p: &mut Problems| parse_duration(file, key, v, p);
     let language = parse_language(file, "notify.language", &n.language, problems);
     if let Some(u) = &n.public_url {
@@ -539,18 +574,11 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
         expire: dur("notify.expire", &n.expire, problems).unwrap_or_default(),
     };
 
-    let channels = compile_channels(file, input.channels, &settings, problems);
-    let channel_ix = |id: &str| channels.iter().position(|c| c.id == id);
-    let people_channels: Vec<usize> = channels
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.kind.is_alerts())
-        .map(|(i, _)| i)
-        .collect();
+    settings
+}
 
-    // roster
-    let default_roster = RosterCfg::default();
-    let r = input.roster.unwrap_or(&default_roster);
+/// `[[roster.people]]`: ids, phone numbers and mail addresses.
+fn compile_people(file: &Path, r: &RosterCfg, problems: &mut Problems) -> Vec<Person> {
     let mut people = Vec::new();
     for (i, p) in r.people.iter().enumerate() {
         if !valid_id(&p.id) {
@@ -596,13 +624,28 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             email: p.email.clone(),
         });
     }
-    let person_ix = |key: &str, ids: &[String], problems: &mut Problems| -> Vec<usize> {
+    people
+}
+
+/// What roles, shifts, overrides and escalations name, while they compile: people,
+/// channels and (once compiled) roles, by id.
+struct Refs<'a> {
+    file: &'a Path,
+    people: &'a [Person],
+    channels: &'a [Channel],
+    roles: &'a [Role],
+    /// An unknown role is reported once, with everything that needs it.
+    unknown_roles: std::cell::RefCell<BTreeMap<String, Vec<String>>>,
+}
+
+impl Refs<'_> {
+    fn people(&self, key: &str, ids: &[String], problems: &mut Problems) -> Vec<usize> {
         ids.iter()
             .filter_map(|id| {
-                let ix = people.iter().position(|p| &p.id == id);
+                let ix = self.people.iter().position(|p| &p.id == id);
                 if ix.is_none() {
                     problems.add(
-                        file,
+                        self.file,
                         key,
                         format!("unknown person {id:?} (define it in [[roster.people]])"),
                     );
@@ -610,16 +653,18 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 ix
             })
             .collect()
-    };
-    let channel_list = |key: &str, ids: &[String], problems: &mut Problems| -> Vec<usize> {
+    }
+
+    /// Channels that carry people's messages (not an alertmanager channel).
+    fn channels(&self, key: &str, ids: &[String], problems: &mut Problems) -> Vec<usize> {
         ids.iter()
             .filter_map(|id| {
-                let ix = channel_ix(id);
+                let ix = self.channels.iter().position(|c| &c.id == id);
                 match ix {
-                    None => problems.add(file, key, format!("unknown channel {id:?}")),
-                    Some(ix) if channels[ix].kind.is_alerts() => {
+                    None => problems.add(self.file, key, format!("unknown channel {id:?}")),
+                    Some(ix) if self.channels[ix].kind.is_alerts() => {
                         problems.add(
-                            file,
+                            self.file,
                             key,
                             format!("{id:?} is an alertmanager channel: it gets every incident, not people's messages"),
                         );
@@ -629,7 +674,60 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 ix
             })
             .collect()
-    };
+    }
+
+    /// Every channel that carries people's messages: a role's default.
+    fn people_channels(&self) -> Vec<usize> {
+        self.channels
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.kind.is_alerts())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Roles by id; an unknown one is noted for [`Refs::report_unknown_roles`].
+    fn roles(&self, key: &str, ids: &[String]) -> Vec<usize> {
+        ids.iter()
+            .filter_map(|id| {
+                let ix = self.roles.iter().position(|r| &r.id == id);
+                if ix.is_none() {
+                    let where_ = key.split(".steps[").next().unwrap_or(key);
+                    let where_ = where_.split(".reminders.").next().unwrap_or(where_);
+                    let mut u = self.unknown_roles.borrow_mut();
+                    let list = u.entry(id.clone()).or_default();
+                    if !list.iter().any(|w| w == where_) {
+                        list.push(where_.to_string());
+                    }
+                }
+                ix
+            })
+            .collect()
+    }
+
+    fn report_unknown_roles(&self, problems: &mut Problems) {
+        for (role, used_by) in self.unknown_roles.borrow().iter() {
+            let shown: Vec<&str> = used_by.iter().take(4).map(String::as_str).collect();
+            let more = if used_by.len() > 4 {
+                format!(" and {} more", used_by.len() - 4)
+            } else {
+                String::new()
+            };
+            problems.add(
+                self.file,
+                "roster.roles",
+                format!(
+                    "unknown role {role:?}, needed by {}{more}: define it in [[roster.roles]] (it may have no people), or give those plans an escalation of your own ([notify.escalations.<plan>])",
+                    shown.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// `[[roster.roles]]` and their shifts.
+fn compile_roles(refs: &Refs<'_>, r: &RosterCfg, problems: &mut Problems) -> Vec<Role> {
+    let file = refs.file;
     let mut roles: Vec<Role> = Vec::new();
     for (i, c) in r.roles.iter().enumerate() {
         let k = |s: &str| format!("roster.roles[{i}].{s}");
@@ -650,89 +748,86 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             }),
             None => parse_date("2024-01-01").unwrap_or(0),
         };
-        let mut shifts = Vec::new();
-        for (j, s) in c.shifts.iter().enumerate() {
-            let ks = |x: &str| format!("roster.roles[{i}].shifts[{j}].{x}");
-            let start = parse_hm(&s.start).unwrap_or_else(|| {
-                problems.add(file, ks("start"), format!("{:?} is not HH:MM", s.start));
-                0
-            });
-            let end = parse_hm(&s.end).unwrap_or_else(|| {
-                problems.add(file, ks("end"), format!("{:?} is not HH:MM", s.end));
-                0
-            });
-            let days = if s.days.is_empty() {
-                (0..7).collect()
-            } else {
-                s.days
-                    .iter()
-                    .filter_map(|d| {
-                        let ix = WEEKDAYS
-                            .iter()
-                            .position(|w| w == &d.to_lowercase().as_str());
-                        if ix.is_none() {
-                            problems.add(file, ks("days"), format!("{d:?}: mon, tue, ... sun"));
-                        }
-                        ix.map(|x| x as u32)
-                    })
-                    .collect()
-            };
-            if s.people.is_empty() {
-                problems.add(file, ks("people"), "a shift needs at least one person");
-            }
-            shifts.push(Shift {
-                name: s.name.clone(),
-                start,
-                end,
-                days,
-                people: person_ix(&ks("people"), &s.people, problems),
-                rotate: parse_rotate(file, &ks("rotate"), &s.rotate, problems),
-            });
-        }
+        let shifts = c
+            .shifts
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                compile_shift(refs, &format!("roster.roles[{i}].shifts[{j}]"), s, problems)
+            })
+            .collect();
         roles.push(Role {
             id: c.id.clone(),
             name: c.name.clone(),
             name_en: c.name_en.clone().unwrap_or_else(|| c.name.clone()),
             channels: if c.channels.is_empty() {
-                people_channels.clone()
+                refs.people_channels()
             } else {
-                channel_list(&k("channels"), &c.channels, problems)
+                refs.channels(&k("channels"), &c.channels, problems)
             },
-            people: person_ix(&k("people"), &c.people, problems),
+            people: refs.people(&k("people"), &c.people, problems),
             rotate: parse_rotate(file, &k("rotate"), &c.rotate, problems),
             rotation_start,
             shifts,
         });
     }
-    // an unknown role is reported once, with everything that needs it
-    let unknown_roles: std::cell::RefCell<BTreeMap<String, Vec<String>>> = Default::default();
-    let role_ix = |key: &str, ids: &[String], _problems: &mut Problems| -> Vec<usize> {
-        ids.iter()
-            .filter_map(|id| {
-                let ix = roles.iter().position(|r| &r.id == id);
+    roles
+}
+
+/// One shift of a role (`key`: `roster.roles[i].shifts[j]`).
+fn compile_shift(refs: &Refs<'_>, key: &str, s: &ShiftCfg, problems: &mut Problems) -> Shift {
+    let file = refs.file;
+    let ks = |x: &str| format!("{key}.{x}");
+    let start = parse_hm(&s.start).unwrap_or_else(|| {
+        problems.add(file, ks("start"), format!("{:?} is not HH:MM", s.start));
+        0
+    });
+    let end = parse_hm(&s.end).unwrap_or_else(|| {
+        problems.add(file, ks("end"), format!("{:?} is not HH:MM", s.end));
+        0
+    });
+    let days = if s.days.is_empty() {
+        (0..7).collect()
+    } else {
+        s.days
+            .iter()
+            .filter_map(|d| {
+                let ix = WEEKDAYS
+                    .iter()
+                    .position(|w| w == &d.to_lowercase().as_str());
                 if ix.is_none() {
-                    let where_ = key.split(".steps[").next().unwrap_or(key);
-                    let where_ = where_.split(".reminders.").next().unwrap_or(where_);
-                    let mut u = unknown_roles.borrow_mut();
-                    let list = u.entry(id.clone()).or_default();
-                    if !list.iter().any(|w| w == where_) {
-                        list.push(where_.to_string());
-                    }
+                    problems.add(file, ks("days"), format!("{d:?}: mon, tue, ... sun"));
                 }
-                ix
+                ix.map(|x| x as u32)
             })
             .collect()
     };
+    if s.people.is_empty() {
+        problems.add(file, ks("people"), "a shift needs at least one person");
+    }
+    Shift {
+        name: s.name.clone(),
+        start,
+        end,
+        days,
+        people: refs.people(&ks("people"), &s.people, problems),
+        rotate: parse_rotate(file, &ks("rotate"), &s.rotate, problems),
+    }
+}
+
+/// `[[roster.overrides]]`: who stands in for a role on a date.
+fn compile_overrides(refs: &Refs<'_>, r: &RosterCfg, problems: &mut Problems) -> Vec<Override> {
+    let file = refs.file;
     let mut overrides = Vec::new();
     for (i, o) in r.overrides.iter().enumerate() {
         let k = |s: &str| format!("roster.overrides[{i}].{s}");
-        let role = role_ix(&k("role"), std::slice::from_ref(&o.role), problems);
+        let role = refs.roles(&k("role"), std::slice::from_ref(&o.role));
         let date = parse_date(&o.date);
         if date.is_none() {
             problems.add(file, k("date"), format!("{:?} is not YYYY-MM-DD", o.date));
         }
         if let (Some(s), Some(&ri)) = (&o.shift, role.first()) {
-            if !roles[ri].shifts.iter().any(|x| &x.name == s) {
+            if !refs.roles[ri].shifts.iter().any(|x| &x.name == s) {
                 problems.add(
                     file,
                     k("shift"),
@@ -740,7 +835,7 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
                 );
             }
         }
-        let people = person_ix(&k("people"), &o.people, problems);
+        let people = refs.people(&k("people"), &o.people, problems);
         if let (Some(&role), Some(date)) = (role.first(), date) {
             overrides.push(Override {
                 role,
@@ -752,8 +847,18 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             });
         }
     }
+    overrides
+}
 
-    // escalation: the site default, then each plan's
+/// One escalation per plan: `[notify.escalations.<plan>]`, else the plan's own, else the
+/// site default (`[notify.escalation]`, or [`DEFAULT_ESCALATION`]).
+fn compile_escalations(
+    refs: &Refs<'_>,
+    n: &NotifyCfg,
+    plans: &[Plan],
+    problems: &mut Problems,
+) -> Vec<Escalation> {
+    let file = refs.file;
     let default_text;
     let site_default = match &n.escalation {
         Some(e) => e,
@@ -762,70 +867,9 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             &default_text
         }
     };
-    let compile_esc = |key: &str, e: &EscalationCfg, problems: &mut Problems| {
-        let mut steps = Vec::new();
-        let mut last = Duration::ZERO;
-        if e.steps.is_empty() {
-            problems.add(file, key, "an escalation needs at least one step");
-        }
-        for (j, s) in e.steps.iter().enumerate() {
-            let ks = format!("{key}.steps[{j}]");
-            let after = parse_duration(file, &format!("{ks}.after"), &s.after, problems)
-                .unwrap_or_default();
-            if after < last {
-                problems.add(
-                    file,
-                    format!("{ks}.after"),
-                    "steps must be in order of time",
-                );
-            }
-            last = after;
-            if s.roles.is_empty() {
-                problems.add(file, format!("{ks}.roles"), "a step needs a role");
-            }
-            steps.push(Step {
-                after,
-                roles: role_ix(&format!("{ks}.roles"), &s.roles, problems),
-                channels: channel_list(&format!("{ks}.channels"), &s.channels, problems),
-            });
-        }
-        let mut reminders = BTreeMap::new();
-        for (limit, r) in &e.reminders {
-            let kr = format!("{key}.reminders.{limit}");
-            if !["acknowledge", "arrive", "resolve"].contains(&limit.as_str()) {
-                problems.add(
-                    file,
-                    &kr,
-                    "reminders are for the limits acknowledge, arrive, resolve",
-                );
-            }
-            reminders.insert(
-                limit.clone(),
-                Reminder {
-                    roles: role_ix(&format!("{kr}.roles"), &r.roles, problems),
-                    channels: channel_list(&format!("{kr}.channels"), &r.channels, problems),
-                    note: r.note.clone(),
-                    note_en: r.note_en.clone(),
-                },
-            );
-        }
-        Escalation {
-            steps,
-            repeat: e.repeat,
-            repeat_after: parse_duration(
-                file,
-                &format!("{key}.repeat_after"),
-                &e.repeat_after,
-                problems,
-            )
-            .unwrap_or(Duration::from_secs(600))
-            .max(Duration::from_secs(1)),
-            reminders,
-        }
-    };
-    let site_esc = compile_esc("notify.escalation", site_default, problems);
+    let site_esc = compile_escalation(refs, "notify.escalation", site_default, problems);
     for id in n.escalations.keys() {
-        if !input.plans.iter().any(|p| &p.id == id) {
+        if !plans.iter().any(|p| &p.id == id) {
             problems.add(
                 file,
                 format!("notify.escalations.{id}"),
@@ -833,44 +877,88 @@ pub(super) fn compile(input: NotifyInput<'_>, problems: &mut Problems) -> Option
             );
         }
     }
-    let mut escalations = Vec::new();
-    for p in input.plans {
-        escalations.push(match (n.escalations.get(&p.id), &p.escalation) {
-            (Some(e), _) => compile_esc(&format!("notify.escalations.{}", p.id), e, problems),
-            (None, Some(e)) => compile_esc(&format!("plans.{}.escalation", p.id), e, problems),
+    plans
+        .iter()
+        .map(|p| match (n.escalations.get(&p.id), &p.escalation) {
+            (Some(e), _) => {
+                compile_escalation(refs, &format!("notify.escalations.{}", p.id), e, problems)
+            }
+            (None, Some(e)) => {
+                compile_escalation(refs, &format!("plans.{}.escalation", p.id), e, problems)
+            }
             (None, None) => site_esc.clone(),
+        })
+        .collect()
+}
+
+/// One escalation (`key` is where it is written): steps in order of time, reminders for the
+/// time limits, repeat.
+fn compile_escalation(
+    refs: &Refs<'_>,
+    key: &str,
+    e: &EscalationCfg,
+    problems: &mut Problems,
+) -> Escalation {
+    let file = refs.file;
+    let mut steps = Vec::new();
+    let mut last = Duration::ZERO;
+    if e.steps.is_empty() {
+        problems.add(file, key, "an escalation needs at least one step");
+    }
+    for (j, s) in e.steps.iter().enumerate() {
+        let ks = format!("{key}.steps[{j}]");
+        let after =
+            parse_duration(file, &format!("{ks}.after"), &s.after, problems).unwrap_or_default();
+        if after < last {
+            problems.add(
+                file,
+                format!("{ks}.after"),
+                "steps must be in order of time",
+            );
+        }
+        last = after;
+        if s.roles.is_empty() {
+            problems.add(file, format!("{ks}.roles"), "a step needs a role");
+        }
+        steps.push(Step {
+            after,
+            roles: refs.roles(&format!("{ks}.roles"), &s.roles),
+            channels: refs.channels(&format!("{ks}.channels"), &s.channels, problems),
         });
     }
-    for (role, used_by) in unknown_roles.into_inner() {
-        let shown: Vec<&str> = used_by.iter().take(4).map(String::as_str).collect();
-        let more = if used_by.len() > 4 {
-            format!(" and {} more", used_by.len() - 4)
-        } else {
-            String::new()
-        };
-        problems.add(
-            file,
-            "roster.roles",
-            format!(
-                "unknown role {role:?}, needed by {}{more}: define it in [[roster.roles]] (it may have no people), or give those plans an escalation of your own ([notify.escalations.<plan>])",
-                shown.join(", ")
-            ),
+    let mut reminders = BTreeMap::new();
+    for (limit, r) in &e.reminders {
+        let kr = format!("{key}.reminders.{limit}");
+        if !["acknowledge", "arrive", "resolve"].contains(&limit.as_str()) {
+            problems.add(
+                file,
+                &kr,
+                "reminders are for the limits acknowledge, arrive, resolve",
+            );
+        }
+        reminders.insert(
+            limit.clone(),
+            Reminder {
+                roles: refs.roles(&format!("{kr}.roles"), &r.roles),
+                channels: refs.channels(&format!("{kr}.channels"), &r.channels, problems),
+                note: r.note.clone(),
+                note_en: r.note_en.clone(),
+            },
         );
     }
-    if problems.list.len() > before {
-        return None;
+    Escalation {
+        steps,
+        repeat: e.repeat,
+        repeat_after: parse_duration(
+            file,
+            &format!("{key}.repeat_after"),
+            &e.repeat_after,
+            problems,
+        )
+        .unwrap_or(Duration::from_secs(600))
+        .max(Duration::from_secs(1)),
+        reminders,
     }
-    Some(Notify {
-        settings,
-        channels,
-        roster: Roster {
-            people,
-            roles,
-            overrides,
-            utc_offset_seconds: input.utc_offset_seconds,
-        },
-        escalations,
-    })
 }
 
 /// `[[channels]]`: each checked by what is common (id, secrets, url, templates, format,
