@@ -947,10 +947,53 @@ pub(super) fn compile(
         .enumerate()
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
-    let mut rules: Vec<Rule> = Vec::new();
     let dry = DryRun::new(devices);
 
-    // profile rules: report problems once per profile (against its first device)
+    let mut rules = compile_profile_rules(&input, devices, &plans, &plan_index, &dry, problems);
+    check_rule_overrides(file, input.overrides, profiles, devices, problems);
+
+    rules.extend(compile_site_rules(
+        &input,
+        rooms,
+        devices,
+        &plans,
+        &plan_index,
+        &dry,
+        problems,
+    ));
+
+    // the monitoring system's own warning: history lost to a full spool
+    if input.has_influx {
+        if let Some(&plan) = plan_index.get("system") {
+            rules.push(spool_dropped_rule(plan));
+        }
+    }
+
+    let downstream = compile_dependencies(file, input.dependencies, rooms, devices, problems);
+
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Alarms {
+        settings: settings?,
+        plans,
+        rules,
+        downstream,
+    })
+}
+
+/// Each device's rules from its profile, and its 通讯中断 rule, with the site's overrides
+/// applied. Problems of a rule as written are reported once per profile (against its first
+/// device); problems an override causes, against the site file.
+fn compile_profile_rules(
+    input: &SiteAlarmInput<'_>,
+    devices: &[Device],
+    plans: &[Plan],
+    plan_index: &HashMap<&str, usize>,
+    dry: &DryRun,
+    problems: &mut Problems,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
     let mut checked_profiles: HashMap<&str, bool> = HashMap::new();
     for dev in devices {
         let pr = &dev.profile;
@@ -1026,11 +1069,11 @@ pub(super) fn compile(
                 } else {
                     Some(Scope::Device(dev))
                 },
-                &plans,
-                &plan_index,
+                plans,
+                plan_index,
                 Some(dev),
                 None,
-                &dry,
+                dry,
                 &mut local,
             );
             if first || !local.list.is_empty() {
@@ -1046,12 +1089,18 @@ pub(super) fn compile(
             }
         }
     }
-    for o in input.overrides.iter() {
-        let i = input
-            .overrides
-            .iter()
-            .position(|x| std::ptr::eq(x, o))
-            .unwrap_or(0);
+    rules
+}
+
+/// `[[rule_overrides]]`: each names a profile or a device, and a rule it has.
+fn check_rule_overrides(
+    file: &Path,
+    overrides: &[RuleOverrideCfg],
+    profiles: &BTreeMap<String, Arc<super::Profile>>,
+    devices: &[Device],
+    problems: &mut Problems,
+) {
+    for (i, o) in overrides.iter().enumerate() {
         let key = format!("rule_overrides[{i}]");
         match (&o.profile, &o.device) {
             (None, None) | (Some(_), Some(_)) => problems.add(
@@ -1089,8 +1138,20 @@ pub(super) fn compile(
             },
         }
     }
+}
 
-    // site rules
+/// `[[rules]]` of the site: rules over several devices or a room.
+fn compile_site_rules(
+    input: &SiteAlarmInput<'_>,
+    rooms: &[Room],
+    devices: &[Device],
+    plans: &[Plan],
+    plan_index: &HashMap<&str, usize>,
+    dry: &DryRun,
+    problems: &mut Problems,
+) -> Vec<Rule> {
+    let file = input.file;
+    let mut rules = Vec::new();
     let by_alias: HashMap<String, usize> = devices
         .iter()
         .enumerate()
@@ -1152,46 +1213,53 @@ pub(super) fn compile(
                 devices,
                 by_alias: &by_alias,
             }),
-            &plans,
-            &plan_index,
+            plans,
+            plan_index,
             device,
             room,
-            &dry,
+            dry,
             problems,
         ) {
             rules.push(r);
         }
     }
+    rules
+}
 
-    // the monitoring system's own warning: history lost to a full spool
-    if input.has_influx {
-        if let Some(&plan) = plan_index.get("system") {
-            rules.push(Rule {
-                key: "site/influx_spool_dropped".into(),
-                id: "influx_spool_dropped".into(),
-                name: "InfluxDB 缓存已满, 历史数据丢失 (spool dropped data)".into(),
-                plan,
-                severity: Severity::P3,
-                device: None,
-                room: None,
-                when: Condition::SpoolDropped,
-                when_text: "propwatch_influx_spool_dropped_lines_total increased".into(),
-                clear: None,
-                on_delay: Duration::ZERO,
-                off_delay: Duration::from_secs(600),
-                latch: false,
-                values: Vec::new(),
-                message: None,
-                devices: Vec::new(),
-                history_points: Vec::new(),
-                points: Vec::new(),
-            });
-        }
+/// The monitoring system's own warning: history lost to a full InfluxDB spool.
+fn spool_dropped_rule(plan: usize) -> Rule {
+    Rule {
+        key: "site/influx_spool_dropped".into(),
+        id: "influx_spool_dropped".into(),
+        name: "InfluxDB 缓存已满, 历史数据丢失 (spool dropped data)".into(),
+        plan,
+        severity: Severity::P3,
+        device: None,
+        room: None,
+        when: Condition::SpoolDropped,
+        when_text: "propwatch_influx_spool_dropped_lines_total increased".into(),
+        clear: None,
+        on_delay: Duration::ZERO,
+        off_delay: Duration::from_secs(600),
+        latch: false,
+        values: Vec::new(),
+        message: None,
+        devices: Vec::new(),
+        history_points: Vec::new(),
+        points: Vec::new(),
     }
+}
 
-    // dependency map
+/// `[[dependencies]]`: for each device, every device downstream of it (transitively).
+fn compile_dependencies(
+    file: &Path,
+    dependencies: &[DependencyCfg],
+    rooms: &[Room],
+    devices: &[Device],
+    problems: &mut Problems,
+) -> Vec<Vec<u32>> {
     let mut direct: Vec<Vec<u32>> = vec![Vec::new(); devices.len()];
-    for (i, dep) in input.dependencies.iter().enumerate() {
+    for (i, dep) in dependencies.iter().enumerate() {
         let key = format!("dependencies[{i}]");
         let resolve = |ids: &[String], k: &str, p: &mut Problems| -> Vec<u32> {
             let mut out = Vec::new();
@@ -1216,7 +1284,7 @@ pub(super) fn compile(
             direct[*u as usize].extend(down.iter().copied().filter(|d| d != u));
         }
     }
-    let downstream: Vec<Vec<u32>> = (0..devices.len())
+    (0..devices.len())
         .map(|start| {
             let mut seen = vec![false; devices.len()];
             let mut stack = direct[start].clone();
@@ -1230,17 +1298,7 @@ pub(super) fn compile(
                 .filter(|&d| seen[d as usize])
                 .collect()
         })
-        .collect();
-
-    if problems.list.len() > before {
-        return None;
-    }
-    Some(Alarms {
-        settings: settings?,
-        plans,
-        rules,
-        downstream,
-    })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
