@@ -250,205 +250,104 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     r.expect("static metric definition")
 }
 
+/// A counter family, registered.
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(r, must(IntCounterVec::new(Opts::new(name, help), labels)))
+}
+
+/// A counter, registered.
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(r, must(IntCounter::new(name, help)))
+}
+
+/// A gauge, registered.
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(r, must(IntGauge::new(name, help)))
+}
+
+/// A gauge family, registered.
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(r, must(IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
+/// A gauge family of floats, registered.
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    registered(
+        r,
+        must(prometheus::GaugeVec::new(Opts::new(name, help), labels)),
+    )
+}
+
+/// A histogram family, registered.
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(r, must(HistogramVec::new(opts, labels)))
+}
+
+/// A histogram, registered.
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(r, must(Histogram::with_opts(opts)))
+}
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    must(r.register(Box::new(c.clone())));
+    c
+}
+
 impl Telemetry {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let modbus_requests = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_modbus_requests_total",
-                "Modbus requests by connection, device and result.",
-            ),
-            &["connection", "device", "result"],
-        ));
-        let modbus_request_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "propwatch_modbus_request_duration_seconds",
-                "Modbus request round-trip time.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-            &["connection"],
-        ));
-        let modbus_connects = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_modbus_connects_total",
-                "Attempts to open a Modbus transport.",
-            ),
-            &["connection", "result"],
-        ));
-        let modbus_poll_overruns = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_modbus_poll_overruns_total",
-                "Polls that started later than one whole interval after they were due (the bus is overloaded).",
-            ),
-            &["connection"],
-        ));
-        let device_up = must(IntGaugeVec::new(
-            Opts::new(
-                "propwatch_device_up",
-                "1 when the device answers, 0 when it is offline.",
-            ),
-            &["site", "room", "device"],
-        ));
-        let device_last_success = must(prometheus::GaugeVec::new(
-            Opts::new(
-                "propwatch_device_last_success_timestamp_seconds",
-                "Unix time of the device's last successful poll or message.",
-            ),
-            &["site", "room", "device"],
-        ));
-        let samples = must(IntCounterVec::new(
-            Opts::new("propwatch_samples_total", "Samples received from sources."),
-            &["source"],
-        ));
-        let samples_rejected = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_samples_rejected_total",
-                "Values rejected by reason (not finite, malformed, ...).",
-            ),
-            &["source", "reason"],
-        ));
-        let core_queue_depth = must(IntGauge::new(
-            "propwatch_core_queue_depth",
-            "Source events waiting for the core.",
-        ));
-        let http_requests = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_http_requests_total",
-                "HTTP requests served by route and status class.",
-            ),
-            &["route", "status"],
-        ));
-        let http_refused = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_http_refused_total",
-                "HTTP requests refused by access control: no_token, bad_token, viewer_write.",
-            ),
-            &["reason"],
-        ));
-        let audit_write_errors = must(IntCounter::new(
-            "propwatch_audit_write_errors_total",
-            "Operator audit log entries that could not be written (the action itself stood).",
-        ));
-        let events_dropped = must(IntCounter::new(
-            "propwatch_events_dropped_total",
-            "Source events that could not be delivered to the core (shutdown only).",
-        ));
-        let cycle_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "propwatch_core_batch_duration_seconds",
-                "Time the core spends applying one batch of samples.",
-            )
-            .buckets(vec![0.00001, 0.0001, 0.001, 0.01, 0.1]),
-        ));
-        let mqtt_connected = must(IntGauge::new(
-            "propwatch_mqtt_connected",
-            "1 while the MQTT session is up (after CONNACK), else 0.",
-        ));
-        let mqtt_connects = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_mqtt_connects_total",
-                "MQTT connection attempts by result.",
-            ),
-            &["result"],
-        ));
-        let mqtt_messages = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_mqtt_messages_total",
-                "MQTT messages received by outcome (accepted, rejected).",
-            ),
-            &["outcome"],
-        ));
-        let mqtt_rejected = must(IntCounterVec::new(
-            Opts::new(
-                "propwatch_mqtt_rejected_total",
-                "MQTT messages or fields refused, by reason (oversize, not_json, wrong_type, not_finite, ...).",
-            ),
-            &["reason"],
-        ));
-        let northbound_connected = must(IntGauge::new(
-            "propwatch_northbound_connected",
-            "1 while the upstream (northbound) MQTT broker is connected.",
-        ));
-        let northbound_published = must(IntCounter::new(
-            "propwatch_northbound_published_total",
-            "Northbound messages acknowledged by the upstream broker.",
-        ));
-        let northbound_dropped = must(IntCounter::new(
-            "propwatch_northbound_dropped_total",
-            "Northbound messages dropped (oldest first) because the buffer was full.",
-        ));
-        let northbound_buffered = must(IntGauge::new(
-            "propwatch_northbound_buffered",
-            "Northbound messages waiting for the upstream broker.",
-        ));
-        let build_info = must(IntGaugeVec::new(
-            Opts::new("propwatch_build_info", "Build information."),
+        let r = &registry;
+        let build_info = gauge_vec(
+            r,
+            "propwatch_build_info",
+            "Build information.",
             &["version"],
-        ));
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for c in [
-            Box::new(modbus_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(modbus_request_duration.clone()),
-            Box::new(modbus_connects.clone()),
-            Box::new(modbus_poll_overruns.clone()),
-            Box::new(device_up.clone()),
-            Box::new(device_last_success.clone()),
-            Box::new(samples.clone()),
-            Box::new(samples_rejected.clone()),
-            Box::new(core_queue_depth.clone()),
-            Box::new(http_requests.clone()),
-            Box::new(http_refused.clone()),
-            Box::new(audit_write_errors.clone()),
-            Box::new(events_dropped.clone()),
-            Box::new(cycle_duration.clone()),
-            Box::new(mqtt_connected.clone()),
-            Box::new(mqtt_connects.clone()),
-            Box::new(mqtt_messages.clone()),
-            Box::new(mqtt_rejected.clone()),
-            Box::new(northbound_connected.clone()),
-            Box::new(northbound_published.clone()),
-            Box::new(northbound_dropped.clone()),
-            Box::new(northbound_buffered.clone()),
-            Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::new(
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::new(
                 std::process::id() as i32,
                 "propwatch",
-            )),
-        ] {
-            must(registry.register(c));
-        }
+            ),
+        )));
         Self {
             influx: InfluxMetrics::new(&registry),
             beats: Arc::new(crate::service::Beats::default()),
             alarms: AlarmMetrics::new(&registry),
             notify: NotifyMetrics::new(&registry),
+            modbus_requests: counter_vec(r, "propwatch_modbus_requests_total", "Modbus requests by connection, device and result.", &["connection", "device", "result"]),
+            modbus_request_duration: histogram_vec(r, "propwatch_modbus_request_duration_seconds", "Modbus request round-trip time.", &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5], &["connection"]),
+            modbus_connects: counter_vec(r, "propwatch_modbus_connects_total", "Attempts to open a Modbus transport.", &["connection", "result"]),
+            modbus_poll_overruns: counter_vec(r, "propwatch_modbus_poll_overruns_total", "Polls that started later than one whole interval after they were due (the bus is overloaded).", &["connection"]),
+            device_up: gauge_vec(r, "propwatch_device_up", "1 when the device answers, 0 when it is offline.", &["site", "room", "device"]),
+            device_last_success: float_gauge_vec(r, "propwatch_device_last_success_timestamp_seconds", "Unix time of the device's last successful poll or message.", &["site", "room", "device"]),
+            samples: counter_vec(r, "propwatch_samples_total", "Samples received from sources.", &["source"]),
+            samples_rejected: counter_vec(r, "propwatch_samples_rejected_total", "Values rejected by reason (not finite, malformed, ...).", &["source", "reason"]),
+            core_queue_depth: gauge(r, "propwatch_core_queue_depth", "Source events waiting for the core."),
+            http_requests: counter_vec(r, "propwatch_http_requests_total", "HTTP requests served by route and status class.", &["route", "status"]),
+            http_refused: counter_vec(r, "propwatch_http_refused_total", "HTTP requests refused by access control: no_token, bad_token, viewer_write.", &["reason"]),
+            audit_write_errors: counter(r, "propwatch_audit_write_errors_total", "Operator audit log entries that could not be written (the action itself stood)."),
+            events_dropped: counter(r, "propwatch_events_dropped_total", "Source events that could not be delivered to the core (shutdown only)."),
+            cycle_duration: histogram(r, "propwatch_core_batch_duration_seconds", "Time the core spends applying one batch of samples.", &[0.00001, 0.0001, 0.001, 0.01, 0.1]),
+            mqtt_connected: gauge(r, "propwatch_mqtt_connected", "1 while the MQTT session is up (after CONNACK), else 0."),
+            mqtt_connects: counter_vec(r, "propwatch_mqtt_connects_total", "MQTT connection attempts by result.", &["result"]),
+            mqtt_messages: counter_vec(r, "propwatch_mqtt_messages_total", "MQTT messages received by outcome (accepted, rejected).", &["outcome"]),
+            mqtt_rejected: counter_vec(r, "propwatch_mqtt_rejected_total", "MQTT messages or fields refused, by reason (oversize, not_json, wrong_type, not_finite, ...).", &["reason"]),
+            northbound_connected: gauge(r, "propwatch_northbound_connected", "1 while the upstream (northbound) MQTT broker is connected."),
+            northbound_published: counter(r, "propwatch_northbound_published_total", "Northbound messages acknowledged by the upstream broker."),
+            northbound_dropped: counter(r, "propwatch_northbound_dropped_total", "Northbound messages dropped (oldest first) because the buffer was full."),
+            northbound_buffered: gauge(r, "propwatch_northbound_buffered", "Northbound messages waiting for the upstream broker."),
             registry,
-            modbus_requests,
-            modbus_request_duration,
-            modbus_connects,
-            modbus_poll_overruns,
-            device_up,
-            device_last_success,
-            samples,
-            samples_rejected,
-            core_queue_depth,
-            http_requests,
-            http_refused,
-            audit_write_errors,
-            events_dropped,
-            cycle_duration,
-            mqtt_connected,
-            mqtt_connects,
-            mqtt_messages,
-            mqtt_rejected,
-            northbound_connected,
-            northbound_published,
-            northbound_dropped,
-            northbound_buffered,
         }
     }
 

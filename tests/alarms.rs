@@ -17,94 +17,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn estate_toml(addrs: &[SocketAddr]) -> String {
     format!(
-        r#"
-[site]
-id = "test-estate"
-name = "测试小区"
-[http]
-listen = "127.0.0.1:0"
+        r#"{}
 [alarms]
 eval_interval_ms = 200
-[[connections]]
-id = "pump-plc"
-transport = "tcp"
-address = "{}"
-timeout_ms = 1000
-[[connections]]
-id = "dist-gw"
-transport = "tcp"
-address = "{}"
-timeout_ms = 1000
-max_gap_registers = 30
-[[connections]]
-id = "lift-bus"
-transport = "rtu_over_tcp"
-address = "{}"
-timeout_ms = 1000
-[[connections]]
-id = "fire-bus"
-transport = "rtu_over_tcp"
-address = "{}"
-timeout_ms = 1000
-[[rooms]]
-id = "pump-room"
-name = "1#泵房"
-[[rooms.devices]]
-id = "pump-plc-1"
-name = "泵房控制柜"
-profile = "sim-pump-room"
-connection = "pump-plc"
-poll_interval_ms = 200
-[[rooms]]
-id = "dist-room"
-name = "1#配电室"
-[[rooms.devices]]
-id = "meter-1"
-name = "1#进线电表"
-profile = "chnt-dtsu666"
-connection = "dist-gw"
-unit_id = 1
-poll_interval_ms = 200
-[[rooms.devices]]
-id = "meter-2"
-name = "2#进线电表"
-profile = "chnt-dtsu666"
-connection = "dist-gw"
-unit_id = 2
-poll_interval_ms = 200
-[[rooms.devices]]
-id = "dist-mon"
-profile = "sim-switchgear"
-connection = "dist-gw"
-unit_id = 3
-poll_interval_ms = 200
-[[rooms]]
-id = "lifts"
-name = "3栋电梯"
-[[rooms.devices]]
-id = "lift-1"
-name = "3栋1号梯"
-profile = "sim-elevator"
-connection = "lift-bus"
-unit_id = 1
-poll_interval_ms = 200
-[[rooms.devices]]
-id = "lift-2"
-name = "3栋2号梯"
-profile = "sim-elevator"
-connection = "lift-bus"
-unit_id = 2
-poll_interval_ms = 200
-[[rooms]]
-id = "fire-room"
-name = "消防控制室"
-[[rooms.devices]]
-id = "fire-panel"
-name = "火灾报警控制器"
-profile = "gb26875-fire-panel"
-connection = "fire-bus"
-poll_interval_ms = 200
-
 [[dependencies]]
 upstream = ["meter-1", "meter-2", "dist-mon"]
 downstream = ["pump-room", "lifts", "fire-room", "dist-room"]
@@ -133,13 +48,10 @@ id = "duty-log"
 type = "log"
 [notify]
 group_wait = "0s"
-{}
+{roster}
 "#,
-        addrs[0],
-        addrs[1],
-        addrs[2],
-        addrs[3],
-        common::notify::DUTY_ROSTER
+        common::test_estate(addrs),
+        roster = common::notify::DUTY_ROSTER
     )
 }
 

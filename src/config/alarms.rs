@@ -1332,24 +1332,7 @@ fn compile_rule(
         }),
         None => plan.map(|p| plans[p].severity),
     };
-    for name in eff.params.keys() {
-        if let Some(Scope::Device(d)) = &scope {
-            if d.profile.point(name).is_some() || name == "online" {
-                problems.add(
-                    file,
-                    format!("{key}.params.{name}"),
-                    "a parameter cannot have the name of a point",
-                );
-            }
-        }
-        if !eff.params[name].is_finite() {
-            problems.add(
-                file,
-                format!("{key}.params.{name}"),
-                "must be a finite number",
-            );
-        }
-    }
+    check_params(file, key, eff, scope.as_ref(), problems);
     let on_delay = eff.on_delay.as_ref().map_or(Some(Duration::ZERO), |t| {
         parse_duration(file, &format!("{key}.for"), t, problems)
     });
@@ -1403,27 +1386,7 @@ fn compile_rule(
             (when, w, clear, values)
         }
     };
-    if let Some(msg) = &cfg.message {
-        // every {placeholder} must name a value
-        let mut rest = msg.as_str();
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                break;
-            };
-            let name = &rest[start + 1..start + len];
-            if !cfg.values.contains_key(name) {
-                problems.add(
-                    file,
-                    format!("{key}.message"),
-                    format!("{{{name}}} is not one of the rule's `values`"),
-                );
-            }
-            rest = &rest[start + len + 1..];
-        }
-    }
-    if cfg.latch && cfg.clear.is_some() {
-        // fine: a latched rule may still have hysteresis
-    }
+    check_placeholders(file, key, cfg, problems);
     if problems.list.len() > before {
         return None;
     }
@@ -1439,25 +1402,7 @@ fn compile_rule(
     let mut history = resolved.history;
     history.sort_unstable();
     history.dedup();
-    // a trial evaluation with every point present catches what parsing lets through: type
-    // errors (a bool compared with a number), a dangling operator, a condition that is not
-    // true/false
-    let check = |e: &Expr, want_bool: bool| dry.check(e, &history, want_bool);
-    if let Some(Condition::Expr(w)) = &when {
-        if let Err(e) = check(w, true) {
-            problems.add(file, format!("{key}.when"), e);
-        }
-    }
-    if let Some(c) = &clear {
-        if let Err(e) = check(c, true) {
-            problems.add(file, format!("{key}.clear"), e);
-        }
-    }
-    for (name, v) in &values {
-        if let Err(e) = check(v, false) {
-            problems.add(file, format!("{key}.values.{name}"), e);
-        }
-    }
+    dry_check(file, key, dry, &history, (&when, &clear, &values), problems);
     if problems.list.len() > before {
         return None;
     }
@@ -1490,6 +1435,86 @@ fn compile_rule(
         history_points: history,
         points,
     })
+}
+
+/// A rule's `params`: finite, and not named like a point of the device.
+fn check_params(
+    file: &Path,
+    key: &str,
+    eff: &Effective<'_>,
+    scope: Option<&Scope<'_>>,
+    problems: &mut Problems,
+) {
+    for name in eff.params.keys() {
+        if let Some(Scope::Device(d)) = scope {
+            if d.profile.point(name).is_some() || name == "online" {
+                problems.add(
+                    file,
+                    format!("{key}.params.{name}"),
+                    "a parameter cannot have the name of a point",
+                );
+            }
+        }
+        if !eff.params[name].is_finite() {
+            problems.add(
+                file,
+                format!("{key}.params.{name}"),
+                "must be a finite number",
+            );
+        }
+    }
+}
+
+/// Every `{placeholder}` of a rule's message names one of its `values`.
+fn check_placeholders(file: &Path, key: &str, cfg: &RuleCfg, problems: &mut Problems) {
+    if let Some(msg) = &cfg.message {
+        // every {placeholder} must name a value
+        let mut rest = msg.as_str();
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
+            let name = &rest[start + 1..start + len];
+            if !cfg.values.contains_key(name) {
+                problems.add(
+                    file,
+                    format!("{key}.message"),
+                    format!("{{{name}}} is not one of the rule's `values`"),
+                );
+            }
+            rest = &rest[start + len + 1..];
+        }
+    }
+}
+
+/// A trial evaluation of a rule's `when`, `clear` and `values` with every point present.
+fn dry_check(
+    file: &Path,
+    key: &str,
+    dry: &DryRun,
+    history: &[u32],
+    (when, clear, values): (&Option<Condition>, &Option<Expr>, &[(String, Expr)]),
+    problems: &mut Problems,
+) {
+    // a trial evaluation with every point present catches what parsing lets through: type
+    // errors (a bool compared with a number), a dangling operator, a condition that is not
+    // true/false
+    let check = |e: &Expr, want_bool: bool| dry.check(e, history, want_bool);
+    if let Some(Condition::Expr(w)) = &when {
+        if let Err(e) = check(w, true) {
+            problems.add(file, format!("{key}.when"), e);
+        }
+    }
+    if let Some(c) = &clear {
+        if let Err(e) = check(c, true) {
+            problems.add(file, format!("{key}.clear"), e);
+        }
+    }
+    for (name, v) in values {
+        if let Err(e) = check(v, false) {
+            problems.add(file, format!("{key}.values.{name}"), e);
+        }
+    }
 }
 
 /// Plausible values for every point, for a trial evaluation of each expression at compile

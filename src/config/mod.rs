@@ -781,9 +781,42 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         problems.add(file, "blocks", "blocks apply to Modbus profiles only");
     }
 
+    let points = compile_points(file, &p.points, is_mqtt, default_order, &blocks, problems);
+    let overview = compile_overview(file, &p.profile.overview, &points, problems);
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Profile {
+        id: p.profile.id,
+        name: p.profile.name.unwrap_or_default(),
+        kind: p.profile.kind,
+        manufacturer: p.profile.manufacturer,
+        sim_model: p.profile.sim_model,
+        file: file.to_path_buf(),
+        mqtt,
+        points,
+        blocks,
+        max_registers_per_read: p.profile.max_registers_per_read,
+        max_bits_per_read: p.profile.max_bits_per_read,
+        rules: p.rules,
+        offline_severity: p.profile.offline_severity,
+        overview,
+    })
+}
+
+/// A profile's `[[points]]`: ids, scale, offset, enum labels, and where each value is
+/// (`sources::<protocol>::config::point_source`). A point with a problem is left out.
+fn compile_points(
+    file: &Path,
+    cfgs: &[raw::PointCfg],
+    is_mqtt: bool,
+    default_order: ByteOrder,
+    blocks: &[Block],
+    problems: &mut Problems,
+) -> Vec<ProfilePoint> {
     let mut points: Vec<ProfilePoint> = Vec::new();
     let mut ids: HashSet<&str> = HashSet::new();
-    for (i, pt) in p.points.iter().enumerate() {
+    for (i, pt) in cfgs.iter().enumerate() {
         let key = format!("points[{i}]");
         let mut ok = true;
         if !valid_id(&pt.id) {
@@ -833,7 +866,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
                 &key,
                 pt,
                 default_order,
-                &blocks,
+                blocks,
                 &points,
                 problems,
             )
@@ -851,8 +884,19 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             enum_labels,
         });
     }
+    points
+}
+
+/// The points shown on the duty-room page's device card: as listed, else the first four
+/// with a unit or labels.
+fn compile_overview(
+    file: &Path,
+    ids: &[String],
+    points: &[ProfilePoint],
+    problems: &mut Problems,
+) -> Vec<usize> {
     let mut overview = Vec::new();
-    for (i, id) in p.profile.overview.iter().enumerate() {
+    for (i, id) in ids.iter().enumerate() {
         match points.iter().position(|pt| &pt.id == id) {
             Some(at) => overview.push(at),
             None => problems.add(
@@ -862,32 +906,14 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             ),
         }
     }
-    if p.profile.overview.is_empty() {
+    if ids.is_empty() {
         // the first few points that are not plain flags
         overview = (0..points.len())
             .filter(|&i| points[i].unit.is_some() || !points[i].enum_labels.is_empty())
             .take(4)
             .collect();
     }
-    if problems.list.len() > before {
-        return None;
-    }
-    Some(Profile {
-        id: p.profile.id,
-        name: p.profile.name.unwrap_or_default(),
-        kind: p.profile.kind,
-        manufacturer: p.profile.manufacturer,
-        sim_model: p.profile.sim_model,
-        file: file.to_path_buf(),
-        mqtt,
-        points,
-        blocks,
-        max_registers_per_read: p.profile.max_registers_per_read,
-        max_bits_per_read: p.profile.max_bits_per_read,
-        rules: p.rules,
-        offline_severity: p.profile.offline_severity,
-        overview,
-    })
+    overview
 }
 
 fn compile_site(

@@ -970,7 +970,6 @@ fn compile_channels(
     settings: &NotifySettings,
     problems: &mut Problems,
 ) -> Vec<Channel> {
-    let dur = |key: &str, v: &str, p: &mut Problems| parse_duration(file, key, v, p);
     let mut channels = Vec::new();
     let mut seen = HashSet::new();
     for (i, c) in cfgs.iter().enumerate() {
@@ -984,156 +983,9 @@ fn compile_channels(
         if c.enabled == Some(false) {
             continue;
         }
-        let Some(kind) = ChannelKind::parse(&c.kind) else {
-            problems.add(file, key("type"), {
-                let names = ChannelKind::names();
-                let (last, rest) = names.split_last().expect("channel types");
-                format!("{:?}: must be {} or {last}", c.kind, rest.join(", "))
-            });
-            continue;
-        };
-        let spec = kind.spec();
-        let token = resolve_secret(
-            file,
-            &key("token"),
-            c.token_env.as_deref(),
-            c.token_file.as_deref(),
-            problems,
-        );
-        let secret = resolve_secret(
-            file,
-            &key("secret"),
-            c.secret_env.as_deref(),
-            c.secret_file.as_deref(),
-            problems,
-        );
-        let password = resolve_secret(
-            file,
-            &key("password"),
-            c.password_env.as_deref(),
-            c.password_file.as_deref(),
-            problems,
-        );
-        let url = c
-            .url
-            .clone()
-            .or_else(|| spec.default_url.map(str::to_string));
-        match &url {
-            None if spec.http => problems.add(
-                file,
-                key("url"),
-                format!("a {} channel needs a url", c.kind),
-            ),
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => problems.add(
-                file,
-                key("url"),
-                format!("{u:?} must start with http:// or https://"),
-            ),
-            _ => {}
+        if let Some(ch) = compile_channel(file, i, c, settings, problems) {
+            channels.push(ch);
         }
-        (spec.validate)(c, &mut |k, m| problems.add(file, key(k), m));
-        for (k, t) in [("body", &c.body), ("success", &c.success)] {
-            if let Some(t) = t {
-                let env = minijinja::Environment::new();
-                let r = if k == "success" {
-                    env.compile_expression(t).map(|_| ())
-                } else {
-                    env.template_from_str(t).map(|_| ())
-                };
-                if let Err(e) = r {
-                    problems.add(file, key(k), format!("invalid template: {e}"));
-                }
-            }
-        }
-        let tls = match c.tls.as_deref().unwrap_or("starttls") {
-            "starttls" => SmtpTls::Starttls,
-            "tls" => SmtpTls::Tls,
-            "none" => SmtpTls::None,
-            other => {
-                problems.add(
-                    file,
-                    key("tls"),
-                    format!("{other:?}: must be starttls, tls or none"),
-                );
-                SmtpTls::Starttls
-            }
-        };
-        let markdown = match c.format.as_deref().unwrap_or("text") {
-            "text" => false,
-            "markdown" => true,
-            other => {
-                problems.add(
-                    file,
-                    key("format"),
-                    format!("{other:?}: must be text or markdown"),
-                );
-                false
-            }
-        };
-        let language = match &c.language {
-            Some(l) => parse_language(file, &key("language"), l, problems),
-            None => Some(settings.language),
-        };
-        let ca = match &c.ca_file {
-            None => None,
-            Some(_) if !spec.http => {
-                let http: Vec<&str> = crate::notify::channels::REGISTRY
-                    .iter()
-                    .filter(|s| s.http)
-                    .map(|s| s.name)
-                    .collect();
-                problems.add(
-                    file,
-                    key("ca_file"),
-                    format!(
-                        "ca_file is for the HTTP channels ({}), not {}",
-                        http.join(", "),
-                        c.kind
-                    ),
-                );
-                None
-            }
-            Some(v) => super::tls::load_ca(file, &key("ca_file"), v, problems),
-        };
-        let method = c
-            .method
-            .clone()
-            .unwrap_or_else(|| "POST".into())
-            .to_uppercase();
-        if !["POST", "PUT", "GET"].contains(&method.as_str()) {
-            problems.add(file, key("method"), format!("{method:?}: POST, PUT or GET"));
-        }
-        channels.push(Channel {
-            id: c.id.clone(),
-            kind,
-            url,
-            token,
-            secret,
-            markdown,
-            language: language.unwrap_or(Language::Zh),
-            rate_limit: c
-                .rate_limit
-                .unwrap_or(if kind.is_robot() { 20 } else { 60 }),
-            failover: c.failover.clone(),
-            timeout: dur(&key("timeout"), &c.timeout, problems).unwrap_or(Duration::from_secs(10)),
-            method,
-            headers: c.headers.clone(),
-            body: c.body.clone(),
-            content_type: c.content_type.clone(),
-            success: c.success.clone(),
-            host: c.host.clone(),
-            port: c.port,
-            tls,
-            username: c.username.clone(),
-            password,
-            from: c.from.clone(),
-            resend: c
-                .resend
-                .as_ref()
-                .and_then(|r| dur(&key("resend"), r, problems))
-                .unwrap_or(Duration::from_secs(60)),
-            ca,
-        });
     }
     for (i, c) in channels.iter().enumerate() {
         if let Some(f) = &c.failover {
@@ -1153,6 +1005,185 @@ fn compile_channels(
         }
     }
     channels
+}
+
+/// One enabled channel (`channels[i]`): what every channel has (secrets, url, templates,
+/// format, language, ca_file, method) and its type's own checks. None for an unknown type.
+fn compile_channel(
+    file: &Path,
+    i: usize,
+    c: &ChannelCfg,
+    settings: &NotifySettings,
+    problems: &mut Problems,
+) -> Option<Channel> {
+    let key = |k: &str| format!("channels[{i}].{k}");
+    let dur = |key: &str, v: &str, p: &mut Problems| parse_duration(file, key, v, p);
+    let Some(kind) = ChannelKind::parse(&c.kind) else {
+        problems.add(file, key("type"), {
+            let names = ChannelKind::names();
+            let (last, rest) = names.split_last().expect("channel types");
+            format!("{:?}: must be {} or {last}", c.kind, rest.join(", "))
+        });
+        return None;
+    };
+    let spec = kind.spec();
+    let token = resolve_secret(
+        file,
+        &key("token"),
+        c.token_env.as_deref(),
+        c.token_file.as_deref(),
+        problems,
+    );
+    let secret = resolve_secret(
+        file,
+        &key("secret"),
+        c.secret_env.as_deref(),
+        c.secret_file.as_deref(),
+        problems,
+    );
+    let password = resolve_secret(
+        file,
+        &key("password"),
+        c.password_env.as_deref(),
+        c.password_file.as_deref(),
+        problems,
+    );
+    let url = c
+        .url
+        .clone()
+        .or_else(|| spec.default_url.map(str::to_string));
+    match &url {
+        None if spec.http => problems.add(
+            file,
+            key("url"),
+            format!("a {} channel needs a url", c.kind),
+        ),
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => problems.add(
+            file,
+            key("url"),
+            format!("{u:?} must start with http:// or https://"),
+        ),
+        _ => {}
+    }
+    (spec.validate)(c, &mut |k, m| problems.add(file, key(k), m));
+    check_templates(c, &mut |k, m| problems.add(file, key(k), m));
+    let tls = match c.tls.as_deref().unwrap_or("starttls") {
+        "starttls" => SmtpTls::Starttls,
+        "tls" => SmtpTls::Tls,
+        "none" => SmtpTls::None,
+        other => {
+            problems.add(
+                file,
+                key("tls"),
+                format!("{other:?}: must be starttls, tls or none"),
+            );
+            SmtpTls::Starttls
+        }
+    };
+    let markdown = match c.format.as_deref().unwrap_or("text") {
+        "text" => false,
+        "markdown" => true,
+        other => {
+            problems.add(
+                file,
+                key("format"),
+                format!("{other:?}: must be text or markdown"),
+            );
+            false
+        }
+    };
+    let language = match &c.language {
+        Some(l) => parse_language(file, &key("language"), l, problems),
+        None => Some(settings.language),
+    };
+    let ca = channel_ca(file, &key("ca_file"), c, spec.http, problems);
+    let method = c
+        .method
+        .clone()
+        .unwrap_or_else(|| "POST".into())
+        .to_uppercase();
+    if !["POST", "PUT", "GET"].contains(&method.as_str()) {
+        problems.add(file, key("method"), format!("{method:?}: POST, PUT or GET"));
+    }
+    Some(Channel {
+        id: c.id.clone(),
+        kind,
+        url,
+        token,
+        secret,
+        markdown,
+        language: language.unwrap_or(Language::Zh),
+        rate_limit: c
+            .rate_limit
+            .unwrap_or(if kind.is_robot() { 20 } else { 60 }),
+        failover: c.failover.clone(),
+        timeout: dur(&key("timeout"), &c.timeout, problems).unwrap_or(Duration::from_secs(10)),
+        method,
+        headers: c.headers.clone(),
+        body: c.body.clone(),
+        content_type: c.content_type.clone(),
+        success: c.success.clone(),
+        host: c.host.clone(),
+        port: c.port,
+        tls,
+        username: c.username.clone(),
+        password,
+        from: c.from.clone(),
+        resend: c
+            .resend
+            .as_ref()
+            .and_then(|r| dur(&key("resend"), r, problems))
+            .unwrap_or(Duration::from_secs(60)),
+        ca,
+    })
+}
+
+/// A channel's `body` template and `success` expression compile.
+fn check_templates(c: &ChannelCfg, problem: &mut dyn FnMut(&str, String)) {
+    for (k, t) in [("body", &c.body), ("success", &c.success)] {
+        if let Some(t) = t {
+            let env = minijinja::Environment::new();
+            let r = if k == "success" {
+                env.compile_expression(t).map(|_| ())
+            } else {
+                env.template_from_str(t).map(|_| ())
+            };
+            if let Err(e) = r {
+                problem(k, format!("invalid template: {e}"));
+            }
+        }
+    }
+}
+
+/// A channel's `ca_file`: only for the HTTP channels.
+fn channel_ca(
+    file: &Path,
+    key: &str,
+    c: &ChannelCfg,
+    http: bool,
+    problems: &mut Problems,
+) -> Option<super::tls::CaFile> {
+    match &c.ca_file {
+        None => None,
+        Some(_) if !http => {
+            let http: Vec<&str> = crate::notify::channels::REGISTRY
+                .iter()
+                .filter(|s| s.http)
+                .map(|s| s.name)
+                .collect();
+            problems.add(
+                file,
+                key,
+                format!(
+                    "ca_file is for the HTTP channels ({}), not {}",
+                    http.join(", "),
+                    c.kind
+                ),
+            );
+            None
+        }
+        Some(v) => super::tls::load_ca(file, key, v, problems),
+    }
 }
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];

@@ -561,32 +561,8 @@ fn shipped_rules_compile_for_the_demo_estate() {
     assert!(!site.alarms.feeds(lift, meter));
 }
 
-const ROSTER: &str = r#"
-[[roster.people]]
-id = "a"
-name = "A"
-mobile = "13800000001"
-[[roster.roles]]
-id = "duty_engineer"
-name = "值班工程师"
-people = ["a"]
-[[roster.roles]]
-id = "engineering_supervisor"
-name = "工程主管"
-people = ["a"]
-[[roster.roles]]
-id = "estate_manager"
-name = "管理处主任"
-people = ["a"]
-[[roster.roles]]
-id = "branch_manager"
-name = "分公司总经理"
-people = ["a"]
-[[roster.roles]]
-id = "elevator_contractor"
-name = "电梯维保单位"
-people = ["a"]
-"#;
+/// The one test roster, shared with the integration tests.
+const ROSTER: &str = include_str!("../../tests/fixtures/roster.toml");
 
 const LOG: &str = "[[channels]]\nid = \"log\"\ntype = \"log\"\n";
 
@@ -655,7 +631,7 @@ fn notification_problems_are_all_reported_with_keys() {
             vec!["roster.overrides[0].date: \"2026-13-01\" is not YYYY-MM-DD", "roster.overrides[0].shift: role \"duty_engineer\" has no shift \"night\""],
         ),
         (
-            site(&format!("{DEVICE}{LOG}{}", ROSTER.replace("mobile = \"13800000001\"", "mobile = \"call me\"\nemail = \"nope\""))),
+            site(&format!("{DEVICE}{LOG}{}", ROSTER.replace("mobile = \"13800000001\"\nemail = \"a@estate.example\"", "mobile = \"call me\"\nemail = \"nope\""))),
             vec!["roster.people[0].mobile: \"call me\" is not a phone number", "roster.people[0].email: \"nope\" is not a mail address"],
         ),
     ];

@@ -14,6 +14,108 @@ use propwatch::simulator::{self, SimOptions, Simulator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The test estate: a pump room (PLC on TCP), a distribution room (two meters and the
+/// switchgear monitor behind one gateway), two lifts on an RS-485 line and a fire panel on
+/// another (both RTU over TCP); `addrs` are the four connections' addresses (the
+/// simulator's). Used by the acquisition tests and, with its alarm settings appended, the
+/// alarm tests.
+pub fn test_estate(addrs: &[SocketAddr]) -> String {
+    format!(
+        r#"
+[site]
+id = "test-estate"
+name = "测试小区"
+[http]
+listen = "127.0.0.1:0"
+[[connections]]
+id = "pump-plc"
+transport = "tcp"
+address = "{}"
+timeout_ms = 1000
+[[connections]]
+id = "dist-gw"
+transport = "tcp"
+address = "{}"
+timeout_ms = 1000
+max_gap_registers = 30
+[[connections]]
+id = "lift-bus"
+transport = "rtu_over_tcp"
+address = "{}"
+timeout_ms = 1000
+[[connections]]
+id = "fire-bus"
+transport = "rtu_over_tcp"
+address = "{}"
+timeout_ms = 1000
+[[rooms]]
+id = "pump-room"
+kind = "pump_room"
+name = "1#泵房"
+[[rooms.devices]]
+id = "pump-plc-1"
+name = "泵房控制柜"
+profile = "sim-pump-room"
+connection = "pump-plc"
+poll_interval_ms = 200
+[[rooms]]
+id = "dist-room"
+kind = "distribution_room"
+name = "1#配电室"
+[[rooms.devices]]
+id = "meter-1"
+name = "1#进线电表"
+profile = "chnt-dtsu666"
+connection = "dist-gw"
+unit_id = 1
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "meter-2"
+name = "2#进线电表"
+profile = "chnt-dtsu666"
+connection = "dist-gw"
+unit_id = 2
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "dist-mon"
+profile = "sim-switchgear"
+connection = "dist-gw"
+unit_id = 3
+poll_interval_ms = 200
+[[rooms]]
+id = "lifts"
+kind = "elevator"
+name = "3栋电梯"
+[[rooms.devices]]
+id = "lift-1"
+name = "3栋1号梯"
+profile = "sim-elevator"
+connection = "lift-bus"
+unit_id = 1
+poll_interval_ms = 200
+[[rooms.devices]]
+id = "lift-2"
+name = "3栋2号梯"
+profile = "sim-elevator"
+connection = "lift-bus"
+unit_id = 2
+poll_interval_ms = 200
+[[rooms]]
+id = "fire-room"
+kind = "fire_control"
+name = "消防控制室"
+[[rooms.devices]]
+id = "fire-panel"
+name = "火灾报警控制器"
+profile = "gb26875-fire-panel"
+connection = "fire-bus"
+poll_interval_ms = 200
+
+"#,
+        addrs[0], addrs[1], addrs[2], addrs[3]
+    )
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

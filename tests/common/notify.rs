@@ -62,56 +62,7 @@ when = "supply"
 "#;
 
 /// Five roles, one person each (b is a spare for shifts).
-pub const DUTY_ROSTER: &str = r#"
-[[roster.people]]
-id = "a"
-name = "张伟"
-mobile = "13800000001"
-email = "a@estate.example"
-[[roster.people]]
-id = "b"
-name = "李强"
-mobile = "13800000002"
-email = "b@estate.example"
-[[roster.people]]
-id = "s"
-name = "王主管"
-mobile = "13800000003"
-email = "s@estate.example"
-[[roster.people]]
-id = "m"
-name = "赵主任"
-mobile = "13800000004"
-[[roster.people]]
-id = "g"
-name = "钱总"
-mobile = "13800000005"
-[[roster.people]]
-id = "c"
-name = "电梯维保孙工"
-mobile = "13800000006"
-
-[[roster.roles]]
-id = "duty_engineer"
-name = "值班工程师"
-people = ["a"]
-[[roster.roles]]
-id = "engineering_supervisor"
-name = "工程主管"
-people = ["s"]
-[[roster.roles]]
-id = "estate_manager"
-name = "管理处主任"
-people = ["m"]
-[[roster.roles]]
-id = "branch_manager"
-name = "分公司总经理"
-people = ["g"]
-[[roster.roles]]
-id = "elevator_contractor"
-name = "电梯维保单位"
-people = ["c"]
-"#;
+pub const DUTY_ROSTER: &str = include_str!("../fixtures/roster.toml");
 
 pub struct Harness {
     pub dir: tempfile::TempDir,

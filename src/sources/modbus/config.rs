@@ -315,35 +315,8 @@ pub(crate) fn point_source(
         byte_order,
         bit,
     };
-    // overlaps with earlier points: only different bits of one register may share it
     let span = addr.span();
-    for other in earlier {
-        let Some(om) = other.modbus() else { continue };
-        let o = om.span();
-        let overlap = o.function == span.function
-            && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
-            && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
-        if !overlap {
-            continue;
-        }
-        let bits_of_one_register = addr.bit.is_some() && om.bit.is_some() && o.start == span.start;
-        if bits_of_one_register && addr.bit == om.bit {
-            problems.add(
-                file,
-                format!("{key}.bit"),
-                format!("same register and bit as point {:?}", other.id),
-            );
-        } else if !bits_of_one_register {
-            problems.add(
-                file,
-                format!("{key}.address"),
-                format!(
-                    "{} {} overlaps point {:?} at {}",
-                    span.function, span.start, other.id, o.start
-                ),
-            );
-        }
-    }
+    check_overlaps(file, key, &addr, earlier, problems);
     let blocks_for_fn: Vec<&Block> = blocks.iter().filter(|b| b.function == function).collect();
     if !blocks_for_fn.is_empty() && !blocks_for_fn.iter().any(|b| b.contains(&span)) {
         problems.add(
@@ -428,89 +401,7 @@ pub(crate) fn compile_connections<'a>(
                 format!("duplicate connection id {:?}", c.id),
             );
         }
-        let address = |problems: &mut Problems| -> String {
-            match &c.address {
-                Some(a)
-                    // port 0: only for the simulator and the demo, which bind it themselves
-                    // (`propwatch run` refuses it: see `Site::unbound_connections`)
-                    if a.rsplit_once(':').is_some_and(|(h, p)| {
-                        !h.is_empty() && p.parse::<u16>().is_ok()
-                    }) =>
-                {
-                    a.clone()
-                }
-                Some(a) => {
-                    problems.add(
-                        file,
-                        format!("{key}.address"),
-                        format!("{a:?} is not host:port"),
-                    );
-                    String::new()
-                }
-                None => {
-                    problems.add(
-                        file,
-                        format!("{key}.address"),
-                        format!("transport {:?} needs address = \"host:port\"", c.transport),
-                    );
-                    String::new()
-                }
-            }
-        };
-        let transport = match c.transport.as_str() {
-            "tcp" => Transport::Tcp {
-                address: address(problems),
-            },
-            "rtu_over_tcp" => Transport::RtuOverTcp {
-                address: address(problems),
-            },
-            "rtu" => {
-                let parity = match c.parity.as_str() {
-                    "none" => Parity::None,
-                    "even" => Parity::Even,
-                    "odd" => Parity::Odd,
-                    other => {
-                        problems.add(
-                            file,
-                            format!("{key}.parity"),
-                            format!("{other:?} is not none, even or odd"),
-                        );
-                        Parity::None
-                    }
-                };
-                if !matches!(c.data_bits, 7 | 8) {
-                    problems.add(file, format!("{key}.data_bits"), "must be 7 or 8");
-                }
-                if !matches!(c.stop_bits, 1 | 2) {
-                    problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
-                }
-                let port = c.serial_port.clone().unwrap_or_else(|| {
-                    problems.add(
-                        file,
-                        format!("{key}.serial_port"),
-                        "transport \"rtu\" needs serial_port",
-                    );
-                    String::new()
-                });
-                Transport::Rtu(SerialSettings {
-                    port,
-                    baud_rate: c.baud_rate,
-                    parity,
-                    data_bits: c.data_bits,
-                    stop_bits: c.stop_bits,
-                })
-            }
-            other => {
-                problems.add(
-                    file,
-                    format!("{key}.transport"),
-                    format!("{other:?} is not tcp, rtu or rtu_over_tcp"),
-                );
-                Transport::Tcp {
-                    address: String::new(),
-                }
-            }
-        };
+        let transport = compile_transport(file, &key, c, problems);
         if c.baud_rate < 300 || c.baud_rate > 4_000_000 {
             problems.add(
                 file,
@@ -720,4 +611,136 @@ fn plan_profile(profile: &Profile, limits: &Limits) -> Arc<[Read]> {
         }
     }
     reads.into()
+}
+
+/// A connection's transport and its settings (`key` is `connections[i]`): an address for
+/// TCP and RTU over TCP, a serial port with parity, data and stop bits for RTU.
+fn compile_transport(
+    file: &Path,
+    key: &str,
+    c: &ConnectionCfg,
+    problems: &mut Problems,
+) -> Transport {
+    let address = |problems: &mut Problems| -> String {
+        match &c.address {
+            Some(a)
+                // port 0: only for the simulator and the demo, which bind it themselves
+                // (`propwatch run` refuses it: see `Site::unbound_connections`)
+                if a.rsplit_once(':').is_some_and(|(h, p)| {
+                    !h.is_empty() && p.parse::<u16>().is_ok()
+                }) =>
+            {
+                a.clone()
+            }
+            Some(a) => {
+                problems.add(
+                    file,
+                    format!("{key}.address"),
+                    format!("{a:?} is not host:port"),
+                );
+                String::new()
+            }
+            None => {
+                problems.add(
+                    file,
+                    format!("{key}.address"),
+                    format!("transport {:?} needs address = \"host:port\"", c.transport),
+                );
+                String::new()
+            }
+        }
+    };
+    match c.transport.as_str() {
+        "tcp" => Transport::Tcp {
+            address: address(problems),
+        },
+        "rtu_over_tcp" => Transport::RtuOverTcp {
+            address: address(problems),
+        },
+        "rtu" => {
+            let parity = match c.parity.as_str() {
+                "none" => Parity::None,
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                other => {
+                    problems.add(
+                        file,
+                        format!("{key}.parity"),
+                        format!("{other:?} is not none, even or odd"),
+                    );
+                    Parity::None
+                }
+            };
+            if !matches!(c.data_bits, 7 | 8) {
+                problems.add(file, format!("{key}.data_bits"), "must be 7 or 8");
+            }
+            if !matches!(c.stop_bits, 1 | 2) {
+                problems.add(file, format!("{key}.stop_bits"), "must be 1 or 2");
+            }
+            let port = c.serial_port.clone().unwrap_or_else(|| {
+                problems.add(
+                    file,
+                    format!("{key}.serial_port"),
+                    "transport \"rtu\" needs serial_port",
+                );
+                String::new()
+            });
+            Transport::Rtu(SerialSettings {
+                port,
+                baud_rate: c.baud_rate,
+                parity,
+                data_bits: c.data_bits,
+                stop_bits: c.stop_bits,
+            })
+        }
+        other => {
+            problems.add(
+                file,
+                format!("{key}.transport"),
+                format!("{other:?} is not tcp, rtu or rtu_over_tcp"),
+            );
+            Transport::Tcp {
+                address: String::new(),
+            }
+        }
+    }
+}
+
+/// A point's registers or bits against the points before it: only different bits of one
+/// register may share it.
+fn check_overlaps(
+    file: &Path,
+    key: &str,
+    addr: &ModbusAddr,
+    earlier: &[ProfilePoint],
+    problems: &mut Problems,
+) {
+    let span = addr.span();
+    for other in earlier {
+        let Some(om) = other.modbus() else { continue };
+        let o = om.span();
+        let overlap = o.function == span.function
+            && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)
+            && u32::from(span.start) < u32::from(o.start) + u32::from(o.len);
+        if !overlap {
+            continue;
+        }
+        let bits_of_one_register = addr.bit.is_some() && om.bit.is_some() && o.start == span.start;
+        if bits_of_one_register && addr.bit == om.bit {
+            problems.add(
+                file,
+                format!("{key}.bit"),
+                format!("same register and bit as point {:?}", other.id),
+            );
+        } else if !bits_of_one_register {
+            problems.add(
+                file,
+                format!("{key}.address"),
+                format!(
+                    "{} {} overlaps point {:?} at {}",
+                    span.function, span.start, other.id, o.start
+                ),
+            );
+        }
+    }
 }
