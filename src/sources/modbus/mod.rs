@@ -382,7 +382,7 @@ impl ConnectionPoller {
                     return PollOutcome::Failed("shutting down".to_string());
                 }
                 if self.ensure_connected().await.is_err() {
-                    break Err(("io_error", "connection lost".to_string()));
+                    break Err(TransactError::Io("connection lost".to_string()));
                 }
                 self.frame_gap().await;
                 let result = self
@@ -390,8 +390,8 @@ impl ConnectionPoller {
                     .await;
                 self.last_frame = Some(Instant::now());
                 match result {
-                    Err((class @ ("timeout" | "io_error"), _)) if attempt < attempts => {
-                        debug!(device = %device.id, class, attempt, "retrying read");
+                    Err(e) if e.retryable() && attempt < attempts => {
+                        debug!(device = %device.id, class = e.class(), attempt, "retrying read");
                         continue;
                     }
                     other => break other,
@@ -456,14 +456,10 @@ impl ConnectionPoller {
                             .map(|&pi| bad(device.first_point + pi as u32, now)),
                     );
                 }
-                Err((class, message)) => {
-                    let result = match class {
-                        "timeout" => ModbusResult::Timeout,
-                        "garbled" => ModbusResult::Malformed,
-                        _ => ModbusResult::IoError,
-                    };
-                    self.telemetry.modbus_request(&conn_id, &device.id, result);
-                    failure = Some(format!("{class}: {message}"));
+                Err(e) => {
+                    self.telemetry
+                        .modbus_request(&conn_id, &device.id, e.counted_as());
+                    failure = Some(e.to_string());
                     // A device that does not answer one read will not answer the next:
                     // give up on this poll so the rest of the bus keeps its rate.
                     let rest: Vec<_> = modbus.reads[ri..].iter().collect();
@@ -516,14 +512,13 @@ impl ConnectionPoller {
     }
 
     /// One request/response with a deadline.
-    #[allow(clippy::type_complexity)]
     async fn transact(
         &mut self,
         unit_id: u8,
         function: Function,
         start: u16,
         count: u16,
-    ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, (&'static str, String)> {
+    ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, TransactError> {
         let deadline = self.site.connections[self.conn].timeout;
         let ctx = self.ctx.as_mut().expect("connected before transact");
         ctx.set_slave(Slave(unit_id));
@@ -538,12 +533,9 @@ impl ConnectionPoller {
         };
         let call = async { ctx.call(request).await.map(|r| r.map(decode::read_data)) };
         let result = match timeout(deadline, call).await {
-            Err(_) => Err((
-                "timeout",
-                format!("no reply within {} ms", deadline.as_millis()),
-            )),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(("io_error", e.to_string())),
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(("garbled", e.to_string())),
+            Err(_) => Err(TransactError::Timeout(deadline)),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(TransactError::Io(e.to_string())),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(TransactError::Garbled(e.to_string())),
             Ok(Ok(r)) => Ok(r),
         };
         self.duration.observe(started.elapsed().as_secs_f64());
@@ -553,6 +545,42 @@ impl ConnectionPoller {
             self.ctx = None;
         }
         result
+    }
+}
+
+/// Why a Modbus transaction got no usable reply (an exception reply is an answer). Shown
+/// as the device's offline reason: `timeout: no reply within 1000 ms`.
+#[derive(Debug, thiserror::Error)]
+enum TransactError {
+    #[error("timeout: no reply within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("io_error: {0}")]
+    Io(String),
+    #[error("garbled: {0}")]
+    Garbled(String),
+}
+
+impl TransactError {
+    fn class(&self) -> &'static str {
+        match self {
+            TransactError::Timeout(_) => "timeout",
+            TransactError::Io(_) => "io_error",
+            TransactError::Garbled(_) => "garbled",
+        }
+    }
+
+    /// A timeout or a lost connection is tried again (up to the connection's `retries`) on
+    /// a device that was healthy; a garbled reply is not.
+    fn retryable(&self) -> bool {
+        matches!(self, TransactError::Timeout(_) | TransactError::Io(_))
+    }
+
+    fn counted_as(&self) -> ModbusResult {
+        match self {
+            TransactError::Timeout(_) => ModbusResult::Timeout,
+            TransactError::Io(_) => ModbusResult::IoError,
+            TransactError::Garbled(_) => ModbusResult::Malformed,
+        }
     }
 }
 
