@@ -14,5 +14,12 @@ pub static SPEC: Spec = Spec {
     default_url: None,
     max_text: None,
     validate: nothing_more,
-    send: |_, _, _, _| async { Err("alertmanager is sent by its own worker".to_string()) }.boxed(),
+    send: |_, _, _, _| {
+        async {
+            Err(super::SendError::Unsendable(
+                "alertmanager is sent by its own worker".to_string(),
+            ))
+        }
+        .boxed()
+    },
 };

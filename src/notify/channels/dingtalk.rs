@@ -9,7 +9,9 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{mobiles, parse_url, post_json, robot_token, truncate, Outgoing, Reach, Spec};
+use super::{
+    mobiles, parse_url, post_json, robot_token, truncate, Outgoing, Reach, SendError, Spec,
+};
 use crate::config::notify::Channel;
 
 pub static SPEC: Spec = Spec {
@@ -36,7 +38,7 @@ async fn send(
     ch: &Channel,
     out: &Outgoing,
     now_ms: i64,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let mut url = parse_url(ch.url.as_deref().unwrap_or_default())?;
     {
         let mut q = url.query_pairs_mut();

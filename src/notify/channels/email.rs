@@ -3,7 +3,7 @@
 
 use futures::FutureExt;
 
-use super::{error_chain, truncate, Outgoing, Reach, Spec};
+use super::{truncate, Outgoing, Reach, SendError, Spec};
 use crate::config::notify::{Channel, ChannelCfg, SmtpTls};
 
 pub static SPEC: Spec = Spec {
@@ -30,7 +30,7 @@ fn validate(c: &ChannelCfg, add: &mut dyn FnMut(&str, String)) {
     }
 }
 
-async fn email(ch: &Channel, out: &Outgoing) -> Result<String, String> {
+async fn email(ch: &Channel, out: &Outgoing) -> Result<String, SendError> {
     use lettre::message::{header::ContentType, Mailbox};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -40,7 +40,7 @@ async fn email(ch: &Channel, out: &Outgoing) -> Result<String, String> {
         .as_deref()
         .unwrap_or_default()
         .parse()
-        .map_err(|e| format!("from: {e}"))?;
+        .map_err(|e| SendError::Unsendable(format!("from: {e}")))?;
     let mut b = Message::builder()
         .from(from)
         .subject(truncate(&out.headline, 200));
@@ -54,12 +54,12 @@ async fn email(ch: &Channel, out: &Outgoing) -> Result<String, String> {
         }
     }
     if !any {
-        return Err("nobody to mail: no address".into());
+        return Err(SendError::Unsendable("nobody to mail: no address".into()));
     }
     let msg = b
         .header(ContentType::TEXT_PLAIN)
         .body(out.text.clone())
-        .map_err(|e| format!("building the mail: {e}"))?;
+        .map_err(|e| SendError::Unsendable(format!("building the mail: {e}")))?;
     let host = ch.host.as_deref().unwrap_or("localhost");
     let builder = match ch.tls {
         SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
@@ -68,7 +68,7 @@ async fn email(ch: &Channel, out: &Outgoing) -> Result<String, String> {
             host,
         )),
     }
-    .map_err(|e| error_chain(&e))?;
+    .map_err(|e| SendError::transport(&e))?;
     let mut builder = builder.timeout(Some(ch.timeout));
     if let Some(p) = ch.port {
         builder = builder.port(p);
@@ -77,6 +77,9 @@ async fn email(ch: &Channel, out: &Outgoing) -> Result<String, String> {
         builder = builder.credentials(Credentials::new(u.clone(), pw.clone()));
     }
     let mailer = builder.build();
-    let r = mailer.send(msg).await.map_err(|e| error_chain(&e))?;
+    let r = mailer
+        .send(msg)
+        .await
+        .map_err(|e| SendError::transport(&e))?;
     Ok(format!("SMTP {}", r.code()))
 }

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{parse_url, post_json, robot_token, truncate, Outgoing, Reach, Spec};
+use super::{parse_url, post_json, robot_token, truncate, Outgoing, Reach, SendError, Spec};
 use crate::config::notify::Channel;
 
 pub static SPEC: Spec = Spec {
@@ -34,7 +34,7 @@ async fn send(
     ch: &Channel,
     out: &Outgoing,
     now_ms: i64,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let base = ch.url.as_deref().unwrap_or_default();
     let full = match &ch.token {
         Some(t) if base.ends_with('/') => format!("{base}{t}"),

@@ -3,7 +3,7 @@
 use futures::FutureExt;
 use tracing::info;
 
-use super::{nothing_more, Outgoing, Reach, Spec};
+use super::{nothing_more, Outgoing, Reach, SendError, Spec};
 use crate::config::notify::Channel;
 
 pub static SPEC: Spec = Spec {
@@ -17,7 +17,7 @@ pub static SPEC: Spec = Spec {
     send: |_, ch, out, _| async move { send(ch, out) }.boxed(),
 };
 
-fn send(ch: &Channel, out: &Outgoing) -> Result<String, String> {
+fn send(ch: &Channel, out: &Outgoing) -> Result<String, SendError> {
     info!(channel = %ch.id, people = ?out.people.iter().map(|p| &p.name).collect::<Vec<_>>(), "notification:\n{}", out.text);
     Ok("logged".into())
 }

@@ -56,7 +56,44 @@ pub type SendFn = for<'a> fn(
     &'a Channel,
     &'a Outgoing,
     i64,
-) -> BoxFuture<'a, Result<String, String>>;
+) -> BoxFuture<'a, Result<String, SendError>>;
+
+/// Why a channel's request did not deliver. Its text is what the outbox, the timeline and
+/// the log show, after redaction (`send`).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No answer: connection, TLS, timeout, an SMTP refusal (the error and its causes).
+    #[error("{0}")]
+    Transport(String),
+    /// An HTTP status other than 2xx, with the start of the body.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    /// A 2xx whose body says no: a vendor's code (`errcode 310000: ...`) or a webhook's
+    /// `success` expression false.
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing could be sent: a bad URL, template or sender, nobody with an address.
+    #[error("{0}")]
+    Unsendable(String),
+}
+
+impl SendError {
+    /// A transport error with its causes.
+    pub(crate) fn transport(e: &dyn std::error::Error) -> Self {
+        SendError::Transport(error_chain(e))
+    }
+
+    /// A non-2xx answer; `body` is cut to 300 characters.
+    fn status(status: reqwest::StatusCode, body: &str) -> Self {
+        SendError::Status {
+            status,
+            body: truncate(body, 300),
+        }
+    }
+}
 
 /// Checks a `[[channels]]` entry of this type: reports (key, problem) through the callback.
 pub type ValidateFn = fn(&ChannelCfg, &mut dyn FnMut(&str, String));
@@ -189,10 +226,9 @@ fn mobiles(people: &[Person]) -> Vec<String> {
 }
 
 /// A vendor answer: HTTP 2xx and, in the JSON body, `errcode`/`code`/`StatusCode` 0 if present.
-fn check_vendor(status: reqwest::StatusCode, body: &str) -> Result<String, String> {
-    let short = truncate(body, 300);
+fn check_vendor(status: reqwest::StatusCode, body: &str) -> Result<String, SendError> {
     if !status.is_success() {
-        return Err(format!("HTTP {status}: {short}"));
+        return Err(SendError::status(status, body));
     }
     if let Ok(v) = serde_json::from_str::<Value>(body) {
         for k in ["errcode", "code", "StatusCode"] {
@@ -203,7 +239,7 @@ fn check_vendor(status: reqwest::StatusCode, body: &str) -> Result<String, Strin
                         .or_else(|| v.get("msg"))
                         .and_then(Value::as_str)
                         .unwrap_or("");
-                    return Err(format!("{k} {c}: {msg}"));
+                    return Err(SendError::Refused(format!("{k} {c}: {msg}")));
                 }
             }
         }
@@ -216,14 +252,14 @@ async fn post_json(
     ch: &Channel,
     url: reqwest::Url,
     body: &Value,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let resp = http
         .post(url)
         .timeout(ch.timeout)
         .json(body)
         .send()
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| SendError::transport(&e))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     check_vendor(status, &text)
@@ -240,8 +276,8 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn parse_url(u: &str) -> Result<reqwest::Url, String> {
-    reqwest::Url::parse(u).map_err(|e| format!("bad url: {e}"))
+fn parse_url(u: &str) -> Result<reqwest::Url, SendError> {
+    reqwest::Url::parse(u).map_err(|e| SendError::Unsendable(format!("bad url: {e}")))
 }
 
 /// Send through `ch`. `Ok` carries a short receipt, `Err` the reason, with no URL query, URL
@@ -256,7 +292,7 @@ pub async fn send(
     let r = super::redact::Redactor::for_channel(ch);
     match (ch.kind.spec().send)(http, ch, out, now_ms).await {
         Ok(receipt) => Ok(r.redact(&receipt)),
-        Err(reason) => Err(r.redact(&reason)),
+        Err(reason) => Err(r.redact(&reason.to_string())),
     }
 }
 
@@ -270,10 +306,12 @@ mod tests {
         assert!(check_vendor(ok, r#"{"errcode":0,"errmsg":"ok"}"#).is_ok());
         assert!(check_vendor(ok, r#"{"code":0,"msg":"success"}"#).is_ok());
         let e = check_vendor(ok, r#"{"errcode":130101,"errmsg":"send too fast"}"#).unwrap_err();
-        assert!(e.contains("130101"), "{e}");
+        assert!(matches!(e, SendError::Refused(_)), "{e:?}");
+        assert_eq!(e.to_string(), "errcode 130101: send too fast");
         let e = check_vendor(ok, r#"{"code":19021,"msg":"sign match fail"}"#).unwrap_err();
-        assert!(e.contains("19021"), "{e}");
-        assert!(check_vendor(reqwest::StatusCode::BAD_GATEWAY, "").is_err());
+        assert!(e.to_string().contains("19021"), "{e}");
+        let e = check_vendor(reqwest::StatusCode::BAD_GATEWAY, "").unwrap_err();
+        assert!(matches!(e, SendError::Status { .. }), "{e:?}");
         assert!(check_vendor(ok, "not json").is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use futures::FutureExt;
 
-use super::{webhook, Outgoing, Reach, Spec};
+use super::{webhook, Outgoing, Reach, SendError, Spec};
 use crate::config::notify::{Channel, ChannelCfg};
 
 pub static SPEC: Spec = Spec {
@@ -31,7 +31,7 @@ async fn send(
     ch: &Channel,
     out: &Outgoing,
     now_ms: i64,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let mut receipts = Vec::new();
     for p in &out.people {
         if p.mobile.is_none() {
@@ -40,7 +40,9 @@ async fn send(
         receipts.push(webhook::templated(http, ch, out, Some(p), now_ms).await?);
     }
     if receipts.is_empty() {
-        return Err("nobody to text: no mobile number".into());
+        return Err(SendError::Unsendable(
+            "nobody to text: no mobile number".into(),
+        ));
     }
     Ok(receipts.join("; "))
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use futures::FutureExt;
 use serde_json::{json, Value};
 
-use super::{error_chain, parse_url, truncate, Outgoing, Reach, Spec};
+use super::{parse_url, truncate, Outgoing, Reach, SendError, Spec};
 use crate::config::notify::{Channel, ChannelCfg, Person};
 
 pub static SPEC: Spec = Spec {
@@ -91,17 +91,18 @@ pub(super) async fn templated(
     out: &Outgoing,
     person: Option<&Person>,
     now_ms: i64,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let env = environment();
     let vars = template_vars(ch, out, person, now_ms);
-    let render = |t: &str| -> Result<String, String> {
+    let render = |t: &str| -> Result<String, SendError> {
         env.render_str(t, minijinja::Value::from(minijinja::value::Serde(&vars)))
-            .map_err(|e| format!("template: {e}"))
+            .map_err(|e| SendError::Unsendable(format!("template: {e}")))
     };
     let url = parse_url(&render(ch.url.as_deref().unwrap_or_default())?)?;
     let body = match &ch.body {
         Some(t) => render(t)?,
-        None => serde_json::to_string(&webhook_document(out)).map_err(|e| e.to_string())?,
+        None => serde_json::to_string(&webhook_document(out))
+            .map_err(|e| SendError::Unsendable(e.to_string()))?,
     };
     let method = reqwest::Method::from_bytes(ch.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut req = http.request(method.clone(), url).timeout(ch.timeout);
@@ -115,22 +116,25 @@ pub(super) async fn templated(
     for (k, v) in &ch.headers {
         req = req.header(k.as_str(), render(v)?);
     }
-    let resp = req.send().await.map_err(|e| error_chain(&e))?;
+    let resp = req.send().await.map_err(|e| SendError::transport(&e))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        return Err(format!("HTTP {status}: {}", truncate(&text, 300)));
+        return Err(SendError::status(status, &text));
     }
     if let Some(expr) = &ch.success {
         let response: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         let e = env
             .compile_expression(expr)
-            .map_err(|e| format!("success expression: {e}"))?;
+            .map_err(|e| SendError::Unsendable(format!("success expression: {e}")))?;
         let ok = e
             .eval(minijinja::context! { response => minijinja::Value::from(minijinja::value::Serde(&response)), status => status.as_u16() })
-            .map_err(|e| format!("success expression: {e}"))?;
+            .map_err(|e| SendError::Unsendable(format!("success expression: {e}")))?;
         if !ok.is_true() {
-            return Err(format!("rejected ({expr}): {}", truncate(&text, 300)));
+            return Err(SendError::Refused(format!(
+                "rejected ({expr}): {}",
+                truncate(&text, 300)
+            )));
         }
     }
     Ok(format!("HTTP {}", status.as_u16()))

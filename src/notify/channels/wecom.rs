@@ -4,7 +4,9 @@
 use futures::FutureExt;
 use serde_json::json;
 
-use super::{mobiles, parse_url, post_json, robot_token, truncate, Outgoing, Reach, Spec};
+use super::{
+    mobiles, parse_url, post_json, robot_token, truncate, Outgoing, Reach, SendError, Spec,
+};
 use crate::config::notify::Channel;
 
 pub static SPEC: Spec = Spec {
@@ -18,7 +20,7 @@ pub static SPEC: Spec = Spec {
     send: |http, ch, out, _| send(http, ch, out).boxed(),
 };
 
-async fn send(http: &reqwest::Client, ch: &Channel, out: &Outgoing) -> Result<String, String> {
+async fn send(http: &reqwest::Client, ch: &Channel, out: &Outgoing) -> Result<String, SendError> {
     let mut url = parse_url(ch.url.as_deref().unwrap_or_default())?;
     if let Some(t) = &ch.token {
         url.query_pairs_mut().append_pair("key", t);
