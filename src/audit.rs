@@ -863,41 +863,80 @@ fn confirm_pruning(pruned: &mut Option<(i64, String, bool)>, e: &Entry) {
 
 /// Verify a copy of the state store without a daemon (opened read-only), with the key file
 /// given, else the one beside the copy (`audit.key`) if there is one, else without a key.
-pub fn verify_file(path: &Path, key_file: Option<&Path>) -> Result<Verification, String> {
+/// Why `propwatch audit verify` could not check a chain, or found its anchors broken.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{}: no such file", .0.display())]
+    NoFile(PathBuf),
+    #[error("{}: {message}", .path.display())]
+    Key { path: PathBuf, message: String },
+    #[error("cannot open {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("anchored entry #{0} is missing: the chain was cut back below an anchor")]
+    AnchorMissing(i64),
+    #[error("entry #{id} no longer has the hash anchored for it ({hash}): the chain was rewritten after the anchor")]
+    AnchorChanged { id: i64, hash: String },
+}
+
+impl AuditError {
+    fn key(path: &Path, e: impl std::fmt::Display) -> Self {
+        AuditError::Key {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    fn read(path: &Path, source: rusqlite::Error) -> Self {
+        AuditError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub fn verify_file(path: &Path, key_file: Option<&Path>) -> Result<Verification, AuditError> {
     let key = match key_file {
-        Some(f) => Some(AuditKey::load(f, false).map_err(|e| format!("{}: {e}", f.display()))?),
+        Some(f) => Some(AuditKey::load(f, false).map_err(|e| AuditError::key(f, e))?),
         None => {
             let beside = default_key_file(path);
             if beside.is_file() {
-                Some(
-                    AuditKey::load(&beside, false)
-                        .map_err(|e| format!("{}: {e}", beside.display()))?,
-                )
+                Some(AuditKey::load(&beside, false).map_err(|e| AuditError::key(&beside, e))?)
             } else {
                 None
             }
         }
     };
     if !path.is_file() {
-        return Err(format!("{}: no such file", path.display()));
+        return Err(AuditError::NoFile(path.to_path_buf()));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    verify(&conn, key.as_ref()).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let conn = open_read_only(path)?;
+    verify(&conn, key.as_ref()).map_err(|e| AuditError::read(path, e))
 }
 
 /// Check the anchors the daemon logged (lines with `audit anchor`, `id=N` and `hash=H`, as in
 /// its journal) against the chain: every anchored entry must still carry the anchored hash,
 /// and the chain must reach the last anchor. How many anchors were checked, or the problem.
-pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, String> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, AuditError> {
+    let conn = open_read_only(path)?;
     let field = |line: &str, name: &str| -> Option<String> {
         let at = line.find(&format!("{name}="))? + name.len() + 1;
         Some(
@@ -911,11 +950,11 @@ pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, String> {
     let pruned_through = {
         let mut q = conn
             .prepare("SELECT detail FROM audit WHERE action = 'audit.pruned'")
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| AuditError::read(path, e))?;
         let details = q
             .query_map([], |r| r.get::<_, String>(0))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| AuditError::read(path, e))?;
         details
             .iter()
             .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
@@ -935,14 +974,10 @@ pub fn check_anchors(path: &Path, anchors: &str) -> Result<usize, String> {
         let stored: Option<String> = conn
             .query_row("SELECT hash FROM audit WHERE id = ?1", [id], |r| r.get(0))
             .optional()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| AuditError::read(path, e))?;
         match stored {
-            None => return Err(format!("anchored entry #{id} is missing: the chain was cut back below an anchor")),
-            Some(h) if h != hash => {
-                return Err(format!(
-                    "entry #{id} no longer has the hash anchored for it ({hash}): the chain was rewritten after the anchor"
-                ))
-            }
+            None => return Err(AuditError::AnchorMissing(id)),
+            Some(h) if h != hash => return Err(AuditError::AnchorChanged { id, hash }),
             Some(_) => n += 1,
         }
     }
@@ -1201,7 +1236,7 @@ mod tests {
                 .unwrap();
             c
         };
-        assert_eq!(check_anchors(&copy("a.db"), &journal), Ok(1));
+        assert_eq!(check_anchors(&copy("a.db"), &journal).unwrap(), 1);
         // rewritten with the key itself from #3 on
         let key = AuditKey::load(&default_key_file(&dir.path().join("state.db")), false).unwrap();
         let mut prev = log
@@ -1230,10 +1265,14 @@ mod tests {
             "with the key the rewrite verifies"
         );
         let err = check_anchors(&copy("b.db"), &journal).unwrap_err();
-        assert!(err.contains("no longer has the hash anchored"), "{err}");
+        assert!(matches!(err, AuditError::AnchorChanged { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("no longer has the hash anchored"),
+            "{err}"
+        );
         raw.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
         let err = check_anchors(&copy("c.db"), &journal).unwrap_err();
-        assert!(err.contains("missing"), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     /// Found by a full-suite run: the daemon opens the log twice at start; on a first start
@@ -1302,7 +1341,7 @@ mod tests {
             (Some(3), Some(3))
         );
         // an anchor of a removed entry is not "missing"; the others are still checked
-        assert_eq!(check_anchors(&path, &journal), Ok(1));
+        assert_eq!(check_anchors(&path, &journal).unwrap(), 1);
         // the table refuses deletes again
         let raw = Connection::open(&path).unwrap();
         assert!(raw.execute("DELETE FROM audit WHERE id = 4", []).is_err());

@@ -794,7 +794,9 @@ pub async fn audit(t: Target, cmd: AuditCmd) -> ExitCode {
                 if let Some(a) = &anchors {
                     let checked = std::fs::read_to_string(a)
                         .map_err(|e| format!("{}: {e}", a.display()))
-                        .and_then(|text| crate::audit::check_anchors(&path, &text));
+                        .and_then(|text| {
+                            crate::audit::check_anchors(&path, &text).map_err(|e| e.to_string())
+                        });
                     match checked {
                         Ok(n) => v["anchors_checked"] = n.into(),
                         Err(problem) => {

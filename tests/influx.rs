@@ -166,8 +166,9 @@ async fn influxdb_1x_gets_every_line_once_with_tags_and_values_through_an_outage
     assert_eq!(first[2].as_str(), Some(head.1.as_str()), "{anchors}");
     let export = anchors.to_string().replace("\\n", "\n");
     assert_eq!(
-        propwatch::audit::check_anchors(&served.site.alarms.settings.database, &export),
-        Ok(1),
+        propwatch::audit::check_anchors(&served.site.alarms.settings.database, &export)
+            .unwrap_or_else(|e| panic!("{e}: {export}")),
+        1,
         "{export}"
     );
     let anchor_rows = rows[0]["values"].as_array().map_or(0, Vec::len) as f64;
