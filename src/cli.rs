@@ -196,7 +196,15 @@ pub fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Arc<Site>, ExitCode> {
-    match config::load(path) {
+    let site = config::load(path).and_then(|site| {
+        let problems = crate::simulator::check_models(&site);
+        if problems.is_empty() {
+            Ok(site)
+        } else {
+            Err(config::ConfigErrors(problems))
+        }
+    });
+    match site {
         Ok(site) => Ok(Arc::new(site)),
         Err(errors) => {
             eprint!("{errors}");

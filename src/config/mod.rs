@@ -718,18 +718,6 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         );
         ByteOrder::Abcd
     });
-    if let Some(model) = &p.profile.sim_model {
-        if !crate::simulator::MODELS.contains(&model.as_str()) {
-            problems.add(
-                file,
-                "profile.sim_model",
-                format!(
-                    "unknown simulator model {model:?}; known: {}",
-                    crate::simulator::MODELS.join(", ")
-                ),
-            );
-        }
-    }
     if p.profile
         .max_registers_per_read
         .is_some_and(|n| n == 0 || n > 125)

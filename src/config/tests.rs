@@ -229,7 +229,7 @@ fn profile_problems_are_all_reported_with_keys() {
             profile("[[blocks]]\nfunction = 3\nstart = 0\ncount = 10\n[[blocks]]\nfunction = 3\nstart = 5\ncount = 10\n[[blocks]]\nfunction = 4\nstart = 0\ncount = 200\n"),
             vec!["blocks[1]: overlaps blocks[0]", "blocks[2]: block start 0 count 200"],
         ),
-        ("[profile]\nid = \"p2\"\nbyte_order = \"XYZW\"\nsim_model = \"toaster\"\n".to_string(), vec!["profile.byte_order", "profile.sim_model: unknown simulator model \"toaster\""]),
+        ("[profile]\nid = \"p2\"\nbyte_order = \"XYZW\"\n".to_string(), vec!["profile.byte_order: unknown byte order"]),
         // a duplicate profile id across files
         (PROFILE_OK.to_string(), vec!["p2.toml: profile.id: duplicate profile id \"meter\""]),
         ("[profile]\nid = \"p2\"\n[[points]]\nid = \"a\"\nfunction = 3\naddress = 0\n".to_string(), vec!["p2.toml: invalid TOML", "missing field `type`"]),

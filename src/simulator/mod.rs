@@ -33,6 +33,26 @@ pub const MODELS: &[&str] = &[
     "generic",
 ];
 
+/// Every profile's `sim_model` is one of [`MODELS`] (the site compiler does not know the
+/// simulator's models; the CLI asks this after loading a site, so `check-config` reports
+/// it as it reports any other problem).
+pub fn check_models(site: &Site) -> Vec<crate::config::ConfigError> {
+    site.profiles
+        .values()
+        .filter_map(|p| {
+            let model = p.sim_model.as_deref()?;
+            (!MODELS.contains(&model)).then(|| crate::config::ConfigError {
+                file: p.file.clone(),
+                key: "profile.sim_model".into(),
+                message: format!(
+                    "unknown simulator model {model:?}; known: {}",
+                    MODELS.join(", ")
+                ),
+            })
+        })
+        .collect()
+}
+
 /// How a simulated device misbehaves right now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
@@ -539,4 +559,40 @@ pub fn spawn_dynamics(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Moved here from the site compiler's table (issue #18: config does not know the
+    /// simulator's models); `propwatch check-config` still reports it (cli::load).
+    #[test]
+    fn an_unknown_simulator_model_is_a_problem_of_its_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p2.toml"),
+            "[profile]\nid = \"p2\"\nsim_model = \"toaster\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("p3.toml"),
+            "[profile]\nid = \"p3\"\nsim_model = \"elevator\"\n",
+        )
+        .unwrap();
+        let site =
+            crate::config::from_str(Path::new("site.toml"), "[site]\nid = \"s\"\n", dir.path())
+                .expect("the site compiles: the model is not the compiler's business");
+        let problems = super::check_models(&site);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].file.ends_with("p2.toml"));
+        assert_eq!(
+            problems[0].to_string(),
+            format!(
+                "{}: profile.sim_model: unknown simulator model \"toaster\"; known: {}",
+                problems[0].file.display(),
+                super::MODELS.join(", ")
+            )
+        );
+    }
 }
