@@ -746,7 +746,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         }
     };
     let mqtt = match (&p.mqtt, is_mqtt) {
-        (Some(m), true) => mqtt::compile_profile_mqtt(file, m, problems),
+        (Some(m), true) => crate::sources::mqtt::config::compile_profile_mqtt(file, m, problems),
         (None, true) => {
             problems.add(
                 file,

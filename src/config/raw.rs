@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use crate::sources::modbus::config::ConnectionCfg;
+pub use crate::sources::mqtt::config::MqttProfileCfg;
 
 /// A site config file (`config/*.toml`).
 #[derive(Debug, Deserialize)]
@@ -433,50 +434,6 @@ pub struct ProfileSection {
 
 fn default_protocol() -> String {
     "modbus".to_string()
-}
-
-/// How a device of an MQTT profile publishes.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttProfileCfg {
-    /// Topic template; `{site}` and `{device}` (required) stand for whole levels, e.g.
-    /// `estate/{site}/elevator/{device}/status`.
-    pub topic: String,
-    /// Last-will / availability topic template, same placeholders.
-    #[serde(default)]
-    pub will_topic: Option<String>,
-    #[serde(default = "default_online_payload")]
-    pub online_payload: String,
-    #[serde(default = "default_offline_payload")]
-    pub offline_payload: String,
-    /// JSON pointer to the message's own timestamp (Unix time).
-    #[serde(default)]
-    pub timestamp_pointer: Option<String>,
-    /// `ms` or `s`.
-    #[serde(default = "default_timestamp_unit")]
-    pub timestamp_unit: String,
-    /// How often the device normally reports.
-    #[serde(default = "default_report_interval_ms")]
-    pub report_interval_ms: u64,
-    /// Silent for this many report intervals -> offline.
-    #[serde(default = "default_stale_after_intervals")]
-    pub stale_after_intervals: u32,
-}
-
-fn default_online_payload() -> String {
-    "online".to_string()
-}
-fn default_offline_payload() -> String {
-    "offline".to_string()
-}
-fn default_timestamp_unit() -> String {
-    "ms".to_string()
-}
-fn default_report_interval_ms() -> u64 {
-    10_000
-}
-fn default_stale_after_intervals() -> u32 {
-    3
 }
 
 fn default_device_kind() -> String {

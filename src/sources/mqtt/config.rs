@@ -1,9 +1,13 @@
 //! The MQTT side of a profile's points: where in the JSON payload a value is, and what kind
 //! of value ([`JsonKind`]). The site compiler (`config`) calls [`point_source`] for every
-//! point of an MQTT profile.
+//! point of an MQTT profile; a profile's `[mqtt]` section ([`MqttProfile`], topic
+//! templates) and a device's checks ([`Devices`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::config::raw::{DeviceCfg, PointCfg};
 use crate::config::{PointSource, Problems};
@@ -139,6 +143,242 @@ impl Devices {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// How a device of an MQTT profile publishes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttProfileCfg {
+    /// Topic template; `{site}` and `{device}` (required) stand for whole levels, e.g.
+    /// `estate/{site}/elevator/{device}/status`.
+    pub topic: String,
+    /// Last-will / availability topic template, same placeholders.
+    #[serde(default)]
+    pub will_topic: Option<String>,
+    #[serde(default = "default_online_payload")]
+    pub online_payload: String,
+    #[serde(default = "default_offline_payload")]
+    pub offline_payload: String,
+    /// JSON pointer to the message's own timestamp (Unix time).
+    #[serde(default)]
+    pub timestamp_pointer: Option<String>,
+    /// `ms` or `s`.
+    #[serde(default = "default_timestamp_unit")]
+    pub timestamp_unit: String,
+    /// How often the device normally reports.
+    #[serde(default = "default_report_interval_ms")]
+    pub report_interval_ms: u64,
+    /// Silent for this many report intervals -> offline.
+    #[serde(default = "default_stale_after_intervals")]
+    pub stale_after_intervals: u32,
+}
+
+fn default_online_payload() -> String {
+    "online".to_string()
+}
+fn default_offline_payload() -> String {
+    "offline".to_string()
+}
+fn default_timestamp_unit() -> String {
+    "ms".to_string()
+}
+fn default_report_interval_ms() -> u64 {
+    10_000
+}
+fn default_stale_after_intervals() -> u32 {
+    3
+}
+
+/// One level of a topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    Site,
+    Device,
+}
+
+/// A topic with `{site}` and `{device}` levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    levels: Vec<Level>,
+}
+
+impl TopicTemplate {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty topic".into());
+        }
+        let mut levels = Vec::new();
+        for level in s.split('/') {
+            levels.push(match level {
+                "{site}" => Level::Site,
+                "{device}" => Level::Device,
+                l if l.contains(['+', '#']) => {
+                    return Err(format!(
+                        "wildcards are not allowed in a template ({l:?}); use {{device}}"
+                    ))
+                }
+                l if l.contains(['{', '}']) => {
+                    return Err(format!(
+                        "unknown placeholder {l:?}; use {{site}} or {{device}} as a whole level"
+                    ))
+                }
+                l => Level::Literal(l.to_string()),
+            });
+        }
+        if levels.iter().filter(|l| **l == Level::Device).count() != 1 {
+            return Err("the template needs exactly one {device} level".into());
+        }
+        Ok(Self { levels })
+    }
+
+    /// The subscription filter: `{site}` filled in, `{device}` as `+`.
+    pub fn filter(&self, site: &str) -> String {
+        self.levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Site => site,
+                Level::Device => "+",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The topic of one device.
+    pub fn topic(&self, site: &str, device: &str) -> String {
+        self.filter(site).replace('+', device)
+    }
+
+    /// The `{device}` level of `topic` if the topic matches this template.
+    pub fn device_of<'t>(&self, topic: &'t str, site: &str) -> Option<&'t str> {
+        let mut device = None;
+        let mut parts = topic.split('/');
+        for level in &self.levels {
+            let part = parts.next()?;
+            match level {
+                Level::Literal(s) if s == part => {}
+                Level::Site if part == site => {}
+                Level::Device if !part.is_empty() => device = Some(part),
+                _ => return None,
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        device
+    }
+}
+
+/// How devices of an MQTT profile publish.
+#[derive(Debug, Clone)]
+pub struct MqttProfile {
+    pub topic: TopicTemplate,
+    pub will_topic: Option<TopicTemplate>,
+    pub online_payload: String,
+    pub offline_payload: String,
+    pub timestamp_pointer: Option<String>,
+    /// Timestamps are in milliseconds (else seconds).
+    pub timestamp_millis: bool,
+    pub report_interval: Duration,
+    /// Offline after this long without a message.
+    pub stale_after: Duration,
+}
+
+pub(crate) fn compile_profile_mqtt(
+    file: &Path,
+    m: &MqttProfileCfg,
+    problems: &mut Problems,
+) -> Option<MqttProfile> {
+    let before = problems.list.len();
+    let topic = TopicTemplate::parse(&m.topic)
+        .map_err(|e| problems.add(file, "mqtt.topic", e))
+        .ok();
+    let will_topic = match &m.will_topic {
+        None => None,
+        Some(t) => match TopicTemplate::parse(t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.add(file, "mqtt.will_topic", e);
+                None
+            }
+        },
+    };
+    if let Some(p) = &m.timestamp_pointer {
+        if !(p.is_empty() || p.starts_with('/')) {
+            problems.add(
+                file,
+                "mqtt.timestamp_pointer",
+                format!("{p:?} is not a JSON pointer (\"/ts\")"),
+            );
+        }
+    }
+    let timestamp_millis = match m.timestamp_unit.as_str() {
+        "ms" => true,
+        "s" => false,
+        other => {
+            problems.add(
+                file,
+                "mqtt.timestamp_unit",
+                format!("{other:?} is not ms or s"),
+            );
+            true
+        }
+    };
+    if m.report_interval_ms < 100 || m.report_interval_ms > 86_400_000 {
+        problems.add(file, "mqtt.report_interval_ms", "must be 100..=86400000");
+    }
+    if m.stale_after_intervals == 0 {
+        problems.add(file, "mqtt.stale_after_intervals", "must be at least 1");
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    let report_interval = Duration::from_millis(m.report_interval_ms);
+    Some(MqttProfile {
+        topic: topic?,
+        will_topic,
+        online_payload: m.online_payload.clone(),
+        offline_payload: m.offline_payload.clone(),
+        timestamp_pointer: m.timestamp_pointer.clone(),
+        timestamp_millis,
+        report_interval,
+        stale_after: report_interval * m.stale_after_intervals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_and_filter() {
+        let t = TopicTemplate::parse("estate/{site}/elevator/{device}/status").unwrap();
+        assert_eq!(t.filter("lvyuan"), "estate/lvyuan/elevator/+/status");
+        assert_eq!(t.topic("lvyuan", "L1"), "estate/lvyuan/elevator/L1/status");
+        // (topic, device it names)
+        for (topic, want) in [
+            ("estate/lvyuan/elevator/L1/status", Some("L1")),
+            ("estate/other/elevator/L1/status", None),
+            ("estate/lvyuan/elevator/L1/status/extra", None),
+            ("estate/lvyuan/elevator/L1", None),
+            ("estate/lvyuan/elevator//status", None),
+            ("estate/lvyuan/pump/L1/status", None),
+        ] {
+            assert_eq!(t.device_of(topic, "lvyuan"), want, "{topic}");
+        }
+        for bad in [
+            "",
+            "a/+/b",
+            "a/#",
+            "a/b",
+            "a/{device}/{device}",
+            "a/{dev}/b",
+            "a/x{device}",
+        ] {
+            assert!(TopicTemplate::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::mqtt::TopicTemplate;
+use self::config::TopicTemplate;
 use crate::config::Site;
 use crate::model::{DeviceId, Quality, Sample, SourceEvent};
 use crate::telemetry::Telemetry;

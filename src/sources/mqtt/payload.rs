@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::mqtt::MqttProfile;
+use super::config::MqttProfile;
 use crate::config::{JsonKind, PointSource, Profile};
 use crate::model::Value;
 
