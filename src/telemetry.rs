@@ -351,6 +351,18 @@ impl Telemetry {
         }
     }
 
+    /// History lines that will never reach the database (a full spool): counted as
+    /// `propwatch_influx_spool_dropped_lines_total`. The sink that lost them says so here.
+    pub fn history_lost(&self, lines: u64) {
+        self.influx.spool_dropped_lines.inc_by(lines);
+    }
+
+    /// History lines lost so far, whatever the sink: the alarm engine's system rule
+    /// (`influx_spool_dropped`) watches this, knowing nothing of the sink.
+    pub fn history_lines_lost(&self) -> u64 {
+        self.influx.spool_dropped_lines.get()
+    }
+
     pub fn modbus_request(&self, connection: &str, device: &str, result: ModbusResult) {
         self.modbus_requests
             .with_label_values(&[connection, device, result.as_str()])

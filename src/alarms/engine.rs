@@ -393,7 +393,7 @@ impl Engine {
 
     /// Evaluate `rules` (all if `None`) at `now_ms` and apply the transitions.
     pub fn evaluate(&mut self, now_ms: i64, rules: Option<&[usize]>) {
-        let dropped = self.telemetry.influx.spool_dropped_lines.get();
+        let dropped = self.telemetry.history_lines_lost();
         if dropped > self.spool_dropped_seen {
             self.spool_dropped_seen = dropped;
             self.spool_dropped_at = Some(now_ms);

@@ -100,7 +100,7 @@ fn spool_batch(spool: &Mutex<Spool>, batch: &Batch, telemetry: &Telemetry) {
                 .with_label_values(&["spooled"])
                 .inc();
             if dropped.lines > 0 {
-                telemetry.influx.spool_dropped_lines.inc_by(dropped.lines);
+                telemetry.history_lost(dropped.lines);
                 warn!(
                     dropped_batches = dropped.batches,
                     dropped_lines = dropped.lines,
@@ -110,7 +110,7 @@ fn spool_batch(spool: &Mutex<Spool>, batch: &Batch, telemetry: &Telemetry) {
         }
         Err(e) => {
             // the disk failed us too: this batch is lost, loudly
-            telemetry.influx.spool_dropped_lines.inc_by(batch.lines);
+            telemetry.history_lost(batch.lines);
             error!(error = %e, lines = batch.lines, "cannot write to the InfluxDB spool: batch lost");
         }
     }
