@@ -744,3 +744,39 @@ fn check_overlaps(
         }
     }
 }
+
+/// A connection and a serial line for the Modbus unit tests (line timing, RTU silence).
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    use std::time::Duration;
+
+    use super::{Connection, Parity, SerialSettings, Transport};
+
+    /// A connection of `transport` at `baud_rate` with `delay_ms` between requests.
+    pub(crate) fn conn(transport: Transport, baud_rate: u32, delay_ms: u64) -> Connection {
+        Connection {
+            id: "c".into(),
+            transport,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            retries: 0,
+            inter_request_delay: Duration::from_millis(delay_ms),
+            baud_rate,
+            reconnect_backoff_max: Duration::from_secs(1),
+            device_backoff_max: Duration::from_secs(1),
+            limits: Default::default(),
+            devices: vec![],
+        }
+    }
+
+    /// An RS-485 line with 8 data bits.
+    pub(crate) fn serial(baud_rate: u32, parity: Parity, stop_bits: u8) -> Transport {
+        Transport::Rtu(SerialSettings {
+            port: "/dev/null".into(),
+            baud_rate,
+            parity,
+            data_bits: 8,
+            stop_bits,
+        })
+    }
+}

@@ -164,33 +164,8 @@ pub fn cycle_floor<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Parity, SerialSettings};
-
-    fn conn(transport: Transport, baud_rate: u32, delay_ms: u64) -> Connection {
-        Connection {
-            id: "c".into(),
-            transport,
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            retries: 0,
-            inter_request_delay: Duration::from_millis(delay_ms),
-            baud_rate,
-            reconnect_backoff_max: Duration::from_secs(1),
-            device_backoff_max: Duration::from_secs(1),
-            limits: Default::default(),
-            devices: vec![],
-        }
-    }
-
-    fn serial(baud_rate: u32, parity: Parity, stop_bits: u8) -> Transport {
-        Transport::Rtu(SerialSettings {
-            port: "/dev/null".into(),
-            baud_rate,
-            parity,
-            data_bits: 8,
-            stop_bits,
-        })
-    }
+    use crate::config::Parity;
+    use crate::sources::modbus::config::test_fixtures::{conn, serial};
 
     fn over_tcp() -> Transport {
         Transport::RtuOverTcp {

@@ -612,7 +612,8 @@ fn unit_of(device: &Device) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Parity, SerialSettings, Transport};
+    use crate::config::{Parity, Transport};
+    use crate::sources::modbus::config::test_fixtures::{conn, serial};
 
     /// A probe that may take 1 s waits while a healthy neighbour is due within that second,
     /// runs once the schedule has a gap, and never waits longer than its bound.
@@ -666,32 +667,6 @@ mod tests {
         .is_some());
     }
 
-    fn conn(transport: Transport, baud_rate: u32) -> Connection {
-        Connection {
-            id: "c".into(),
-            transport,
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            retries: 0,
-            inter_request_delay: Duration::ZERO,
-            baud_rate,
-            reconnect_backoff_max: Duration::from_secs(1),
-            device_backoff_max: Duration::from_secs(1),
-            limits: Default::default(),
-            devices: vec![],
-        }
-    }
-
-    fn serial(baud_rate: u32, parity: Parity, stop_bits: u8) -> Transport {
-        Transport::Rtu(SerialSettings {
-            port: "/dev/null".into(),
-            baud_rate,
-            parity,
-            data_bits: 8,
-            stop_bits,
-        })
-    }
-
     #[test]
     fn rtu_silence_is_three_and_a_half_characters() {
         // (transport, baud, expected microseconds)
@@ -717,7 +692,7 @@ mod tests {
             ),
         ];
         for (t, baud, micros) in cases {
-            let got = rtu_silence(&conn(t.clone(), baud)).as_micros();
+            let got = rtu_silence(&conn(t.clone(), baud, 0)).as_micros();
             assert!(
                 got.abs_diff(micros) <= 1,
                 "{t:?} at {baud}: {got} us, expected {micros}"
