@@ -971,6 +971,7 @@ fn compile_channels(
     problems: &mut Problems,
 ) -> Vec<Channel> {
     let mut channels = Vec::new();
+    let mut written_at = Vec::new();
     let mut seen = HashSet::new();
     for (i, c) in cfgs.iter().enumerate() {
         let key = |k: &str| format!("channels[{i}].{k}");
@@ -985,11 +986,18 @@ fn compile_channels(
         }
         if let Some(ch) = compile_channel(file, i, c, settings, problems) {
             channels.push(ch);
+            written_at.push(i);
         }
     }
-    for (i, c) in channels.iter().enumerate() {
+    // problems at the channel's place in the file, which disabled channels shift
+    for (c, &i) in channels.iter().zip(&written_at) {
         if let Some(f) = &c.failover {
             match channels.iter().find(|d| &d.id == f) {
+                None if cfgs.iter().any(|d| &d.id == f) => problems.add(
+                    file,
+                    format!("channels[{i}].failover"),
+                    format!("channel {f:?} is disabled (enabled = false): it cannot take over"),
+                ),
                 None => problems.add(
                     file,
                     format!("channels[{i}].failover"),

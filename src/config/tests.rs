@@ -609,6 +609,15 @@ fn notification_problems_are_all_reported_with_keys() {
             site(&format!("{DEVICE}{ROSTER}{LOG}failover = \"sms\"\n")),
             vec!["channels[0].failover: unknown channel \"sms\""],
         ),
+        // a disabled channel before it: the problem is at the failing channel's own place,
+        // and a failover to a disabled channel says so
+        (
+            site(&format!("{DEVICE}{ROSTER}[[channels]]\nid = \"sms\"\ntype = \"log\"\nenabled = false\n{LOG}failover = \"sms\"\n[[channels]]\nid = \"log2\"\ntype = \"log\"\nfailover = \"nope\"\n")),
+            vec![
+                "channels[1].failover: channel \"sms\" is disabled (enabled = false)",
+                "channels[2].failover: unknown channel \"nope\"",
+            ],
+        ),
         (
             site(&format!("{DEVICE}{ROSTER}{LOG}[[channels]]\nid = \"am\"\ntype = \"alertmanager\"\nurl = \"http://am:9093\"\n[notify]\n[notify.escalations.fire]\nsteps = [{{ after = \"0s\", roles = [\"duty_engineer\"], channels = [\"am\"] }}]\n")),
             vec!["notify.escalations.fire.steps[0].channels: \"am\" is an alertmanager channel"],
