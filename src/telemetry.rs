@@ -48,55 +48,21 @@ pub struct InfluxMetrics {
 
 impl InfluxMetrics {
     fn new(registry: &Registry) -> Self {
-        let m = Self {
-            lines_encoded: must(IntCounter::new("propwatch_influx_lines_encoded_total", "Line-protocol lines produced from samples.")),
-            lines_written: must(IntCounter::new("propwatch_influx_lines_written_total", "Line-protocol lines (InfluxDB points) written.")),
-            batches: must(IntCounterVec::new(
-                Opts::new("propwatch_influx_batches_total", "Batches by what became of them (written, spooled)."),
-                &["result"],
-            )),
-            errors: must(IntCounterVec::new(
-                Opts::new(
-                    "propwatch_influx_errors_total",
-                    "Failed writes by class (timeout, connection, server_error, throttled, too_large, rejected).",
-                ),
-                &["class"],
-            )),
-            spool_bytes: must(IntGauge::new("propwatch_influx_spool_bytes", "Bytes waiting in the spool.")),
-            spool_lines: must(IntGauge::new("propwatch_influx_spool_lines", "Lines waiting in the spool.")),
-            spool_oldest_age: must(prometheus::Gauge::new(
-                "propwatch_influx_spool_oldest_age_seconds",
-                "Age of the oldest spooled batch.",
-            )),
-            spool_dropped_lines: must(IntCounter::new(
-                "propwatch_influx_spool_dropped_lines_total",
-                "Lines dropped because the spool hit its size or age bound (or the disk failed).",
-            )),
-            replayed_lines: must(IntCounter::new("propwatch_influx_replayed_lines_total", "Spooled lines written on replay.")),
-            dead_letter_lines: must(IntCounter::new(
-                "propwatch_influx_dead_letter_lines_total",
-                "Lines the database refused, set aside in the dead-letter file.",
-            )),
-        };
-        for c in [
-            Box::new(m.lines_encoded.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.lines_written.clone()),
-            Box::new(m.batches.clone()),
-            Box::new(m.errors.clone()),
-            Box::new(m.spool_bytes.clone()),
-            Box::new(m.spool_lines.clone()),
-            Box::new(m.spool_oldest_age.clone()),
-            Box::new(m.spool_dropped_lines.clone()),
-            Box::new(m.replayed_lines.clone()),
-            Box::new(m.dead_letter_lines.clone()),
-        ] {
-            must(registry.register(c));
+        Self {
+            lines_encoded: counter(registry, "propwatch_influx_lines_encoded_total", "Line-protocol lines produced from samples."),
+            lines_written: counter(registry, "propwatch_influx_lines_written_total", "Line-protocol lines (InfluxDB points) written."),
+            batches: counter_vec(registry, "propwatch_influx_batches_total", "Batches by what became of them (written, spooled).", &["result"]),
+            errors: counter_vec(registry, "propwatch_influx_errors_total", "Failed writes by class (timeout, connection, server_error, throttled, too_large, rejected).", &["class"]),
+            spool_bytes: gauge(registry, "propwatch_influx_spool_bytes", "Bytes waiting in the spool."),
+            spool_lines: gauge(registry, "propwatch_influx_spool_lines", "Lines waiting in the spool."),
+            spool_oldest_age: float_gauge(registry, "propwatch_influx_spool_oldest_age_seconds", "Age of the oldest spooled batch."),
+            spool_dropped_lines: counter(registry, "propwatch_influx_spool_dropped_lines_total", "Lines dropped because the spool hit its size or age bound (or the disk failed)."),
+            replayed_lines: counter(registry, "propwatch_influx_replayed_lines_total", "Spooled lines written on replay."),
+            dead_letter_lines: counter(registry, "propwatch_influx_dead_letter_lines_total", "Lines the database refused, set aside in the dead-letter file."),
         }
-        m
     }
 }
 
-/// The alarm engine's metrics.
 /// The notifier's health: sends by result, the outbox backlog, escalations running.
 pub struct NotifyMetrics {
     /// `sent`, `failed` (an attempt), `failover`, `superseded`, `expired`, `nobody` (a step
@@ -110,39 +76,12 @@ pub struct NotifyMetrics {
 
 impl NotifyMetrics {
     fn new(registry: &Registry) -> Self {
-        let m = Self {
-            results: must(IntCounterVec::new(
-                Opts::new(
-                    "propwatch_notifications_total",
-                    "Notification outcomes by channel: sent, failed (attempts), failover, superseded, expired, nobody.",
-                ),
-                &["channel", "result"],
-            )),
-            pending: must(IntGaugeVec::new(
-                Opts::new("propwatch_outbox_pending", "Messages waiting in the outbox, by channel."),
-                &["channel"],
-            )),
-            escalations: must(IntGauge::new(
-                "propwatch_escalations_active",
-                "Incidents whose escalation is running (not yet acknowledged).",
-            )),
-            merged: must(IntCounterVec::new(
-                Opts::new(
-                    "propwatch_notifications_merged_total",
-                    "Messages sent inside a summary rather than on their own, by channel.",
-                ),
-                &["channel"],
-            )),
-        };
-        for c in [
-            Box::new(m.results.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.pending.clone()),
-            Box::new(m.escalations.clone()),
-            Box::new(m.merged.clone()),
-        ] {
-            must(registry.register(c));
+        Self {
+            results: counter_vec(registry, "propwatch_notifications_total", "Notification outcomes by channel: sent, failed (attempts), failover, superseded, expired, nobody.", &["channel", "result"]),
+            pending: gauge_vec(registry, "propwatch_outbox_pending", "Messages waiting in the outbox, by channel.", &["channel"]),
+            escalations: gauge(registry, "propwatch_escalations_active", "Incidents whose escalation is running (not yet acknowledged)."),
+            merged: counter_vec(registry, "propwatch_notifications_merged_total", "Messages sent inside a summary rather than on their own, by channel.", &["channel"]),
         }
-        m
     }
 }
 
@@ -162,53 +101,16 @@ pub struct AlarmMetrics {
 
 impl AlarmMetrics {
     fn new(registry: &Registry) -> Self {
-        let m = Self {
-            active: must(IntGaugeVec::new(
-                Opts::new("propwatch_alarm_active", "1 while the alarm condition is active or latched."),
-                &["site", "device", "rule", "plan", "severity"],
-            )),
-            raised: must(IntCounterVec::new(
-                Opts::new("propwatch_alarms_raised_total", "Alarm occurrences raised, by plan."),
-                &["plan", "severity"],
-            )),
-            incidents_open: must(IntGaugeVec::new(
-                Opts::new("propwatch_incidents_open", "Incidents not yet resolved, by plan."),
-                &["plan"],
-            )),
-            rule_errors: must(IntCounterVec::new(
-                Opts::new(
-                    "propwatch_rule_errors_total",
-                    "Rule evaluations that failed for a reason other than missing data (e.g. a type error).",
-                ),
-                &["rule"],
-            )),
-            store_errors: must(IntCounter::new(
-                "propwatch_alarm_store_errors_total",
-                "Failed writes to the alarm state store (kept in memory and retried).",
-            )),
-            store_pending: must(IntGauge::new(
-                "propwatch_alarm_store_pending_writes",
-                "State changes waiting for the state store after a failed write.",
-            )),
-            evaluations: must(IntCounter::new("propwatch_rule_evaluations_total", "Rule evaluations.")),
-            rounds: must(IntCounter::new(
-                "propwatch_rule_evaluation_rounds_total",
-                "Full evaluation rounds: every rule evaluated on the engine's timer (alarms.eval_interval_ms).",
-            )),
-        };
-        for c in [
-            Box::new(m.active.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.raised.clone()),
-            Box::new(m.incidents_open.clone()),
-            Box::new(m.rule_errors.clone()),
-            Box::new(m.store_errors.clone()),
-            Box::new(m.store_pending.clone()),
-            Box::new(m.evaluations.clone()),
-            Box::new(m.rounds.clone()),
-        ] {
-            must(registry.register(c));
+        Self {
+            active: gauge_vec(registry, "propwatch_alarm_active", "1 while the alarm condition is active or latched.", &["site", "device", "rule", "plan", "severity"]),
+            raised: counter_vec(registry, "propwatch_alarms_raised_total", "Alarm occurrences raised, by plan.", &["plan", "severity"]),
+            incidents_open: gauge_vec(registry, "propwatch_incidents_open", "Incidents not yet resolved, by plan.", &["plan"]),
+            rule_errors: counter_vec(registry, "propwatch_rule_errors_total", "Rule evaluations that failed for a reason other than missing data (e.g. a type error).", &["rule"]),
+            store_errors: counter(registry, "propwatch_alarm_store_errors_total", "Failed writes to the alarm state store (kept in memory and retried)."),
+            store_pending: gauge(registry, "propwatch_alarm_store_pending_writes", "State changes waiting for the state store after a failed write."),
+            evaluations: counter(registry, "propwatch_rule_evaluations_total", "Rule evaluations."),
+            rounds: counter(registry, "propwatch_rule_evaluation_rounds_total", "Full evaluation rounds: every rule evaluated on the engine's timer (alarms.eval_interval_ms)."),
         }
-        m
     }
 }
 
@@ -268,6 +170,11 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 /// A gauge family, registered.
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     registered(r, must(IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
+/// A float gauge, registered.
+fn float_gauge(r: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    registered(r, must(prometheus::Gauge::new(name, help)))
 }
 
 /// A gauge family of floats, registered.
