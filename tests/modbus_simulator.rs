@@ -27,15 +27,25 @@ async fn every_point_arrives_with_the_value_the_simulator_serves() {
     let daemon = propwatch::app::start(site.clone()).await.unwrap();
     let addr = daemon.http_addr;
     let total = site.points.len();
-    let m = wait_for("all points on /metrics", DEADLINE, || async {
-        let m = metrics(addr).await?;
-        let n: usize =
-            m.0.iter()
-                .filter(|(k, _)| k.starts_with("propwatch_point_"))
-                .map(|(_, v)| v.len())
-                .sum();
-        (n == total).then_some(m)
-    })
+    // a device's first samples reach the core just before its "online" (the poller reports
+    // the poll's outcome after its samples): wait for both, then check every value
+    let m = wait_for(
+        "all points on /metrics and every device up",
+        DEADLINE,
+        || async {
+            let m = metrics(addr).await?;
+            let n: usize =
+                m.0.iter()
+                    .filter(|(k, _)| k.starts_with("propwatch_point_"))
+                    .map(|(_, v)| v.len())
+                    .sum();
+            let all_up = site
+                .devices
+                .iter()
+                .all(|d| m.get("propwatch_device_up", &[("device", &d.id)]) == Some(1.0));
+            (n == total && all_up).then_some(m)
+        },
+    )
     .await;
     for p in &site.points {
         let device = &site.devices[p.device as usize];

@@ -183,8 +183,10 @@ async fn test_channel(
     }
     match h.test(&id, people) {
         Ok(outbox) => (StatusCode::ACCEPTED, Json(json!({"outbox": outbox}))).into_response(),
-        Err(e) if e.starts_with("no channel") => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e @ crate::notify::TestError::NoChannel(_)) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

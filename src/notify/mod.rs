@@ -68,6 +68,15 @@ pub struct NotifyHandle {
     pub clock: crate::alarms::Clock,
 }
 
+/// Why a test message could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("no channel {0:?}")]
+    NoChannel(String),
+    #[error("state store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
 impl NotifyHandle {
     pub fn notify(&self) -> &Notify {
         self.site
@@ -82,10 +91,10 @@ impl NotifyHandle {
     }
 
     /// Queue a test message on a channel (integrators checking a new robot or gateway).
-    pub fn test(&self, channel: &str, people: Vec<Person>) -> Result<i64, String> {
+    pub fn test(&self, channel: &str, people: Vec<Person>) -> Result<i64, TestError> {
         let n = self.notify();
         let Some(ch) = n.channels.iter().find(|c| c.id == channel) else {
-            return Err(format!("no channel {channel:?}"));
+            return Err(TestError::NoChannel(channel.to_string()));
         };
         let now = self.clock.now_ms();
         let message = Message {
@@ -112,8 +121,7 @@ impl NotifyHandle {
         self.writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .apply(&mut b)
-            .map_err(|e| format!("state store: {e}"))?;
+            .apply(&mut b)?;
         if let Some(w) = self.wake.get(channel) {
             w.notify_one();
         }

@@ -91,8 +91,17 @@ fn classify(status: u16, message: String, retry_after: Option<Duration>) -> Outc
     }
 }
 
+/// Why the writer for `[influx]` could not be made (at start: the daemon does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("cannot build the HTTP client for InfluxDB: {0}")]
+    Client(reqwest::Error),
+    #[error("cannot build the InfluxDB v2 client: {0}")]
+    V2Client(String),
+}
+
 impl Writer {
-    pub fn new(cfg: &Influx) -> Result<Self, String> {
+    pub fn new(cfg: &Influx) -> Result<Self, WriterError> {
         Ok(match &cfg.api {
             InfluxApi::V1 {
                 database,
@@ -113,7 +122,7 @@ impl Writer {
                         cfg.ca.as_ref(),
                     )
                     .build()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(WriterError::Client)?,
                     url: format!("{}/write", cfg.url),
                     query,
                     auth: username.clone().map(|u| (u, password.clone())),
@@ -139,7 +148,7 @@ impl Writer {
                 }
                 let client = influxdb2::ClientBuilder::with_builder(http, &cfg.url, org, token)
                     .build()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| WriterError::V2Client(e.to_string()))?;
                 Writer::V2 {
                     client,
                     org: org.clone(),
