@@ -274,9 +274,13 @@ fn fail(f: Failure) -> ExitCode {
 
 fn client(t: &Target) -> Result<Client, ExitCode> {
     let built = base_url(t).and_then(|(base, trust)| {
-        let b = trust
-            .into_iter()
-            .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c));
+        // a daemon that accepts and never answers must not hang an operator's command
+        let b = trust.into_iter().fold(
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(120)),
+            |b, c| b.add_root_certificate(c),
+        );
         Ok((base, b.build().map_err(|e| format!("{e}\n"))?, token(t)?))
     });
     match built {
