@@ -332,13 +332,54 @@ pub fn eval_bool(expr: &Expr, ctx: &EvalCtx<'_>) -> Outcome {
 }
 
 /// A value for the record (`None` if it cannot be computed now).
-pub fn eval_value(expr: &Expr, ctx: &EvalCtx<'_>) -> Option<serde_json::Value> {
+pub fn eval_value(expr: &Expr, ctx: &EvalCtx<'_>) -> Option<Shown> {
     match expr.eval_with_context(ctx).ok()? {
-        EValue::Float(f) if f.is_finite() => Some(serde_json::json!((f * 1000.0).round() / 1000.0)),
-        EValue::Int(i) => Some(serde_json::json!(i)),
-        EValue::Boolean(b) => Some(serde_json::json!(b)),
-        EValue::String(s) => Some(serde_json::json!(s)),
-        _ => None,
+        EValue::String(s) => Some(Shown::Text(s)),
+        v => Shown::of(&v),
+    }
+}
+
+/// A value shown with an alarm (its `values`: what a rule's `values` computed, or the points
+/// its condition reads): a number, a truth value or a text. On the wire (the API, the state
+/// store, webhooks) it is the plain JSON value; a float is rounded to three decimals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Shown {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Shown {
+    /// A point's or an expression's number or truth value; None for anything else (a text,
+    /// an empty value, a float that is not finite).
+    pub fn of(v: &EValue) -> Option<Self> {
+        match v {
+            EValue::Float(f) if f.is_finite() => Some(Shown::Float((f * 1000.0).round() / 1000.0)),
+            EValue::Int(i) => Some(Shown::Int(*i)),
+            EValue::Boolean(b) => Some(Shown::Bool(*b)),
+            _ => None,
+        }
+    }
+
+    /// How a message template shows it: a text as it is, anything else as in JSON.
+    pub fn in_text(&self) -> String {
+        match self {
+            Shown::Text(t) => t.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// As in JSON (a text quoted and escaped), as the `name=value` list of a rule without a
+/// message template has always shown it.
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => f.write_str("null"),
+        }
     }
 }
 

@@ -734,7 +734,10 @@ when = "count(dev.flag, dev2.flag) == 2"
         .find(|a| a.key == "site/both")
         .expect("site rule alarm");
     assert_eq!(a.room.as_deref(), Some("r"));
-    assert_eq!(a.values.get("dev.flag"), Some(&serde_json::json!(true)));
+    assert_eq!(
+        a.values.get("dev.flag"),
+        Some(&propwatch::expr::Shown::Bool(true))
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -355,8 +355,9 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
         ["wecom", "dingtalk", "feishu", "webhook", "sms"]
             .iter()
             .all(|c| {
-                t.iter()
-                    .any(|e| e.kind == "notification_sent" && e.detail["channel"] == *c)
+                t.iter().any(|e| {
+                    e.kind == "notification_sent" && e.detail.channel.as_deref() == Some(*c)
+                })
             })
     };
     let timeline = wait_for("every send on the timeline", DEADLINE, || async {
@@ -367,7 +368,7 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
     let has = |kind: &str, channel: &str| {
         timeline
             .iter()
-            .any(|e| e.kind == kind && e.detail["channel"] == channel)
+            .any(|e| e.kind == kind && e.detail.channel.as_deref() == Some(channel))
     };
     for c in ["wecom", "dingtalk", "feishu", "webhook", "sms"] {
         assert!(
@@ -380,7 +381,9 @@ async fn every_robot_gets_a_verified_message_bad_signatures_fail_over_and_the_li
     assert!(has("notification_failed", "feishu-bad"));
     let failed = timeline
         .iter()
-        .find(|e| e.kind == "notification_failed" && e.detail["channel"] == "feishu-bad")
+        .find(|e| {
+            e.kind == "notification_failed" && e.detail.channel.as_deref() == Some("feishu-bad")
+        })
         .unwrap();
     assert!(failed.text.contains("19021"), "{}", failed.text);
     // feishu-bad has no failover: its message stays in the outbox, still retried

@@ -233,7 +233,10 @@ fn seed_old_rows(db: &std::path::Path) {
             by: None,
             notify: false,
             text: format!("wecom 发送失败：{leaked}"),
-            detail: serde_json::json!({"error": leaked}),
+            detail: propwatch::alarms::Detail {
+                error: Some(leaked.into()),
+                ..Default::default()
+            },
             plan: None,
             severity: None,
             room: None,

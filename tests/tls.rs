@@ -278,8 +278,8 @@ retry_max = "400ms"
     })
     .await;
     for e in &failures {
-        assert_eq!(e.detail["channel"], "hook-no-ca", "{e:?}");
-        let error = e.detail["error"].as_str().unwrap_or_default();
+        assert_eq!(e.detail.channel.as_deref(), Some("hook-no-ca"), "{e:?}");
+        let error = e.detail.error.as_deref().unwrap_or_default();
         assert!(
             error.contains("certificate") && error.contains("UnknownIssuer"),
             "{error}"

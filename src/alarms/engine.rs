@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evalexpr::Value as EValue;
-use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
@@ -34,11 +33,11 @@ use crate::live::LiveTable;
 use crate::model::Quality;
 use crate::telemetry::Telemetry;
 
-use super::event::EventKind;
+use super::event::{Detail, EventKind, Ref};
 use super::store::{
     AlarmRecord, EventRecord, IncidentRecord, InstState, OutOfService, Shelve, Store, Write,
 };
-use crate::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome};
+use crate::expr::{eval_bool, eval_value, to_evalue, EvalCtx, History, Outcome, Shown};
 
 /// An operator's request.
 #[derive(Debug, Clone)]
@@ -99,7 +98,7 @@ pub enum Command {
         kind: EventKind,
         by: Option<String>,
         text: String,
-        detail: serde_json::Value,
+        detail: Detail,
     },
 }
 
@@ -578,7 +577,7 @@ impl Engine {
                 None,
                 false,
                 text,
-                json!({}),
+                Detail::default(),
             );
             if became_flapping {
                 self.event(
@@ -593,7 +592,10 @@ impl Engine {
                         a.name,
                         settings.flap_hold.as_secs()
                     ),
-                    json!({"activations": self.insts[r].st.activations.len()}),
+                    Detail {
+                        activations: Some(self.insts[r].st.activations.len() as u64),
+                        ..Default::default()
+                    },
                 );
             }
             self.save_alarm(id);
@@ -646,7 +648,12 @@ impl Engine {
             .inc();
         info!(alarm = id, rule = %rule.key, plan = %plan.id, severity = rule.severity.as_str(), message = %a.message, "alarm raised");
         let text = a.message.clone();
-        let detail = json!({"values": a.values, "rule": rule.key, "severity": rule.severity});
+        let detail = Detail {
+            values: Some(a.values.clone()),
+            rule: Some(rule.key.to_string()),
+            severity: Some(rule.severity),
+            ..Default::default()
+        };
         self.alarms.insert(id, a);
         self.event(
             now,
@@ -711,10 +718,19 @@ impl Engine {
                 None,
                 false,
                 format!("{}: 已稳定", rule.name),
-                json!({}),
+                Detail::default(),
             );
         }
-        self.event(now, inc, Some(id), kind, None, false, text, json!({}));
+        self.event(
+            now,
+            inc,
+            Some(id),
+            kind,
+            None,
+            false,
+            text,
+            Detail::default(),
+        );
         self.save_alarm(id);
         self.try_close(id, now);
         if let Some(inc) = inc {
@@ -722,7 +738,7 @@ impl Engine {
         }
     }
 
-    fn values_of(&self, rule: &Rule, now: i64) -> BTreeMap<String, serde_json::Value> {
+    fn values_of(&self, rule: &Rule, now: i64) -> BTreeMap<String, Shown> {
         let ctx = EvalCtx {
             points: &self.point_vals,
             online: &self.online,
@@ -751,11 +767,8 @@ impl Engine {
                     point.id.to_string()
                 };
                 if let Some(v) = &self.point_vals[p as usize] {
-                    let v = match v {
-                        EValue::Float(f) => json!((f * 1000.0).round() / 1000.0),
-                        EValue::Int(i) => json!(i),
-                        EValue::Boolean(b) => json!(b),
-                        _ => continue,
+                    let Some(v) = Shown::of(v) else {
+                        continue;
                     };
                     out.insert(name, v);
                 }
@@ -764,7 +777,7 @@ impl Engine {
         out
     }
 
-    fn message_of(&self, rule: &Rule, values: &BTreeMap<String, serde_json::Value>) -> String {
+    fn message_of(&self, rule: &Rule, values: &BTreeMap<String, Shown>) -> String {
         let site = &self.site;
         let plan = &site.alarms.plans[rule.plan];
         let place = match (rule.room, rule.device) {
@@ -780,8 +793,7 @@ impl Engine {
                 let mut s = t.clone();
                 for (k, v) in values {
                     let shown = match v {
-                        serde_json::Value::String(x) => x.clone(),
-                        other => other.to_string(),
+                        v => v.in_text(),
                     };
                     s = s.replace(&format!("{{{k}}}"), &shown);
                 }
@@ -826,7 +838,7 @@ impl Engine {
         by: Option<&str>,
         notify: bool,
         text: String,
-        detail: serde_json::Value,
+        detail: Detail,
     ) {
         let (plan, severity, room, device) = match (
             alarm.and_then(|a| self.alarms.get(&a)),
@@ -844,12 +856,7 @@ impl Engine {
                 i.room.clone(),
                 i.device.clone(),
             ),
-            (None, None) => (
-                None,
-                None,
-                None,
-                detail["device"].as_str().map(str::to_string),
-            ),
+            (None, None) => (None, None, None, detail.device.clone()),
         };
         let e = EventRecord {
             id: self.next_event,
@@ -987,7 +994,10 @@ impl Engine {
                             a.name,
                             hold as f64 / 1000.0
                         ),
-                        json!({"hold_ms": hold}),
+                        Detail {
+                            hold_ms: Some(hold),
+                            ..Default::default()
+                        },
                     );
                 }
                 return;
@@ -1046,7 +1056,12 @@ impl Engine {
             None,
             true,
             text,
-            json!({"plan": plan.id, "severity": a.severity, "steps": plan.steps}),
+            Detail {
+                plan: Some(plan.id.to_string()),
+                severity: Some(a.severity),
+                steps: Some(plan.steps.clone()),
+                ..Default::default()
+            },
         );
         self.save_incident(inc_id);
         if !plan.explains.is_empty() {
@@ -1096,7 +1111,7 @@ impl Engine {
             None,
             false,
             text.clone(),
-            json!({}),
+            Detail::default(),
         );
         self.save_alarm(id);
         let reactivated = self.incident_activity(inc_id, now, !grouped);
@@ -1112,7 +1127,10 @@ impl Engine {
                     None,
                     true,
                     format!("{title}: 新增报警 {text}"),
-                    json!({"alarm": id}),
+                    Detail {
+                        alarm: Some(id),
+                        ..Default::default()
+                    },
                 );
             }
         }
@@ -1156,7 +1174,11 @@ impl Engine {
                 sev.as_str(),
                 line.unwrap_or_default()
             ),
-            json!({"from": from, "to": sev}),
+            Detail {
+                from: Some(Ref::Severity(from)),
+                to: Some(Ref::Severity(sev)),
+                ..Default::default()
+            },
         );
         self.save_incident(inc_id);
     }
@@ -1265,7 +1287,7 @@ impl Engine {
                 None,
                 announce,
                 text,
-                json!({}),
+                Detail::default(),
             );
         }
         self.save_incident(inc_id);
@@ -1335,7 +1357,10 @@ impl Engine {
                 None,
                 false,
                 format!("归入 #{root}"),
-                json!({"into": root}),
+                Detail {
+                    into: Some(root),
+                    ..Default::default()
+                },
             );
             self.event(
                 now,
@@ -1345,7 +1370,11 @@ impl Engine {
                 None,
                 false,
                 format!("归入: #{j} {title}"),
-                json!({"from": j, "alarms": moved}),
+                Detail {
+                    from: Some(Ref::Id(j)),
+                    alarms: Some(moved),
+                    ..Default::default()
+                },
             );
             self.save_incident(j);
             self.incidents.remove(&j);
@@ -1401,7 +1430,7 @@ impl Engine {
             None,
             true,
             format!("{title} 已恢复正常"),
-            json!({}),
+            Detail::default(),
         );
         self.save_incident(inc_id);
     }
@@ -1437,7 +1466,7 @@ impl Engine {
             Some("system"),
             false,
             "自动关闭: 全部报警已恢复并确认".into(),
-            json!({}),
+            Detail::default(),
         );
         self.save_incident(inc_id);
         self.incidents.remove(&inc_id);
@@ -1525,7 +1554,11 @@ impl Engine {
                     None,
                     true,
                     format!("{title}: 超过{zh}时限 {} 分钟", limit.as_secs() / 60),
-                    json!({"limit": name, "seconds": limit.as_secs()}),
+                    Detail {
+                        limit: Some(name.to_string()),
+                        seconds: Some(limit.as_secs() as i64),
+                        ..Default::default()
+                    },
                 );
                 self.save_incident(id);
             }
@@ -1584,7 +1617,7 @@ impl Engine {
             Some(by),
             active && !needs_incident,
             text,
-            json!({}),
+            Detail::default(),
         );
         self.save_alarm(id);
         if active && needs_incident {
@@ -1647,7 +1680,7 @@ impl Engine {
             Some(by),
             false,
             format!("{by} 确认报警: {name}"),
-            json!({}),
+            Detail::default(),
         );
         self.save_alarm(id);
         true
@@ -1674,7 +1707,10 @@ impl Engine {
                 Some(by),
                 false,
                 text,
-                json!({"seconds": delay}),
+                Detail {
+                    seconds: Some(delay),
+                    ..Default::default()
+                },
             );
             self.save_incident(id);
         }
@@ -1767,7 +1803,7 @@ impl Engine {
             Some(&by),
             false,
             format!("{by} 复位: {name}"),
-            json!({}),
+            Detail::default(),
         );
         self.save_alarm(id);
         let out = self.alarms.get(&id).cloned();
@@ -1833,7 +1869,11 @@ impl Engine {
                 "{by} 搁置 {} 分钟: {name} ({reason})",
                 duration.as_secs() / 60
             ),
-            json!({"until": now + duration.as_millis() as i64, "reason": reason}),
+            Detail {
+                until: Some(now + duration.as_millis() as i64),
+                reason: Some(reason),
+                ..Default::default()
+            },
         );
         self.save_alarm(id);
         Ok(Answer::Alarm(self.alarms.get(&id).cloned()))
@@ -1902,7 +1942,10 @@ impl Engine {
             Some(&by),
             false,
             text,
-            json!({"seconds": secs}),
+            Detail {
+                seconds: Some(secs),
+                ..Default::default()
+            },
         );
         self.save_incident(id);
         Ok(Answer::Incident(self.incident_now(id)))
@@ -1965,7 +2008,11 @@ impl Engine {
             Some(&by),
             false,
             format!("{by} 处理完毕. 原因: {cause}; 措施: {measures}"),
-            json!({"cause": cause, "measures": measures}),
+            Detail {
+                cause: Some(cause),
+                measures: Some(measures),
+                ..Default::default()
+            },
         );
         self.save_incident(id);
         self.incidents.remove(&id);
@@ -1979,7 +2026,7 @@ impl Engine {
         kind: EventKind,
         by: Option<String>,
         text: String,
-        detail: serde_json::Value,
+        detail: Detail,
     ) -> Result<Answer, CmdError> {
         if !kind.is_notification() {
             return invalid("timeline entries from the notifier are notification_*");
@@ -2023,7 +2070,7 @@ impl Engine {
             Some(&by),
             false,
             text,
-            json!({}),
+            Detail::default(),
         );
         Ok(Answer::Incident(self.incident_now(id)))
     }
@@ -2060,7 +2107,10 @@ impl Engine {
             Some(&by),
             false,
             format!("{by}: {device} 停用检修 ({reason})"),
-            json!({"device": device}),
+            Detail {
+                device: Some(device.to_string()),
+                ..Default::default()
+            },
         );
         Ok(Answer::OutOfService(o))
     }
@@ -2083,7 +2133,10 @@ impl Engine {
             Some(&by),
             false,
             format!("{by}: {device} 恢复监视"),
-            json!({"device": device}),
+            Detail {
+                device: Some(device.to_string()),
+                ..Default::default()
+            },
         );
         Ok(Answer::InService {
             device,

@@ -25,7 +25,7 @@ use crate::live::LiveTable;
 use crate::telemetry::Telemetry;
 
 pub use engine::{Answer, CmdError, Command, Engine};
-pub use event::EventKind;
+pub use event::{Detail, EventKind};
 pub use store::{AlarmRecord, EventRecord, IncidentRecord, Store};
 
 /// Wall-clock milliseconds derived from tokio's monotonic clock: immune to clock steps while

@@ -49,7 +49,7 @@ pub struct AlarmRecord {
     pub shelved: Option<Shelve>,
     pub flapping: bool,
     pub activations: u32,
-    pub values: BTreeMap<String, serde_json::Value>,
+    pub values: BTreeMap<String, crate::expr::Shown>,
     pub message: String,
 }
 
@@ -135,8 +135,8 @@ pub struct EventRecord {
     pub by: Option<String>,
     pub notify: bool,
     pub text: String,
-    #[serde(default)]
-    pub detail: serde_json::Value,
+    #[serde(default, deserialize_with = "super::event::null_as_empty")]
+    pub detail: super::event::Detail,
     /// Where and what, from the alarm or incident (for annotations and northbound consumers).
     #[serde(default)]
     pub plan: Option<String>,

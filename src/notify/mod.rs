@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alarms::event::{Detail, Ids, Ref};
 use crate::alarms::store::{EventRecord, IncidentRecord, Store};
 use crate::alarms::EventKind;
 use crate::alarms::{AlarmHandle, Command};
@@ -469,8 +470,8 @@ impl Notifier {
                 if inc.resolved_at.is_some() {
                     return;
                 }
-                let limit = e.detail["limit"].as_str().unwrap_or("").to_string();
-                let seconds = e.detail["seconds"].as_u64();
+                let limit = e.detail.limit.clone().unwrap_or_default();
+                let seconds = e.detail.seconds.and_then(|s| u64::try_from(s).ok());
                 self.reminder(&inc, &limit, seconds, now, batch);
             }
             EventKind::AlarmUnshelved if e.notify => {
@@ -725,7 +726,10 @@ impl Notifier {
                 inc.id,
                 EventKind::NotificationNobody,
                 format!("无人值班：{}", nobody.join("、")),
-                json!({"roles": nobody}),
+                Detail {
+                    roles: Some(nobody),
+                    ..Default::default()
+                },
             );
         }
         let mut told = Vec::new();
@@ -880,7 +884,7 @@ impl Notifier {
         }
     }
 
-    fn timeline(&self, incident: i64, kind: EventKind, text: String, detail: Value) {
+    fn timeline(&self, incident: i64, kind: EventKind, text: String, detail: Detail) {
         let alarms = self.alarms.clone();
         tokio::spawn(async move {
             timeline(&alarms, incident, kind, None, text, detail).await;
@@ -909,7 +913,7 @@ async fn timeline(
     kind: EventKind,
     by: Option<String>,
     text: String,
-    detail: Value,
+    detail: Detail,
 ) {
     if let Err(e) = alarms
         .command(Command::Timeline {
@@ -1062,7 +1066,7 @@ impl Worker {
                             m.attempts,
                             m.last_error.clone().unwrap_or_default()
                         ),
-                        json!({"channel": self.ch.id, "outbox": m.id}),
+                        Detail::channel(&self.ch.id, Ids::One(m.id)),
                     )
                     .await;
                 }
@@ -1279,7 +1283,13 @@ impl Worker {
                         EventKind::NotificationSent,
                         None,
                         text,
-                        json!({"channel": self.ch.id, "outbox": ids, "kinds": kinds, "summary": n, "people": names, "receipt": receipt}),
+                        Detail {
+                            kinds: Some(kinds.iter().map(|k| k.to_string()).collect()),
+                            summary: Some(n as u64),
+                            people: Some(names.clone()),
+                            receipt: Some(receipt.to_string()),
+                            ..Detail::channel(&self.ch.id, Ids::Many(ids))
+                        },
                     )
                     .await;
                 }
@@ -1347,7 +1357,10 @@ impl Worker {
                                 self.ch.id,
                                 failover_to.clone().unwrap_or_default()
                             ),
-                            json!({"channel": self.ch.id, "to": failover_to, "outbox": ids}),
+                            Detail {
+                                to: failover_to.clone().map(Ref::Name),
+                                ..Detail::channel(&self.ch.id, Ids::Many(ids))
+                            },
                         )
                         .await;
                     }
@@ -1370,7 +1383,12 @@ impl Worker {
                             message::truncate(&reason, 200),
                             backoff / 1000
                         ),
-                        json!({"channel": self.ch.id, "outbox": ids, "error": reason, "attempt": attempts, "retry_at": retry}),
+                        Detail {
+                            error: Some(reason.to_string()),
+                            attempt: Some(attempts),
+                            retry_at: Some(retry),
+                            ..Detail::channel(&self.ch.id, Ids::Many(ids))
+                        },
                     )
                     .await;
                 }
@@ -1499,7 +1517,10 @@ impl Worker {
                             EventKind::NotificationSent,
                             None,
                             format!("已通过 {} 发送（{}）", self.ch.id, m.kind),
-                            json!({"channel": self.ch.id, "outbox": [m.id], "kinds": [m.kind]}),
+                            Detail {
+                                kinds: Some(vec![m.kind.to_string()]),
+                                ..Detail::channel(&self.ch.id, Ids::Many(vec![m.id]))
+                            },
                         )
                         .await;
                     }
@@ -1534,7 +1555,10 @@ impl Worker {
                             self.ch.id,
                             message::truncate(&reason, 200)
                         ),
-                        json!({"channel": self.ch.id, "outbox": ids, "error": reason}),
+                        Detail {
+                            error: Some(reason.to_string()),
+                            ..Detail::channel(&self.ch.id, Ids::Many(ids))
+                        },
                     )
                     .await;
                 }

@@ -454,7 +454,7 @@ mod tests {
             by: None,
             notify: false,
             text: format!("event {id}"),
-            detail: serde_json::Value::Null,
+            detail: Default::default(),
             plan: Some("entrapment".into()),
             severity: None,
             room: Some("r1".into()),
