@@ -224,7 +224,7 @@ fn seed_old_rows(db: &std::path::Path) {
         .unwrap();
     let mut store = Store::open(db).unwrap();
     store
-        .apply(&[Write::Event(EventRecord {
+        .apply(&[Write::Event(Box::new(EventRecord {
             id: 1,
             at: 0,
             incident: Some(99),
@@ -241,7 +241,7 @@ fn seed_old_rows(db: &std::path::Path) {
             severity: None,
             room: None,
             device: None,
-        })])
+        }))])
         .unwrap();
 }
 

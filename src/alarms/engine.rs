@@ -98,7 +98,7 @@ pub enum Command {
         kind: EventKind,
         by: Option<String>,
         text: String,
-        detail: Detail,
+        detail: Box<Detail>,
     },
 }
 
@@ -792,10 +792,7 @@ impl Engine {
             Some(t) => {
                 let mut s = t.clone();
                 for (k, v) in values {
-                    let shown = match v {
-                        v => v.in_text(),
-                    };
-                    s = s.replace(&format!("{{{k}}}"), &shown);
+                    s = s.replace(&format!("{{{k}}}"), &v.in_text());
                 }
                 // a value that could not be computed (missing data) is shown as unknown
                 for (k, _) in &rule.values {
@@ -874,7 +871,7 @@ impl Engine {
             device,
         };
         self.next_event += 1;
-        self.unflushed.push(Write::Event(e.clone()));
+        self.unflushed.push(Write::Event(Box::new(e.clone())));
         self.unsent.push(Arc::new(e));
     }
 
@@ -1741,7 +1738,7 @@ impl Engine {
                 by,
                 text,
                 detail,
-            } => self.cmd_timeline(now, incident, kind, by, text, detail),
+            } => self.cmd_timeline(now, incident, kind, by, text, *detail),
             Command::Note { id, by, text } => self.cmd_note(now, id, by, text),
             Command::OutOfService { device, by, reason } => {
                 self.cmd_out_of_service(now, device, by, reason)

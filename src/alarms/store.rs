@@ -171,7 +171,7 @@ pub struct OutOfService {
 pub enum Write {
     Alarm(AlarmRecord),
     Incident(IncidentRecord),
-    Event(EventRecord),
+    Event(Box<EventRecord>),
     Inst(String, InstState),
     OutOfService(String, Option<OutOfService>),
 }

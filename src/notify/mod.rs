@@ -921,7 +921,7 @@ async fn timeline(
             kind,
             by,
             text,
-            detail,
+            detail: Box::new(detail),
         })
         .await
     {
