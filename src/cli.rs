@@ -294,13 +294,13 @@ async fn run(path: PathBuf, site: Arc<Site>, ports_file: Option<PathBuf>) -> Exi
     }
 }
 
-fn parse_peers(items: &[String]) -> Result<HashMap<String, String>, String> {
+fn parse_peers(items: &[String]) -> anyhow::Result<HashMap<String, String>> {
     items
         .iter()
         .map(|s| {
             s.split_once('=')
                 .map(|(c, p)| (c.to_string(), p.to_string()))
-                .ok_or_else(|| format!("--serial-peer {s:?}: expected CONNECTION=PATH"))
+                .ok_or_else(|| anyhow::anyhow!("--serial-peer {s:?}: expected CONNECTION=PATH"))
         })
         .collect()
 }

@@ -244,16 +244,12 @@ pub fn to_html(
     store: &Store,
     incidents: &[IncidentRecord],
     period: &str,
-) -> Result<String, String> {
+) -> Result<String, RecordError> {
     let offset = site.alarms.settings.utc_offset_seconds;
     let mut list = Vec::new();
     for inc in incidents {
-        let alarms = store
-            .alarms_of_incident(inc.id)
-            .map_err(|e| e.to_string())?;
-        let events: Vec<EventRecord> = store
-            .events_of_incident(inc.id)
-            .map_err(|e| e.to_string())?;
+        let alarms = store.alarms_of_incident(inc.id)?;
+        let events: Vec<EventRecord> = store.events_of_incident(inc.id)?;
         list.push(PageIncident {
             row: row(inc, &alarms, offset),
             timeline: events
@@ -268,11 +264,18 @@ pub fn to_html(
     }
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("record.html", PAGE)
-        .map_err(|e| e.to_string())?;
-    let t = env.get_template("record.html").map_err(|e| e.to_string())?;
-    t.render(minijinja::context! { site => site.name.clone(), period => period, incidents => minijinja::Value::from(minijinja::value::Serde(&list)) })
-        .map_err(|e| e.to_string())
+    env.add_template("record.html", PAGE)?;
+    let t = env.get_template("record.html")?;
+    Ok(t.render(minijinja::context! { site => site.name.clone(), period => period, incidents => minijinja::Value::from(minijinja::value::Serde(&list)) })?)
+}
+
+/// Why the printable record could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("state store: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("record template: {0}")]
+    Render(#[from] minijinja::Error),
 }
 
 #[derive(Debug, Serialize, Default)]

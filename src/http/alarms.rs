@@ -278,16 +278,18 @@ async fn get_incident(State(s): State<AppState>, Path(id): Path<String>) -> Resp
 
 async fn incident_record(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let id = id!(id);
-    let r = s.alarms.read(|st| -> Result<Option<String>, String> {
-        let Some(inc) = st.incident(id).map_err(|e| e.to_string())? else {
-            return Ok(None);
-        };
-        record::to_html(&s.site, st, &[inc], &format!("事件 #{id}")).map(Some)
-    });
+    let r = s
+        .alarms
+        .read(|st| -> Result<Option<String>, record::RecordError> {
+            let Some(inc) = st.incident(id)? else {
+                return Ok(None);
+            };
+            record::to_html(&s.site, st, &[inc], &format!("事件 #{id}")).map(Some)
+        });
     match r {
         Ok(Some(html)) => Html(html).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
-        Err(e) => store_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -401,10 +403,9 @@ async fn record_html(State(s): State<AppState>, Query(q): Query<PeriodQuery>) ->
         record::local_time(from, offset),
         record::local_time(to, offset)
     );
-    let r = s.alarms.read(|st| -> Result<String, String> {
+    let r = s.alarms.read(|st| -> Result<String, record::RecordError> {
         let list: Vec<_> = st
-            .incidents_between(from, to)
-            .map_err(|e| e.to_string())?
+            .incidents_between(from, to)?
             .into_iter()
             .filter(|i| i.merged_into.is_none())
             .collect();
@@ -412,7 +413,7 @@ async fn record_html(State(s): State<AppState>, Query(q): Query<PeriodQuery>) ->
     });
     match r {
         Ok(html) => Html(html).into_response(),
-        Err(e) => store_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

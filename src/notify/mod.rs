@@ -1233,7 +1233,9 @@ impl Worker {
 
     async fn send(&mut self, batch: Vec<OutMsg>, now: i64) {
         let out = self.outgoing(&batch);
-        let result = channels::send(&self.http, &self.ch, &out, now).await;
+        let result = channels::send(&self.http, &self.ch, &out, now)
+            .await
+            .map_err(|e| e.to_string());
         let now = self.now();
         match result {
             Ok(receipt) => {

@@ -86,6 +86,20 @@ impl SendError {
         SendError::Transport(error_chain(e))
     }
 
+    /// The same error with every text passed through `r` (no URL query, user info or
+    /// secret of the channel left).
+    fn redacted(self, r: &super::redact::Redactor) -> Self {
+        match self {
+            SendError::Transport(t) => SendError::Transport(r.redact(&t)),
+            SendError::Status { status, body } => SendError::Status {
+                status,
+                body: r.redact(&body),
+            },
+            SendError::Refused(t) => SendError::Refused(r.redact(&t)),
+            SendError::Unsendable(t) => SendError::Unsendable(r.redact(&t)),
+        }
+    }
+
     /// A non-2xx answer; `body` is cut to 300 characters.
     fn status(status: reqwest::StatusCode, body: &str) -> Self {
         SendError::Status {
@@ -288,11 +302,11 @@ pub async fn send(
     ch: &Channel,
     out: &Outgoing,
     now_ms: i64,
-) -> Result<String, String> {
+) -> Result<String, SendError> {
     let r = super::redact::Redactor::for_channel(ch);
     match (ch.kind.spec().send)(http, ch, out, now_ms).await {
         Ok(receipt) => Ok(r.redact(&receipt)),
-        Err(reason) => Err(r.redact(&reason.to_string())),
+        Err(reason) => Err(reason.redacted(&r)),
     }
 }
 

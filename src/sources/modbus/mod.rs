@@ -295,12 +295,12 @@ impl ConnectionPoller {
     }
 
     /// Make sure a transport is open; backs off between failed connects.
-    async fn ensure_connected(&mut self) -> Result<(), String> {
+    async fn ensure_connected(&mut self) -> Result<(), ConnectError> {
         if self.ctx.is_some() {
             return Ok(());
         }
         if Instant::now() < self.next_connect_attempt {
-            return Err("connection down (waiting to reconnect)".to_string());
+            return Err(ConnectError::Waiting);
         }
         let conn = &self.site.connections[self.conn];
         match timeout(conn.connect_timeout, transport::connect(conn)).await {
@@ -316,8 +316,8 @@ impl ConnectionPoller {
             }
             result => {
                 let reason = match result {
-                    Ok(Err(e)) => format!("connect failed: {e}"),
-                    _ => "connect timed out".to_string(),
+                    Ok(Err(e)) => ConnectError::Failed(e.to_string()),
+                    _ => ConnectError::TimedOut,
                 };
                 self.telemetry.modbus_connect(&conn.id, false);
                 self.connect_failures = self.connect_failures.saturating_add(1);
@@ -364,7 +364,7 @@ impl ConnectionPoller {
             // no request went out: the failed connect is in propwatch_modbus_connects_total
             self.send_bad(device, &modbus.reads.iter().collect::<Vec<_>>())
                 .await;
-            return PollOutcome::Failed(reason);
+            return PollOutcome::Failed(reason.to_string());
         }
         let attempts = if healthy {
             1 + self.site.connections[self.conn].retries
@@ -546,6 +546,17 @@ impl ConnectionPoller {
         }
         result
     }
+}
+
+/// Why no transport is open. Shown as the devices' offline reason.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connection down (waiting to reconnect)")]
+    Waiting,
+    #[error("connect failed: {0}")]
+    Failed(String),
+    #[error("connect timed out")]
+    TimedOut,
 }
 
 /// Why a Modbus transaction got no usable reply (an exception reply is an answer). Shown

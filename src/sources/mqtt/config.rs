@@ -199,6 +199,19 @@ enum Level {
     Device,
 }
 
+/// Why a topic template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("empty topic")]
+    Empty,
+    #[error("wildcards are not allowed in a template ({0:?}); use {{device}}")]
+    Wildcard(String),
+    #[error("unknown placeholder {0:?}; use {{site}} or {{device}} as a whole level")]
+    Placeholder(String),
+    #[error("the template needs exactly one {{device}} level")]
+    DeviceLevels,
+}
+
 /// A topic with `{site}` and `{device}` levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicTemplate {
@@ -206,30 +219,22 @@ pub struct TopicTemplate {
 }
 
 impl TopicTemplate {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
         if s.is_empty() {
-            return Err("empty topic".into());
+            return Err(TemplateError::Empty);
         }
         let mut levels = Vec::new();
         for level in s.split('/') {
             levels.push(match level {
                 "{site}" => Level::Site,
                 "{device}" => Level::Device,
-                l if l.contains(['+', '#']) => {
-                    return Err(format!(
-                        "wildcards are not allowed in a template ({l:?}); use {{device}}"
-                    ))
-                }
-                l if l.contains(['{', '}']) => {
-                    return Err(format!(
-                        "unknown placeholder {l:?}; use {{site}} or {{device}} as a whole level"
-                    ))
-                }
+                l if l.contains(['+', '#']) => return Err(TemplateError::Wildcard(l.into())),
+                l if l.contains(['{', '}']) => return Err(TemplateError::Placeholder(l.into())),
                 l => Level::Literal(l.to_string()),
             });
         }
         if levels.iter().filter(|l| **l == Level::Device).count() != 1 {
-            return Err("the template needs exactly one {device} level".into());
+            return Err(TemplateError::DeviceLevels);
         }
         Ok(Self { levels })
     }
@@ -294,14 +299,14 @@ pub(crate) fn compile_profile_mqtt(
 ) -> Option<MqttProfile> {
     let before = problems.list.len();
     let topic = TopicTemplate::parse(&m.topic)
-        .map_err(|e| problems.add(file, "mqtt.topic", e))
+        .map_err(|e| problems.add(file, "mqtt.topic", e.to_string()))
         .ok();
     let will_topic = match &m.will_topic {
         None => None,
         Some(t) => match TopicTemplate::parse(t) {
             Ok(t) => Some(t),
             Err(e) => {
-                problems.add(file, "mqtt.will_topic", e);
+                problems.add(file, "mqtt.will_topic", e.to_string());
                 None
             }
         },
