@@ -169,8 +169,7 @@ pub async fn start_with(site: Arc<Site>, opts: StartOptions) -> std::io::Result<
         &sinks_stop,
         &mut sinks,
     );
-    crate::sources::mqtt::spawn(&site, tx.clone(), &telemetry, &sources_stop, &mut sources);
-    crate::sources::modbus::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);
+    crate::sources::spawn_all(&site, tx, &telemetry, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Release);
     info!(site = %site.id, devices = site.devices.len(), points = site.points.len(), %http_addr, "propwatch running");
     Ok(Daemon {

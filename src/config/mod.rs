@@ -733,18 +733,19 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
 
     let blocks = crate::sources::modbus::config::blocks(file, &p.blocks, problems);
 
-    let is_mqtt = match p.profile.protocol.as_str() {
-        "modbus" => false,
-        "mqtt" => true,
-        other => {
-            problems.add(
-                file,
-                "profile.protocol",
-                format!("{other:?} is not modbus or mqtt"),
-            );
-            false
-        }
-    };
+    let source = crate::sources::spec(&p.profile.protocol).unwrap_or_else(|| {
+        problems.add(
+            file,
+            "profile.protocol",
+            format!(
+                "{:?} is not {}",
+                p.profile.protocol,
+                crate::sources::names()
+            ),
+        );
+        &crate::sources::modbus::SPEC
+    });
+    let is_mqtt = source.name == "mqtt";
     let mqtt = match (&p.mqtt, is_mqtt) {
         (Some(m), true) => crate::sources::mqtt::config::compile_profile_mqtt(file, m, problems),
         (None, true) => {
@@ -769,7 +770,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         problems.add(file, "blocks", "blocks apply to Modbus profiles only");
     }
 
-    let points = compile_points(file, &p.points, is_mqtt, default_order, &blocks, problems);
+    let points = compile_points(file, &p.points, source, default_order, &blocks, problems);
     let overview = compile_overview(file, &p.profile.overview, &points, problems);
     if problems.list.len() > before {
         return None;
@@ -797,7 +798,7 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
 fn compile_points(
     file: &Path,
     cfgs: &[raw::PointCfg],
-    is_mqtt: bool,
+    protocol: &crate::sources::Spec,
     default_order: ByteOrder,
     blocks: &[Block],
     problems: &mut Problems,
@@ -846,19 +847,15 @@ fn compile_points(
                 }
             }
         }
-        let source = if is_mqtt {
-            crate::sources::mqtt::config::point_source(file, &key, pt, &enum_labels, problems)
-        } else {
-            crate::sources::modbus::config::point_source(
-                file,
-                &key,
-                pt,
-                default_order,
-                blocks,
-                &points,
-                problems,
-            )
+        let ctx = crate::sources::PointCtx {
+            file,
+            key: &key,
+            enum_labels: &enum_labels,
+            default_order,
+            blocks,
+            earlier: &points,
         };
+        let source = (protocol.point_source)(pt, &ctx, problems);
         let (Some(source), true) = (source, ok) else {
             continue;
         };

@@ -190,14 +190,17 @@ impl ModbusAddr {
 /// A point of a Modbus profile: function, address, type, byte order, bit; checked against
 /// the points before it (overlaps) and the profile's blocks.
 pub(crate) fn point_source(
-    file: &Path,
-    key: &str,
     pt: &PointCfg,
-    default_order: ByteOrder,
-    blocks: &[Block],
-    earlier: &[ProfilePoint],
+    ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,
 ) -> Option<PointSource> {
+    let (file, key, default_order, blocks, earlier) = (
+        ctx.file,
+        ctx.key,
+        ctx.default_order,
+        ctx.blocks,
+        ctx.earlier,
+    );
     let before = problems.list.len();
     if pt.json_pointer.is_some() {
         problems.add(

@@ -35,6 +35,13 @@ use crate::telemetry::{ModbusResult, Telemetry};
 use decode::ReadData;
 use plan::Function;
 
+/// The Modbus source: TCP, RTU over TCP and RS-485 RTU connections, polled.
+pub static SPEC: super::Spec = super::Spec {
+    name: "modbus",
+    point_source: config::point_source,
+    spawn: spawn_all,
+};
+
 /// Spawn one polling task per Modbus connection of the site.
 pub fn spawn_all(
     site: &Arc<Site>,

@@ -3,7 +3,7 @@
 //! point of an MQTT profile; a profile's `[mqtt]` section ([`MqttProfile`], topic
 //! templates) and a device's checks ([`Devices`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,12 +22,11 @@ pub enum JsonKind {
 
 /// A point of an MQTT profile: where in the JSON payload, and what kind of value.
 pub(crate) fn point_source(
-    file: &Path,
-    key: &str,
     pt: &PointCfg,
-    enum_labels: &BTreeMap<i64, String>,
+    ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,
 ) -> Option<PointSource> {
+    let (file, key, enum_labels) = (ctx.file, ctx.key, ctx.enum_labels);
     let before = problems.list.len();
     if pt.function.is_some() || pt.address.is_some() || pt.bit.is_some() || pt.byte_order.is_some()
     {

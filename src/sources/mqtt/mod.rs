@@ -50,6 +50,13 @@ pub(crate) fn broker_options(b: &crate::config::mqtt::MqttBroker) -> MqttOptions
     o
 }
 
+/// The MQTT source: devices that publish JSON to a broker.
+pub static SPEC: super::Spec = super::Spec {
+    name: "mqtt",
+    point_source: config::point_source,
+    spawn,
+};
+
 /// Spawn the MQTT source when the site has MQTT devices.
 pub fn spawn(
     site: &Arc<Site>,
