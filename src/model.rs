@@ -59,3 +59,15 @@ pub enum SourceEvent {
         at: SystemTime,
     },
 }
+
+impl SourceEvent {
+    /// A device's reachability now.
+    pub fn status(device: DeviceId, online: bool, reason: Option<String>) -> Self {
+        SourceEvent::DeviceStatus {
+            device,
+            online,
+            reason,
+            at: SystemTime::now(),
+        }
+    }
+}

@@ -1692,25 +1692,33 @@ impl Engine {
             inc.acked_by = Some(by.to_string());
             inc.refresh_state();
             let delay = (now - inc.opened_at) / 1000;
-            let text = match note {
-                Some(n) => format!("{by} 确认 ({delay} 秒): {n}"),
-                None => format!("{by} 确认 ({delay} 秒)"),
-            };
-            self.event(
-                now,
-                Some(id),
-                None,
-                EventKind::IncidentAcked,
-                Some(by),
-                false,
-                text,
-                Detail {
-                    seconds: Some(delay),
-                    ..Default::default()
-                },
-            );
+            self.timed_step(now, id, EventKind::IncidentAcked, by, "确认", delay, note);
             self.save_incident(id);
         }
+    }
+
+    /// An operator's step on an incident, with the seconds since it opened: `{by} 确认 (12
+    /// 秒): note`.
+    #[allow(clippy::too_many_arguments)]
+    fn timed_step(
+        &mut self,
+        now: i64,
+        id: i64,
+        kind: EventKind,
+        by: &str,
+        verb: &str,
+        secs: i64,
+        note: Option<&str>,
+    ) {
+        let text = match note {
+            Some(n) => format!("{by} {verb} ({secs} 秒): {n}"),
+            None => format!("{by} {verb} ({secs} 秒)"),
+        };
+        let detail = Detail {
+            seconds: Some(secs),
+            ..Default::default()
+        };
+        self.event(now, Some(id), None, kind, Some(by), false, text, detail);
     }
 
     fn command_inner(&mut self, now: i64, cmd: Command) -> Result<Answer, CmdError> {
@@ -1927,23 +1935,8 @@ impl Engine {
         inc.arrived_by = Some(by.clone());
         inc.refresh_state();
         let secs = (now - inc.opened_at) / 1000;
-        let text = match note {
-            Some(n) => format!("{by} 到达现场 ({secs} 秒): {n}"),
-            None => format!("{by} 到达现场 ({secs} 秒)"),
-        };
-        self.event(
-            now,
-            Some(id),
-            None,
-            EventKind::IncidentArrived,
-            Some(&by),
-            false,
-            text,
-            Detail {
-                seconds: Some(secs),
-                ..Default::default()
-            },
-        );
+        let kind = EventKind::IncidentArrived;
+        self.timed_step(now, id, kind, &by, "到达现场", secs, note.as_deref());
         self.save_incident(id);
         Ok(Answer::Incident(self.incident_now(id)))
     }

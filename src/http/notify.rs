@@ -52,19 +52,26 @@ struct AtQuery {
     at: Option<String>,
 }
 
+/// `?at=`: a time (unix ms, RFC 3339 or a site-local date), else now; 400 for anything else.
+#[allow(clippy::result_large_err)]
+fn at_param(q: &AtQuery, offset: i32, now: i64) -> Result<i64, Response> {
+    match q.at.as_deref().map(|t| record::parse_time(t, offset)) {
+        Some(Some(t)) => Ok(t),
+        Some(None) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "at: a time like 2026-11-21T08:00:00+08:00",
+        )),
+        None => Ok(now),
+    }
+}
+
 async fn get_roster(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Response {
     let h = notifier!(s);
     let n = h.notify();
     let offset = s.site.alarms.settings.utc_offset_seconds;
-    let at = match q.at.as_deref().map(|t| record::parse_time(t, offset)) {
-        Some(Some(t)) => t,
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "at: a time like 2026-11-21T08:00:00+08:00",
-            )
-        }
-        None => h.clock.now_ms(),
+    let at = match at_param(&q, offset, h.clock.now_ms()) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     Json(json!({
         "at": at,
@@ -93,15 +100,9 @@ async fn get_roster(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Resp
 async fn oncall(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Response {
     let h = notifier!(s);
     let offset = s.site.alarms.settings.utc_offset_seconds;
-    let at = match q.at.as_deref().map(|t| record::parse_time(t, offset)) {
-        Some(Some(t)) => t,
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "at: a time like 2026-11-21T08:00:00+08:00",
-            )
-        }
-        None => h.clock.now_ms(),
+    let at = match at_param(&q, offset, h.clock.now_ms()) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     Json(json!({"at": at, "on_call": roster::on_call(&h.notify().roster, at)})).into_response()
 }
@@ -256,6 +257,26 @@ fn check_link(h: &NotifyHandle, id: i64, p: &str, exp: i64, sig: &str) -> Result
     }
 }
 
+/// The notifier and the incident of a link whose signature and expiry hold; else the page
+/// that says why (404 without a notifier, 400 for a bad id).
+#[allow(clippy::result_large_err)]
+fn link_target<'a>(
+    s: &'a AppState,
+    id: &str,
+    p: &str,
+    exp: i64,
+    sig: &str,
+) -> Result<(&'a NotifyHandle, i64), Response> {
+    let Some(h) = s.notify.as_ref() else {
+        return Err(page(StatusCode::NOT_FOUND, "Not found", ""));
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(page(StatusCode::BAD_REQUEST, "链接无效 Invalid link", ""));
+    };
+    check_link(h, id, p, exp, sig)?;
+    Ok((h, id))
+}
+
 /// Opening the link shows the incident and a button; it does not acknowledge (link previews
 /// in chat apps fetch it).
 async fn ack_page(
@@ -263,15 +284,10 @@ async fn ack_page(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    let Some(h) = s.notify.as_ref() else {
-        return page(StatusCode::NOT_FOUND, "Not found", "");
+    let (h, id) = match link_target(&s, &id, &q.p, q.exp, &q.sig) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let Ok(id) = id.parse::<i64>() else {
-        return page(StatusCode::BAD_REQUEST, "链接无效 Invalid link", "");
-    };
-    if let Err(r) = check_link(h, id, &q.p, q.exp, &q.sig) {
-        return r;
-    }
     let inc = s.alarms.read(|st| st.incident(id).ok().flatten());
     let Some(inc) = inc else {
         return page(StatusCode::NOT_FOUND, "没有这个事件", "");
@@ -312,15 +328,10 @@ async fn ack_submit(
     Path(id): Path<String>,
     Form(f): Form<LinkForm>,
 ) -> Response {
-    let Some(h) = s.notify.as_ref() else {
-        return page(StatusCode::NOT_FOUND, "Not found", "");
+    let (h, id) = match link_target(&s, &id, &f.p, f.exp, &f.sig) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let Ok(id) = id.parse::<i64>() else {
-        return page(StatusCode::BAD_REQUEST, "链接无效 Invalid link", "");
-    };
-    if let Err(r) = check_link(h, id, &f.p, f.exp, &f.sig) {
-        return r;
-    }
     let person = h.notify().roster.people.iter().find(|x| x.id == f.p);
     let name = f.name.trim();
     let by = match (name.is_empty(), person) {

@@ -227,14 +227,6 @@ impl OutboxStore {
         tx.commit()
     }
 
-    fn list<T: for<'de> Deserialize<'de>>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-    ) -> rusqlite::Result<Vec<T>> {
-        crate::alarms::store::list_json(&self.conn, sql, p)
-    }
-
     /// Pending messages of a channel, oldest first.
     pub fn pending(&self, channel: &str) -> rusqlite::Result<Vec<OutMsg>> {
         self.msgs(
@@ -282,7 +274,8 @@ impl OutboxStore {
     }
 
     pub fn active_escalations(&self) -> rusqlite::Result<Vec<EscState>> {
-        self.list(
+        crate::alarms::store::list_json(
+            &self.conn,
             "SELECT data FROM escalations WHERE active = 1 ORDER BY incident",
             [],
         )

@@ -292,12 +292,7 @@ impl ConnectionPoller {
     async fn status(&mut self, device: DeviceId, online: bool, reason: Option<String>) {
         let _ = self
             .out
-            .send(SourceEvent::DeviceStatus {
-                device,
-                online,
-                reason,
-                at: SystemTime::now(),
-            })
+            .send(SourceEvent::status(device, online, reason))
             .await;
     }
 
@@ -481,6 +476,15 @@ impl ConnectionPoller {
                 }
             }
         }
+        self.send_samples(samples).await;
+        match (answered, failure) {
+            (true, None) => PollOutcome::Answered,
+            (_, Some(reason)) => PollOutcome::Failed(reason),
+            (false, None) => PollOutcome::Answered,
+        }
+    }
+
+    async fn send_samples(&mut self, samples: Vec<Sample>) {
         if !samples.is_empty() {
             let _ = self
                 .out
@@ -489,11 +493,6 @@ impl ConnectionPoller {
                     samples,
                 })
                 .await;
-        }
-        match (answered, failure) {
-            (true, None) => PollOutcome::Answered,
-            (_, Some(reason)) => PollOutcome::Failed(reason),
-            (false, None) => PollOutcome::Answered,
         }
     }
 
@@ -507,15 +506,7 @@ impl ConnectionPoller {
                     .map(move |&pi| bad(device.first_point + pi as u32, now))
             })
             .collect();
-        if !samples.is_empty() {
-            let _ = self
-                .out
-                .send(SourceEvent::Samples {
-                    source: "modbus",
-                    samples,
-                })
-                .await;
-        }
+        self.send_samples(samples).await;
     }
 
     /// One request/response with a deadline.

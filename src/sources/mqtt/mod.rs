@@ -381,12 +381,7 @@ impl MqttSource {
         }
         let _ = self
             .out
-            .send(SourceEvent::DeviceStatus {
-                device,
-                online,
-                reason,
-                at: SystemTime::now(),
-            })
+            .send(SourceEvent::status(device, online, reason))
             .await;
     }
 
