@@ -159,6 +159,14 @@ pub async fn start_with(site: Arc<Site>, opts: StartOptions) -> std::io::Result<
         )
     };
 
+    crate::link::estate::spawn(
+        &site,
+        &table,
+        &state.alarms,
+        &telemetry,
+        &sinks_stop,
+        &mut sinks,
+    )?;
     let sources_stop = CancellationToken::new();
     let mut sources = JoinSet::new();
     crate::sinks::northbound::spawn(

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod expr;
 pub mod http;
+pub mod link;
 pub mod live;
 pub mod model;
 pub mod notify;

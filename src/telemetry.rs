@@ -145,6 +145,9 @@ pub struct Telemetry {
     pub northbound_published: IntCounter,
     pub northbound_dropped: IntCounter,
     pub northbound_buffered: IntGauge,
+    pub link_connected: IntGauge,
+    pub link_published: IntCounter,
+    pub link_backlog: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -254,6 +257,9 @@ impl Telemetry {
             northbound_published: counter(r, "propwatch_northbound_published_total", "Northbound messages acknowledged by the upstream broker."),
             northbound_dropped: counter(r, "propwatch_northbound_dropped_total", "Northbound messages dropped (oldest first) because the buffer was full."),
             northbound_buffered: gauge(r, "propwatch_northbound_buffered", "Northbound messages waiting for the upstream broker."),
+            link_connected: gauge(r, "propwatch_centre_link_connected", "1 while the broker of the link to the regional centre is connected."),
+            link_published: counter(r, "propwatch_centre_link_published_total", "Messages to the regional centre acknowledged by its broker."),
+            link_backlog: gauge(r, "propwatch_centre_link_backlog_events", "Timeline events not yet acknowledged by the centre's broker (kept in the state store)."),
             registry,
         }
     }

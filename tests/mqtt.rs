@@ -5,145 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::mqtt::*;
 use common::*;
 use propwatch::config::Site;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    /// On a port picked for it (again on another if that one was taken meanwhile).
-    async fn start(dir: &Path) -> Self {
-        let (child, port) = common::services::start_service(
-            "mosquitto",
-            &dir.join("mosquitto.log"),
-            |port, _| Self::spawn(dir, port),
-            |port| Self::ready(dir, port),
-        )
-        .await;
-        Self {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// On `port` again (its clients know it): fails at once if it cannot listen there.
-    async fn start_on(dir: &Path, port: u16) -> Self {
-        let log = dir.join("mosquitto.log");
-        let _ = std::fs::remove_file(&log);
-        let mut child = Self::spawn(dir, port);
-        if let Err(tail) =
-            common::services::wait_service("mosquitto", &mut child, port, &log, &|port| {
-                Self::ready(dir, port)
-            })
-            .await
-        {
-            panic!("mosquitto did not start again on port {port}; its log ends:\n{tail}");
-        }
-        Self {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn spawn(dir: &Path, port: u16) -> Child {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n",
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .unwrap();
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is needed (scripts/test installs it)")
-    }
-
-    /// Our broker is up: it logged that it runs (so the port is its own) and it accepts.
-    async fn ready(dir: &Path, port: u16) -> bool {
-        std::fs::read_to_string(dir.join("mosquitto.log")).is_ok_and(|l| l.contains(" running"))
-            && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-    }
-
-    /// SIGKILL: no chance to save sessions.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        let dir = self.dir.clone();
-        *self = Mosquitto::start_on(&dir, self.port).await;
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A test publisher that waits for the broker's PUBACK of every QoS 1 message.
-struct Publisher {
-    client: AsyncClient,
-    acks: mpsc::UnboundedReceiver<()>,
-}
-
-impl Publisher {
-    async fn connect(port: u16, id: &str) -> Self {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut ev) = AsyncClient::new(o, 64);
-        let (tx, acks) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        let _ = tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        Self { client, acks }
-    }
-
-    async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
-            .await
-            .unwrap();
-        tokio::time::timeout(DEADLINE, self.acks.recv())
-            .await
-            .expect("PUBACK")
-            .expect("publisher alive");
-    }
-}
 
 /// Publish `payload` to `topic` until `done` holds on /metrics (the daemon subscribes right
 /// after its CONNACK, so the first messages may arrive before the subscription).
@@ -492,53 +363,6 @@ async fn staleness_and_last_will_mark_devices_offline() {
     }
     assert!(seen_online, "the last will did not mark quick-2 offline");
     daemon.stop(Duration::from_secs(5)).await;
-}
-
-/// Collects every message on an upstream broker.
-async fn collector(
-    port: u16,
-    id: &str,
-) -> mpsc::UnboundedReceiver<(String, serde_json::Value, bool)> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut ev) = AsyncClient::new(o, 64);
-    client
-        .subscribe("propwatch/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
-                    if tx.send((p.topic.clone(), v, p.retain)).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    rx
-}
-
-async fn next_matching(
-    rx: &mut mpsc::UnboundedReceiver<(String, serde_json::Value, bool)>,
-    what: &str,
-    mut f: impl FnMut(&str, &serde_json::Value, bool) -> bool,
-) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let left = end.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some((t, v, r))) if f(&t, &v, r) => return,
-            Ok(Some(_)) => continue,
-            _ => panic!("timed out waiting for upstream message: {what}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -483,6 +483,12 @@ impl Store {
         )
     }
 
+    /// The newest event id (0 when there is none).
+    pub fn last_event_id(&self) -> rusqlite::Result<i64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+    }
+
     pub fn out_of_service(&self) -> rusqlite::Result<Vec<OutOfService>> {
         self.list("SELECT data FROM out_of_service ORDER BY device", [])
     }

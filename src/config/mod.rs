@@ -88,6 +88,10 @@ pub struct Site {
     pub influx: Option<influx::Influx>,
     /// Upstream publishing of normalized telemetry and device state.
     pub northbound: Option<mqtt::Northbound>,
+    /// The link to the regional centre.
+    pub centre: Option<mqtt::CentreLink>,
+    /// The region or branch the estate belongs to (`site.region`).
+    pub region: Option<String>,
     pub rooms: Vec<Room>,
     pub devices: Vec<Device>,
     pub points: Vec<Point>,
@@ -948,6 +952,10 @@ fn compile_site(
         .northbound
         .as_ref()
         .and_then(|n| mqtt::compile_northbound(file, &f.site.id, n, problems));
+    let centre = f
+        .centre
+        .as_ref()
+        .and_then(|c| mqtt::compile_centre_link(file, &f.site.id, c, problems));
     let (rooms, devices, points) = compile_rooms(file, &f, profiles, &mut modbus, problems);
     let alarms = if problems.list.len() > before {
         None
@@ -1006,6 +1014,8 @@ fn compile_site(
         connections: modbus.into_connections(),
         mqtt,
         northbound,
+        centre,
+        region: f.site.region.clone().filter(|r| !r.trim().is_empty()),
         influx,
         rooms,
         devices,

@@ -116,6 +116,54 @@ pub(super) fn compile_northbound(
     })
 }
 
+/// The estate's link to the regional centre (`[centre]`).
+#[derive(Debug, Clone)]
+pub struct CentreLink {
+    pub broker: MqttBroker,
+    /// `<prefix>/<site>`: every topic of the estate starts with it.
+    pub base: String,
+    pub heartbeat: Duration,
+}
+
+pub(super) fn compile_centre_link(
+    file: &Path,
+    site_id: &str,
+    c: &raw::CentreLinkCfg,
+    problems: &mut Problems,
+) -> Option<CentreLink> {
+    let before = problems.list.len();
+    let broker = compile_broker(
+        file,
+        "centre.broker",
+        &format!("propwatch-{site_id}-link"),
+        &c.broker,
+        false,
+        problems,
+    );
+    let prefix = c.prefix.trim_end_matches('/');
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('$') {
+        problems.add(
+            file,
+            "centre.prefix",
+            format!(
+                "{:?} must be a topic without wildcards, not starting with $",
+                c.prefix
+            ),
+        );
+    }
+    if !(1_000..=300_000).contains(&c.heartbeat_ms) {
+        problems.add(file, "centre.heartbeat_ms", "must be 1000..=300000");
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(CentreLink {
+        broker: broker?,
+        base: format!("{prefix}/{site_id}"),
+        heartbeat: Duration::from_millis(c.heartbeat_ms),
+    })
+}
+
 pub(super) fn compile_broker(
     file: &Path,
     prefix: &str,

@@ -26,6 +26,9 @@ pub struct SiteFile {
     /// Optional upstream broker that receives normalized telemetry and device state.
     #[serde(default)]
     pub northbound: Option<NorthboundCfg>,
+    /// Optional link to the regional centre (the versioned `propwatch/v1` schema).
+    #[serde(default)]
+    pub centre: Option<CentreLinkCfg>,
     /// History in InfluxDB (v2/v3 `/api/v2/write` or 1.x `/write`).
     #[serde(default)]
     pub influx: Option<InfluxCfg>,
@@ -86,6 +89,9 @@ pub struct SiteSection {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// The property group's region or branch (分公司) the estate belongs to.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +226,27 @@ pub struct NorthboundCfg {
     /// Messages kept while the upstream broker is unreachable; the oldest go first.
     #[serde(default = "default_buffer_messages")]
     pub buffer_messages: usize,
+}
+
+/// The estate's link to the regional centre: a broker (the group's, usually through a
+/// bridge) and the topic prefix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentreLinkCfg {
+    pub broker: MqttCfg,
+    /// Topics are `<prefix>/<site>/...`.
+    #[serde(default = "default_link_prefix")]
+    pub prefix: String,
+    /// How often the retained estate summary is refreshed (its heartbeat).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_link_prefix() -> String {
+    "propwatch/v1".to_string()
+}
+fn default_heartbeat_ms() -> u64 {
+    15_000
 }
 
 /// The InfluxDB sink.

@@ -1,0 +1,319 @@
+//! The estate's link to the regional centre (`[centre]`, the `propwatch/v1` schema) against a
+//! real Mosquitto standing for the centre's broker: the retained link state, summary,
+//! incident snapshots (with their deadlines) and device presence; timeline events in id
+//! order; an outage of the centre's broker (SIGKILL: its retained messages are lost too)
+//! during which incidents change, then every event delivered, in order, with no gap, and the
+//! retained view rebuilt; a daemon restart that continues from its durable cursor.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::mqtt::{collector, Mosquitto};
+use common::{wait_for, SimulatedSite};
+use propwatch::simulator::ScenarioKind;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const BASE: &str = "propwatch/v1/test-estate";
+
+fn estate_toml(addrs: &[SocketAddr], centre_port: u16) -> String {
+    // [centre] must come before the [[rooms]] arrays of tables
+    let estate = common::test_estate(addrs);
+    let at = estate.find("[[connections]]").unwrap();
+    let (head, rest) = estate.split_at(at);
+    format!(
+        r#"{head}
+[centre]
+heartbeat_ms = 1000
+[centre.broker]
+host = "127.0.0.1"
+port = {centre_port}
+keep_alive_seconds = 5
+reconnect_backoff_max_ms = 500
+{rest}
+[alarms]
+eval_interval_ms = 200
+"#
+    )
+}
+
+type Rx = UnboundedReceiver<(String, Value, bool)>;
+
+/// What the centre has seen: the retained topics' last payloads and the event ids in
+/// arrival order.
+#[derive(Default)]
+struct View {
+    retained: BTreeMap<String, Value>,
+    events: Vec<i64>,
+}
+
+impl View {
+    fn drain(&mut self, rx: &mut Rx) {
+        while let Ok((t, v, _)) = rx.try_recv() {
+            if t == format!("{BASE}/events") {
+                self.events.push(v["event"]["id"].as_i64().unwrap());
+                assert_eq!(v["v"], 1, "{v}");
+                assert_eq!(v["site"], "test-estate", "{v}");
+            } else if v.is_null() {
+                // an empty retained message clears the topic
+                self.retained.remove(&t);
+            } else {
+                self.retained.insert(t, v);
+            }
+        }
+    }
+
+    fn get(&self, rest: &str) -> Option<&Value> {
+        self.retained.get(&format!("{BASE}/{rest}"))
+    }
+
+    async fn until<T>(&mut self, rx: &mut Rx, what: &str, f: impl Fn(&View) -> Option<T>) -> T {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            self.drain(rx);
+            if let Some(t) = f(self) {
+                return t;
+            }
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for: {what}; retained: {:#?}; events: {:?}",
+                self.retained,
+                self.events
+            );
+            if let Ok(Some((t, v, r))) =
+                tokio::time::timeout(left.min(Duration::from_millis(200)), rx.recv()).await
+            {
+                // put it back through the same path
+                let (tx, mut one) = tokio::sync::mpsc::unbounded_channel();
+                tx.send((t, v, r)).unwrap();
+                self.drain(&mut one);
+            }
+        }
+    }
+}
+
+async fn api(addr: SocketAddr, path: &str) -> Value {
+    common::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Value) -> u16 {
+    common::client()
+        .post(format!("http://{addr}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The estate's event ids after `after`, from its own API.
+async fn estate_events(addr: SocketAddr, after: i64) -> Vec<i64> {
+    api(addr, &format!("/api/v1/events?after={after}&limit=10000"))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// What a reader that drops ids it has already applied keeps.
+fn deduplicated(ids: &[i64]) -> Vec<i64> {
+    let mut last = i64::MIN;
+    let mut out = Vec::new();
+    for &id in ids {
+        if id > last {
+            out.push(id);
+            last = id;
+        }
+    }
+    out
+}
+
+async fn backlog(addr: SocketAddr) -> Option<f64> {
+    common::metrics(addr)
+        .await?
+        .get("propwatch_centre_link_backlog_events", &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estate_publishes_the_v1_schema_durably_and_in_order() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(broker_dir.path()).await;
+    let port = broker.port;
+    let estate = SimulatedSite::start(4, |addrs| estate_toml(addrs, port), &[]).await;
+    let mut rx = collector(port, "centre-watch").await;
+    let mut view = View::default();
+    let daemon = propwatch::app::start(estate.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+
+    // the link, the summary and every device's presence, retained
+    view.until(&mut rx, "link online, summary, presence", |v| {
+        let link = v.get("link")?;
+        let summary = v.get("summary")?;
+        (link["state"] == "online"
+            && summary["site"] == "test-estate"
+            && summary["devices"]["total"] == 7
+            && summary["heartbeat_ms"] == 1000
+            && v.get("devices/lift-1")?["online"] == true)
+            .then_some(())
+    })
+    .await;
+
+    // an entrapment: its incident's snapshot with the plan's steps and deadlines
+    estate
+        .sim
+        .inject(ScenarioKind::Entrapment, Some("lift-1"), None)
+        .unwrap();
+    let (id, snap) = view
+        .until(&mut rx, "the entrapment's snapshot", |v| {
+            v.retained
+                .iter()
+                .find(|(t, s)| {
+                    t.starts_with(&format!("{BASE}/incidents/")) && s["plan"] == "entrapment"
+                })
+                .map(|(_, s)| (s["id"].as_i64().unwrap(), s.clone()))
+        })
+        .await;
+    assert_eq!(snap["v"], 1);
+    assert_eq!(snap["life_safety"], true, "{snap}");
+    assert_eq!(snap["severity"], "P1", "{snap}");
+    assert_eq!(snap["device"], "lift-1", "{snap}");
+    assert!(!snap["steps"].as_array().unwrap().is_empty(), "{snap}");
+    let limits = snap["limits"].as_array().unwrap();
+    assert!(!limits.is_empty(), "{snap}");
+    for l in limits {
+        assert_eq!(
+            l["deadline"].as_i64().unwrap(),
+            snap["opened_at"].as_i64().unwrap() + l["seconds"].as_i64().unwrap() * 1000,
+            "{l}"
+        );
+    }
+    view.until(&mut rx, "the summary counts the unacknowledged P1", |v| {
+        let s = v.get("summary")?;
+        (s["incidents"]["unacked_p1"] == 1
+            && s["incidents"]["by_severity"]["P1"] == 1
+            && s["incidents"]["oldest_unacked_p1_at"] == snap["opened_at"])
+            .then_some(())
+    })
+    .await;
+    let first = view.events[0];
+
+    // the centre's broker dies (SIGKILL: retained messages not saved are lost as well)
+    broker.kill();
+    wait_for("the link down", DEADLINE, || async {
+        let m = common::metrics(addr).await?;
+        (m.get("propwatch_centre_link_connected", &[])? == 0.0).then_some(())
+    })
+    .await;
+    // meanwhile the duty room acknowledges and the passenger is freed
+    assert_eq!(
+        post(
+            addr,
+            &format!("/api/v1/incidents/{id}/ack"),
+            json!({"by": "王工"})
+        )
+        .await,
+        200
+    );
+    estate.sim.clear(ScenarioKind::Entrapment, Some("lift-1"));
+    // resolving waits for the alarm to be back to normal (409 until then)
+    wait_for("the incident resolved", DEADLINE, || async {
+        let body = json!({"by": "王工", "cause": "门锁故障", "measures": "已放人，报修"});
+        let status = post(addr, &format!("/api/v1/incidents/{id}/resolve"), body).await;
+        assert!(status == 200 || status == 409, "resolve: {status}");
+        (status == 200).then_some(())
+    })
+    .await;
+    wait_for("events waiting for the link", DEADLINE, || async {
+        (backlog(addr).await? >= 3.0).then_some(())
+    })
+    .await;
+
+    // back: the retained view is rebuilt and the backlog arrives in order, with no gap
+    broker = Mosquitto::start_on(broker_dir.path(), port).await;
+    let mut rx = collector(port, "centre-watch-2").await;
+    let last = *estate_events(addr, 0).await.last().unwrap();
+    let mut view2 = View::default();
+    view2
+        .until(&mut rx, "the backlog delivered", |v| {
+            (v.events.last() >= Some(&last)).then_some(())
+        })
+        .await;
+    view2
+        .until(&mut rx, "the rebuilt retained view", |v| {
+            let s = v.get("summary")?;
+            (v.get("link")?["state"] == "online"
+                && s["incidents"]["unacked_p1"] == 0
+                && s["last_event"].as_i64()? >= last
+                && v.get(&format!("incidents/{id}")).is_none()
+                && v.get("devices/lift-1").is_some())
+            .then_some(())
+        })
+        .await;
+    let mut seen = view.events.clone();
+    seen.extend(&view2.events);
+    let want = estate_events(addr, first - 1).await;
+    let got = deduplicated(&seen);
+    assert_eq!(
+        &got[..],
+        &want[..got.len()],
+        "the centre saw the estate's events in order with no gap"
+    );
+    assert!(got.len() >= want.len() - 2, "{got:?} vs {want:?}");
+    wait_for("the backlog acknowledged", DEADLINE, || async {
+        (backlog(addr).await? == 0.0).then_some(())
+    })
+    .await;
+
+    // a clean stop says so; a restart goes on from the durable cursor
+    let before_stop = view2.events.len();
+    daemon.stop(Duration::from_secs(5)).await;
+    view2
+        .until(&mut rx, "link stopped", |v| {
+            (v.get("link")?["state"] == "stopped").then_some(())
+        })
+        .await;
+    let daemon = propwatch::app::start(estate.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    estate
+        .sim
+        .inject(ScenarioKind::Entrapment, Some("lift-2"), None)
+        .unwrap();
+    let newest = wait_for("a new incident after the restart", DEADLINE, || async {
+        let list = api(addr, "/api/v1/incidents").await;
+        list.as_array()?
+            .iter()
+            .find(|i| i["device"] == "lift-2")
+            .map(|i| i["id"].as_i64().unwrap())
+    })
+    .await;
+    view2
+        .until(&mut rx, "the new incident's snapshot and events", |v| {
+            v.get(&format!("incidents/{newest}"))?;
+            (v.events.len() > before_stop).then_some(())
+        })
+        .await;
+    let after_restart = &view2.events[before_stop..];
+    assert!(
+        after_restart[0] > *view2.events[..before_stop].last().unwrap(),
+        "a restart repeats no acknowledged event: {:?}",
+        view2.events
+    );
+    let all = deduplicated(&view2.events);
+    let want = estate_events(addr, all[0] - 1).await;
+    assert_eq!(&all[..], &want[..all.len()], "no gap across the restart");
+    daemon.stop(Duration::from_secs(5)).await;
+    drop(broker);
+}
