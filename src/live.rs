@@ -126,16 +126,10 @@ pub async fn run_core(
     sinks: Vec<mpsc::Sender<Arc<[Sample]>>>,
     alarms: Option<mpsc::Sender<Vec<u32>>>,
 ) {
-    let labels: Vec<[&str; 3]> = site
+    let labels: Vec<[&str; 2]> = site
         .devices
         .iter()
-        .map(|d| {
-            [
-                site.id.as_str(),
-                site.rooms[d.room].id.as_str(),
-                d.id.as_str(),
-            ]
-        })
+        .map(|d| [site.rooms[d.room].id.as_str(), d.id.as_str()])
         .collect();
     let up: Vec<_> = labels
         .iter()

@@ -2,6 +2,7 @@
 //! sinks bump through small methods (so every counted event also has one place to log).
 //! Names follow `propwatch_<noun>_<unit>_total`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +103,7 @@ pub struct AlarmMetrics {
 impl AlarmMetrics {
     fn new(registry: &Registry) -> Self {
         Self {
-            active: gauge_vec(registry, "propwatch_alarm_active", "1 while the alarm condition is active or latched.", &["site", "device", "rule", "plan", "severity"]),
+            active: gauge_vec(registry, "propwatch_alarm_active", "1 while the alarm condition is active or latched.", &["device", "rule", "plan", "severity"]),
             raised: counter_vec(registry, "propwatch_alarms_raised_total", "Alarm occurrences raised, by plan.", &["plan", "severity"]),
             incidents_open: gauge_vec(registry, "propwatch_incidents_open", "Incidents not yet resolved, by plan.", &["plan"]),
             rule_errors: counter_vec(registry, "propwatch_rule_errors_total", "Rule evaluations that failed for a reason other than missing data (e.g. a type error).", &["rule"]),
@@ -212,8 +213,26 @@ fn registered<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c:
 }
 
 impl Telemetry {
+    /// Metrics without site labels (unit tests).
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_labels(HashMap::new())
+    }
+
+    /// The daemon's metrics: every one carries `site` (and `region` when the site has one).
+    pub fn for_site(site: &crate::config::Site) -> Self {
+        let mut labels = HashMap::from([("site".to_string(), site.id.clone())]);
+        if let Some(r) = &site.region {
+            labels.insert("region".to_string(), r.clone());
+        }
+        Self::with_labels(labels)
+    }
+
+    fn with_labels(labels: HashMap<String, String>) -> Self {
+        let registry = if labels.is_empty() {
+            Registry::new()
+        } else {
+            must(Registry::new_custom(None, Some(labels)))
+        };
         let r = &registry;
         let build_info = gauge_vec(
             r,
@@ -239,8 +258,8 @@ impl Telemetry {
             modbus_request_duration: histogram_vec(r, "propwatch_modbus_request_duration_seconds", "Modbus request round-trip time.", &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5], &["connection"]),
             modbus_connects: counter_vec(r, "propwatch_modbus_connects_total", "Attempts to open a Modbus transport.", &["connection", "result"]),
             modbus_poll_overruns: counter_vec(r, "propwatch_modbus_poll_overruns_total", "Polls that started later than one whole interval after they were due (the bus is overloaded).", &["connection"]),
-            device_up: gauge_vec(r, "propwatch_device_up", "1 when the device answers, 0 when it is offline.", &["site", "room", "device"]),
-            device_last_success: float_gauge_vec(r, "propwatch_device_last_success_timestamp_seconds", "Unix time of the device's last successful poll or message.", &["site", "room", "device"]),
+            device_up: gauge_vec(r, "propwatch_device_up", "1 when the device answers, 0 when it is offline.", &["room", "device"]),
+            device_last_success: float_gauge_vec(r, "propwatch_device_last_success_timestamp_seconds", "Unix time of the device's last successful poll or message.", &["room", "device"]),
             samples: counter_vec(r, "propwatch_samples_total", "Samples received from sources.", &["source"]),
             samples_rejected: counter_vec(r, "propwatch_samples_rejected_total", "Values rejected by reason (not finite, malformed, ...).", &["source", "reason"]),
             core_queue_depth: gauge(r, "propwatch_core_queue_depth", "Source events waiting for the core."),

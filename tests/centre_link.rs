@@ -3,7 +3,8 @@
 //! incident snapshots (with their deadlines) and device presence; timeline events in id
 //! order; an outage of the centre's broker (SIGKILL: its retained messages are lost too)
 //! during which incidents change, then every event delivered, in order, with no gap, and the
-//! retained view rebuilt; a daemon restart that continues from its durable cursor.
+//! retained view rebuilt; a daemon restart that continues from its durable cursor. Every
+//! metric carries `site` and `region`.
 
 mod common;
 
@@ -22,7 +23,11 @@ const BASE: &str = "propwatch/v1/test-estate";
 
 fn estate_toml(addrs: &[SocketAddr], centre_port: u16) -> String {
     // [centre] must come before the [[rooms]] arrays of tables
-    let estate = common::test_estate(addrs);
+    let estate = common::test_estate(addrs).replacen(
+        "id = \"test-estate\"",
+        "id = \"test-estate\"\nregion = \"华东分公司\"",
+        1,
+    );
     let at = estate.find("[[connections]]").unwrap();
     let (head, rest) = estate.split_at(at);
     format!(
@@ -170,6 +175,23 @@ async fn the_estate_publishes_the_v1_schema_durably_and_in_order() {
             .then_some(())
     })
     .await;
+
+    // every metric of the daemon says which estate and region it is from
+    let text = common::get_text(&format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(samples.len() > 50, "{text}");
+    for l in &samples {
+        assert!(
+            l.contains("site=\"test-estate\"") && l.contains("region=\"华东分公司\""),
+            "a metric without site and region: {l}"
+        );
+    }
+    assert_eq!(view.get("summary").unwrap()["region"], "华东分公司");
 
     // an entrapment: its incident's snapshot with the plan's steps and deadlines
     estate

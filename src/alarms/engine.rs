@@ -2194,9 +2194,8 @@ impl Engine {
     }
 }
 
-fn labels<'a>(site: &'a Site, rule: &'a Rule) -> [&'a str; 5] {
+fn labels<'a>(site: &'a Site, rule: &'a Rule) -> [&'a str; 4] {
     [
-        site.id.as_str(),
         rule.device
             .map_or("site", |d| site.devices[d as usize].id.as_str()),
         rule.id.as_str(),

@@ -145,6 +145,10 @@ impl PointFamilies {
                     escape_label(&device.id, out);
                     out.push_str("\",point=\"");
                     escape_label(&p.id, out);
+                    if let Some(r) = &site.region {
+                        out.push_str("\",region=\"");
+                        escape_label(r, out);
+                    }
                     out.push_str("\",room=\"");
                     escape_label(&site.rooms[device.room].id, out);
                     out.push_str("\",site=\"");
