@@ -54,6 +54,8 @@ type Rx = UnboundedReceiver<(String, Value, bool)>;
 struct View {
     retained: BTreeMap<String, Value>,
     events: Vec<i64>,
+    /// Command results, in arrival order.
+    results: Vec<Value>,
 }
 
 impl View {
@@ -66,6 +68,8 @@ impl View {
             if t == format!("{base}/events") {
                 self.events.push(v["event"]["id"].as_i64().unwrap());
                 assert_eq!(v["v"], 1, "{v}");
+            } else if t == format!("{base}/results") {
+                self.results.push(v);
             } else if v.is_null() {
                 // an empty retained message clears the topic
                 self.retained.remove(&t);
@@ -462,5 +466,190 @@ async fn nothing_queued_is_lost_when_the_estate_is_killed_during_an_outage() {
         "in order, no gap across the SIGKILL"
     );
     assert!(got.last() >= Some(&last_written), "{got:?}");
+    drop(broker);
+}
+
+/// Commands from the centre on the estate's command topic: a signed acknowledge is applied
+/// as that operator from that centre (timeline, audit log) and answered; a forged
+/// signature, another centre, a replayed id, a stale command and garbage are refused with
+/// the right status and audited; a command for an unknown incident gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centre_commands_are_verified_applied_answered_and_audited() {
+    use propwatch::link::schema::{Action, Command};
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    const SECRET: &str = "estate-secret-0123456789";
+    std::env::set_var("PW_TEST_CENTRE_SECRET", SECRET);
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(broker_dir.path()).await;
+    let port = broker.port;
+    let estate = SimulatedSite::start(
+        4,
+        |addrs| {
+            estate_toml(addrs, port).replace(
+                "[centre.broker]",
+                "centre_id = \"east\"\ncommand_secret_env = \"PW_TEST_CENTRE_SECRET\"\ncommand_max_age_s = 60\n[centre.broker]",
+            )
+        },
+        &[],
+    )
+    .await;
+    let mut rx = collector(port, "centre-watch").await;
+    let daemon = propwatch::app::start(estate.site.clone()).await.unwrap();
+    let addr = daemon.http_addr;
+    let mut view = View::default();
+    view.until(&mut rx, "link online", |v| {
+        (v.get("link")?["state"] == "online").then_some(())
+    })
+    .await;
+    estate
+        .sim
+        .inject(ScenarioKind::Entrapment, Some("lift-1"), None)
+        .unwrap();
+    let id = wait_for("an entrapment", DEADLINE, || async {
+        api(addr, "/api/v1/incidents")
+            .await
+            .as_array()?
+            .iter()
+            .find(|i| i["plan"] == "entrapment")?["id"]
+            .as_i64()
+    })
+    .await;
+
+    // the centre's own client
+    let (centre, mut ev) = AsyncClient::new(MqttOptions::new("centre", "127.0.0.1", port), 16);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let make = |cid: &str, incident: i64, at: i64| Command {
+        v: 1,
+        id: cid.into(),
+        centre: "east".into(),
+        operator: "张三".into(),
+        at,
+        site: "test-estate".into(),
+        action: Action::Ack,
+        incident,
+        note: Some("中心已电话联系".into()),
+        text: None,
+        cause: None,
+        measures: None,
+        sig: String::new(),
+    };
+    let send = |payload: Vec<u8>| {
+        let centre = centre.clone();
+        async move {
+            centre
+                .publish(format!("{BASE}/commands"), QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+    };
+    let result = |view: &View, cid: &str| -> Option<Value> {
+        view.results.iter().find(|r| r["id"] == cid).cloned()
+    };
+
+    let mut ok = make("cmd-1", id, now());
+    ok.sign(SECRET);
+    send(serde_json::to_vec(&ok).unwrap()).await;
+    let r = view
+        .until(&mut rx, "the acknowledge's result", |v| result(v, "cmd-1"))
+        .await;
+    assert_eq!(
+        (r["ok"].clone(), r["status"].clone()),
+        (json!(true), json!(200)),
+        "{r}"
+    );
+    let inc = api(addr, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(inc["incident"]["acked_by"], "张三@east", "{inc}");
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "incident_acked"
+                && e["by"] == "张三@east"
+                && e["text"].as_str().unwrap().contains("中心已电话联系")),
+        "{inc}"
+    );
+
+    // refused: the same command again, a forged signature, another centre, a stale one,
+    // garbage; a command for an incident that does not exist
+    send(serde_json::to_vec(&ok).unwrap()).await;
+    let mut forged = make("cmd-2", id, now());
+    forged.sign(SECRET);
+    forged.operator = "冒充者".into();
+    send(serde_json::to_vec(&forged).unwrap()).await;
+    let mut other = make("cmd-3", id, now());
+    other.centre = "west".into();
+    other.sign(SECRET);
+    send(serde_json::to_vec(&other).unwrap()).await;
+    let mut stale = make("cmd-4", id, now() - 120_000);
+    stale.sign(SECRET);
+    send(serde_json::to_vec(&stale).unwrap()).await;
+    send(b"{not json".to_vec()).await;
+    let mut missing = make("cmd-5", 999_999, now());
+    missing.sign(SECRET);
+    send(serde_json::to_vec(&missing).unwrap()).await;
+    view.until(&mut rx, "every refusal answered", |v| {
+        (v.results.len() >= 7).then_some(())
+    })
+    .await;
+    let statuses: Vec<(String, i64)> = view
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("cmd-1".into(), 200),
+            ("cmd-1".into(), 409),
+            ("cmd-2".into(), 401),
+            ("cmd-3".into(), 401),
+            ("cmd-4".into(), 409),
+            ("".into(), 400),
+            ("cmd-5".into(), 404),
+        ]
+    );
+    assert!(view
+        .results
+        .iter()
+        .all(|r| r["v"] == 1 && r["site"] == "test-estate"));
+
+    // the audit log: the applied one as that operator from that centre, the refused ones
+    // with what they claimed
+    let audit = api(addr, "/api/v1/audit?limit=100").await;
+    let entries: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["token"] == "centre:east")
+        .collect();
+    assert_eq!(entries.len(), 7, "{audit}");
+    let applied = entries
+        .iter()
+        .find(|e| e["outcome"] == 200)
+        .expect("the applied command");
+    assert_eq!(applied["actor"], "张三@east", "{applied}");
+    assert_eq!(applied["action"], "incident.ack", "{applied}");
+    assert_eq!(applied["target"], format!("incident/{id}"), "{applied}");
+    assert_eq!(applied["detail"]["command"], "cmd-1", "{applied}");
+    let forged = entries
+        .iter()
+        .find(|e| e["detail"]["command"] == "cmd-2")
+        .unwrap();
+    assert_eq!(forged["actor"], Value::Null, "{forged}");
+    assert_eq!(forged["outcome"], 401, "{forged}");
+    assert_eq!(forged["detail"]["claimed_by"], "冒充者", "{forged}");
+    daemon.stop(Duration::from_secs(5)).await;
     drop(broker);
 }

@@ -123,6 +123,26 @@ pub struct CentreLink {
     /// `<prefix>/<site>`: every topic of the estate starts with it.
     pub base: String,
     pub heartbeat: Duration,
+    /// Commands from the centre, when a centre and a secret are configured.
+    pub commands: Option<CentreCommands>,
+}
+
+/// Whose commands the estate takes, and how it checks them.
+#[derive(Clone)]
+pub struct CentreCommands {
+    pub centre: String,
+    pub secret: String,
+    pub max_age: Duration,
+}
+
+impl std::fmt::Debug for CentreCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print the secret
+        f.debug_struct("CentreCommands")
+            .field("centre", &self.centre)
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(super) fn compile_centre_link(
@@ -154,6 +174,46 @@ pub(super) fn compile_centre_link(
     if !(1_000..=300_000).contains(&c.heartbeat_ms) {
         problems.add(file, "centre.heartbeat_ms", "must be 1000..=300000");
     }
+    let secret = match (&c.command_secret_file, &c.command_secret_env) {
+        (None, None) => None,
+        _ => super::resolve_secret(
+            file,
+            "centre.command_secret",
+            c.command_secret_env.as_deref(),
+            c.command_secret_file.as_deref(),
+            problems,
+        ),
+    };
+    if secret.as_ref().is_some_and(|s| s.len() < 16) {
+        problems.add(
+            file,
+            "centre.command_secret",
+            "a command secret needs at least 16 characters",
+        );
+    }
+    let commands = match (&c.centre_id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() => Some(CentreCommands {
+            centre: id.clone(),
+            secret,
+            max_age: Duration::from_secs(c.command_max_age_s),
+        }),
+        (None, Some(_)) => {
+            problems.add(file, "centre.centre_id", "commands need the centre's id");
+            None
+        }
+        (Some(_), None) if c.command_secret_file.is_none() && c.command_secret_env.is_none() => {
+            problems.add(
+                file,
+                "centre.command_secret_file",
+                "commands from the centre need a secret (command_secret_file or command_secret_env)",
+            );
+            None
+        }
+        _ => None,
+    };
+    if !(10..=3600).contains(&c.command_max_age_s) {
+        problems.add(file, "centre.command_max_age_s", "must be 10..=3600");
+    }
     if problems.list.len() > before {
         return None;
     }
@@ -161,6 +221,7 @@ pub(super) fn compile_centre_link(
         broker: broker?,
         base: format!("{prefix}/{site_id}"),
         heartbeat: Duration::from_millis(c.heartbeat_ms),
+        commands,
     })
 }
 

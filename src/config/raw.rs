@@ -240,6 +240,22 @@ pub struct CentreLinkCfg {
     /// How often the retained estate summary is refreshed (its heartbeat).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// The centre whose commands this estate takes (its `centre` field); with a secret.
+    #[serde(default)]
+    pub centre_id: Option<String>,
+    /// The secret shared with the centre that signs its commands (HMAC-SHA256): from a
+    /// file (relative to the site file, or `$CREDENTIALS_DIRECTORY/...`) or a variable.
+    #[serde(default)]
+    pub command_secret_file: Option<String>,
+    #[serde(default)]
+    pub command_secret_env: Option<String>,
+    /// A command older (or newer) than this, by its `at`, is refused as a replay.
+    #[serde(default = "default_command_max_age_s")]
+    pub command_max_age_s: u64,
+}
+
+fn default_command_max_age_s() -> u64 {
+    300
 }
 
 fn default_link_prefix() -> String {

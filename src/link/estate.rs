@@ -37,29 +37,49 @@ const CURSOR_WRITE: Duration = Duration::from_millis(200);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS link (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS link_commands (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
 ";
 
 /// The link's own rows in the state store: the acknowledged event cursor and the incidents
 /// that have a retained snapshot at the broker (to clear those that closed meanwhile).
 struct Persisted {
-    conn: Connection,
+    conn: std::sync::Mutex<Connection>,
 }
 
 impl Persisted {
     fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
         Ok(Self {
-            conn: crate::alarms::store::open_connection(path, SCHEMA)?,
+            conn: std::sync::Mutex::new(crate::alarms::store::open_connection(path, SCHEMA)?),
         })
     }
 
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self, key: &str) -> rusqlite::Result<Option<String>> {
-        self.conn
+        self.conn()
             .query_row("SELECT value FROM link WHERE key = ?1", [key], |r| r.get(0))
             .optional()
     }
 
+    /// Remember a command id; false if it was seen before (a replay). Ids older than
+    /// `forget_before` are dropped first (their `at` is refused as stale anyway).
+    fn first_sight(&self, id: &str, at: i64, forget_before: i64) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM link_commands WHERE at < ?1",
+            params![forget_before],
+        )?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO link_commands (id, at) VALUES (?1, ?2)",
+            params![id, at],
+        )?;
+        Ok(n == 1)
+    }
+
     fn set(&self, key: &str, value: &str) -> rusqlite::Result<()> {
-        self.conn
+        self.conn()
             .execute(
                 "INSERT OR REPLACE INTO link (key, value) VALUES (?1, ?2)",
                 params![key, value],
@@ -86,7 +106,9 @@ pub fn spawn(
         ))
     })?;
     let span = tracing::info_span!("centre_link", broker = %format!("{}:{}", link.broker.host, link.broker.port));
+    let audit = Arc::new(crate::audit::AuditLog::open_for(site));
     let task = Task {
+        audit,
         site: site.clone(),
         table: table.clone(),
         alarms: alarms.clone(),
@@ -100,6 +122,7 @@ pub fn spawn(
 }
 
 struct Task {
+    audit: Arc<crate::audit::AuditLog>,
     site: Arc<Site>,
     table: Arc<LiveTable>,
     alarms: AlarmHandle,
@@ -112,6 +135,32 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The HTTP status the API answers for this refusal.
+fn status_of(e: &crate::alarms::CmdError) -> u16 {
+    use crate::alarms::CmdError;
+    match e {
+        CmdError::Invalid(_) => 400,
+        CmdError::NotFound(_) => 404,
+        CmdError::Conflict(_) => 409,
+        CmdError::Unavailable(_) => 503,
+    }
+}
+
+/// An audit detail: texts cut at 2000 characters, as the HTTP API's are.
+fn json_detail(fields: &[(&str, &str)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::Value::String(v.chars().take(2000).collect()),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -157,6 +206,9 @@ impl Task {
             QoS::AtLeastOnce,
             true,
         ));
+        // a command is acknowledged to the broker only once it was applied (or refused) and
+        // its result handed on: a crash in between has the broker deliver it again
+        o.set_manual_acks(self.link.commands.is_some());
         let (client, mut eventloop) = AsyncClient::new(o, 2 * WINDOW + 16);
         let acked = self.load_cursor();
         let mut st = State {
@@ -191,7 +243,17 @@ impl Task {
                         }
                         failures = 0;
                         backoff = Duration::from_millis(500);
+                        if self.link.commands.is_some() {
+                            let _ = client.try_subscribe(topics::commands(&self.link.base), QoS::AtLeastOnce);
+                        }
                         self.on_connect(&client, &mut st);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if p.topic == topics::commands(&self.link.base) {
+                            let result = self.command(&p.payload).await;
+                            self.publish(&client, &mut st, topics::results(&self.link.base), json(&result), false, None);
+                        }
+                        let _ = client.try_ack(&p);
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         self.telemetry.link_published.inc();
@@ -283,6 +345,163 @@ impl Task {
         self.write_cursor(&mut st, true);
         self.telemetry.link_connected.set(0);
         info!(cursor = st.acked, "centre link stopped");
+    }
+
+    /// Check and apply one command from the centre; its result. Every command, applied or
+    /// refused, goes into the audit log.
+    async fn command(&self, payload: &[u8]) -> schema::CommandResult {
+        let now = now_ms();
+        let Some(cfg) = &self.link.commands else {
+            return self.result("", now, 403, Some("this estate takes no commands".into()));
+        };
+        let c: schema::Command = match serde_json::from_slice(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                let error = format!("not a command: {e}");
+                warn!(%error, "centre command refused");
+                self.audit(
+                    now,
+                    None,
+                    "centre.command",
+                    None,
+                    json_detail(&[("error", &error)]),
+                    400,
+                )
+                .await;
+                return self.result("", now, 400, Some(error));
+            }
+        };
+        let target = Some(format!("incident/{}", c.incident));
+        let action = format!("incident.{}", c.action.as_str());
+        let refuse = |status: u16, error: String| {
+            let detail = json_detail(&[
+                ("command", &c.id),
+                ("centre", &c.centre),
+                ("claimed_by", &c.operator),
+                ("error", &error),
+            ]);
+            (status, error, detail)
+        };
+        let check = if c.centre != cfg.centre || !c.verify(&cfg.secret) {
+            Err(refuse(401, "not signed by this estate's centre".into()))
+        } else if c.site != self.site.id {
+            Err(refuse(
+                400,
+                format!("for estate {:?}, not this one", c.site),
+            ))
+        } else if (now - c.at).abs() > cfg.max_age.as_millis() as i64 {
+            Err(refuse(
+                409,
+                "too old (or from the future): refused as a replay".into(),
+            ))
+        } else {
+            let forget = now - 2 * cfg.max_age.as_millis() as i64;
+            match self.persisted.first_sight(&c.id, c.at, forget) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(refuse(409, "already applied: refused as a replay".into())),
+                Err(e) => Err(refuse(503, format!("state store: {e}"))),
+            }
+        };
+        if let Err((status, error, detail)) = check {
+            warn!(command = %c.id, centre = %c.centre, %error, "centre command refused");
+            self.audit(now, None, &action, target, detail, status).await;
+            return self.result(&c.id, now, status, Some(error));
+        }
+        let by = format!("{}@{}", c.operator.trim(), c.centre);
+        let id = c.incident;
+        let cmd = match c.action {
+            schema::Action::Ack => crate::alarms::Command::AckIncident {
+                id,
+                by: by.clone(),
+                note: c.note.clone(),
+            },
+            schema::Action::Arrive => crate::alarms::Command::Arrive {
+                id,
+                by: by.clone(),
+                note: c.note.clone(),
+            },
+            schema::Action::Note => crate::alarms::Command::Note {
+                id,
+                by: by.clone(),
+                text: c.text.clone().unwrap_or_default(),
+            },
+            schema::Action::Resolve => crate::alarms::Command::Resolve {
+                id,
+                by: by.clone(),
+                cause: c.cause.clone().unwrap_or_default(),
+                measures: c.measures.clone().unwrap_or_default(),
+            },
+        };
+        let (status, error) = match self.alarms.command(cmd).await {
+            Ok(_) => (200, None),
+            Err(e) => (status_of(&e), Some(e.to_string())),
+        };
+        let mut fields: Vec<(&str, &str)> = vec![("command", &c.id), ("centre", &c.centre)];
+        for (k, v) in [
+            ("note", &c.note),
+            ("text", &c.text),
+            ("cause", &c.cause),
+            ("measures", &c.measures),
+        ] {
+            if let Some(v) = v {
+                fields.push((k, v));
+            }
+        }
+        if let Some(e) = &error {
+            fields.push(("error", e));
+        }
+        info!(command = %c.id, %by, action = %action, incident = id, status, "centre command");
+        self.audit(now, Some(by), &action, target, json_detail(&fields), status)
+            .await;
+        self.result(&c.id, now, status, error)
+    }
+
+    fn result(
+        &self,
+        id: &str,
+        at: i64,
+        status: u16,
+        error: Option<String>,
+    ) -> schema::CommandResult {
+        schema::CommandResult {
+            v: schema::VERSION,
+            site: self.site.id.clone(),
+            id: id.to_string(),
+            ok: status == 200,
+            status,
+            error,
+            at,
+        }
+    }
+
+    async fn audit(
+        &self,
+        at: i64,
+        actor: Option<String>,
+        action: &str,
+        target: Option<String>,
+        detail: serde_json::Value,
+        status: u16,
+    ) {
+        let token = self
+            .link
+            .commands
+            .as_ref()
+            .map(|c| format!("centre:{}", c.centre));
+        let entry = crate::audit::NewEntry {
+            at,
+            actor,
+            token,
+            action: action.to_string(),
+            target,
+            detail,
+            outcome: Some(status),
+        };
+        let log = self.audit.clone();
+        let r = tokio::task::spawn_blocking(move || log.append(&entry)).await;
+        if !matches!(r, Ok(Ok(_))) {
+            warn!("centre command: cannot write the audit log (counted by the log)");
+        }
     }
 
     fn load_cursor(&self) -> i64 {

@@ -10,6 +10,8 @@
 //! | `<base>/incidents/<id>` | yes | 1 | [`IncidentSnapshot`] while open; an empty retained message when it closes |
 //! | `<base>/events` | no | 1 | [`EventMessage`]: every timeline event, in id order, from the durable cursor |
 //! | `<base>/devices/<device>` | yes | 1 | [`Presence`] when a device's reachability changes |
+//! | `<base>/commands` | no | 1 | [`Command`] from the centre: acknowledge, arrive, note, resolve |
+//! | `<base>/results` | no | 1 | [`CommandResult`]: the estate's answer to each command |
 
 use std::collections::BTreeMap;
 
@@ -232,6 +234,139 @@ impl IncidentSnapshot {
     }
 }
 
+/// What the centre asks of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Ack,
+    Arrive,
+    Note,
+    Resolve,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Ack => "ack",
+            Action::Arrive => "arrive",
+            Action::Note => "note",
+            Action::Resolve => "resolve",
+        }
+    }
+}
+
+/// A command from the centre on `<base>/commands`, signed with the secret the estate and
+/// the centre share: `sig` is the lowercase hex HMAC-SHA256 of [`Command::signing_text`].
+/// `id` is unique per command (the estate refuses an id it has seen); `at` is when the
+/// centre sent it (refused when further from the estate's clock than its
+/// `command_max_age_s`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub id: String,
+    /// The centre's id (the estate takes commands only from its configured centre).
+    pub centre: String,
+    /// The centre operator who acts (shown on the estate's timeline and audit log).
+    pub operator: String,
+    pub at: i64,
+    /// The estate the command is for.
+    pub site: String,
+    pub action: Action,
+    pub incident: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measures: Option<String>,
+    #[serde(default)]
+    pub sig: String,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl Command {
+    /// What is signed: every field but `sig`, one per line as `name=<length in
+    /// bytes>:<value>` (`name=-` for an absent one), in this order: v, id, centre,
+    /// operator, at, site, action, incident, note, text, cause, measures.
+    pub fn signing_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut field = |name: &str, v: Option<&str>| {
+            let _ = match v {
+                Some(v) => writeln!(out, "{name}={}:{v}", v.len()),
+                None => writeln!(out, "{name}=-"),
+            };
+        };
+        field("v", Some(&self.v.to_string()));
+        field("id", Some(&self.id));
+        field("centre", Some(&self.centre));
+        field("operator", Some(&self.operator));
+        field("at", Some(&self.at.to_string()));
+        field("site", Some(&self.site));
+        field("action", Some(self.action.as_str()));
+        field("incident", Some(&self.incident.to_string()));
+        field("note", self.note.as_deref());
+        field("text", self.text.as_deref());
+        field("cause", self.cause.as_deref());
+        field("measures", self.measures.as_deref());
+        out
+    }
+
+    fn mac(&self, secret: &str) -> HmacSha256 {
+        use hmac::Mac;
+        let mut m = HmacSha256::new_from_slice(secret.as_bytes()).expect("any key length");
+        m.update(self.signing_text().as_bytes());
+        m
+    }
+
+    /// Sign with `secret` (the centre does).
+    pub fn sign(&mut self, secret: &str) {
+        use hmac::Mac;
+        let tag = self.mac(secret).finalize().into_bytes();
+        self.sig = tag.iter().map(|b| format!("{b:02x}")).collect();
+    }
+
+    /// Whether `sig` is this command's signature under `secret` (compared in constant time).
+    pub fn verify(&self, secret: &str) -> bool {
+        use hmac::Mac;
+        let Some(tag) = unhex(&self.sig) else {
+            return false;
+        };
+        self.mac(secret).verify_slice(&tag).is_ok()
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The estate's answer to a command, on `<base>/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub site: String,
+    /// The command's id.
+    pub id: String,
+    pub ok: bool,
+    /// As the HTTP API would answer: 200, 400 (bad command), 401 (bad signature or not our
+    /// centre), 404 (no such incident), 409 (not in this state, or a replay).
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: i64,
+}
+
 /// The topics under an estate's base.
 pub mod topics {
     pub fn link(base: &str) -> String {
@@ -248,5 +383,65 @@ pub mod topics {
     }
     pub fn device(base: &str, device: &str) -> String {
         format!("{base}/devices/{device}")
+    }
+    pub fn commands(base: &str) -> String {
+        format!("{base}/commands")
+    }
+    pub fn results(base: &str) -> String {
+        format!("{base}/results")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> Command {
+        Command {
+            v: VERSION,
+            id: "c-1".into(),
+            centre: "east".into(),
+            operator: "张三".into(),
+            at: 1_700_000_000_000,
+            site: "lvyuan".into(),
+            action: Action::Ack,
+            incident: 42,
+            note: Some("已电话联系值班室".into()),
+            text: None,
+            cause: None,
+            measures: None,
+            sig: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_signed_command_verifies_and_any_change_breaks_it() {
+        let mut c = command();
+        c.sign("a-secret-of-16-chars");
+        assert_eq!(c.sig.len(), 64);
+        assert!(c.verify("a-secret-of-16-chars"));
+        assert!(!c.verify("another-secret-16-chars"));
+        let wire: Command = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert!(wire.verify("a-secret-of-16-chars"));
+        for change in [
+            |c: &mut Command| c.incident = 43,
+            |c: &mut Command| c.operator = "李四".into(),
+            |c: &mut Command| c.action = Action::Resolve,
+            |c: &mut Command| c.at += 1,
+            |c: &mut Command| c.note = None,
+            |c: &mut Command| c.site = "other".into(),
+            |c: &mut Command| c.sig = "zz".repeat(32),
+        ] {
+            let mut forged = c.clone();
+            change(&mut forged);
+            assert!(!forged.verify("a-secret-of-16-chars"), "{forged:?}");
+        }
+        // a field cannot move into its neighbour: lengths are signed
+        let mut a = command();
+        a.note = Some("x\ntext=1:y".into());
+        let mut b = command();
+        b.note = Some("x".into());
+        b.text = Some("y".into());
+        assert_ne!(a.signing_text(), b.signing_text());
     }
 }
