@@ -191,6 +191,9 @@ pub(super) fn compile_centre_link(
             "a command secret needs at least 16 characters",
         );
     }
+    if c.centre_id.as_ref().is_some_and(|id| id.trim().is_empty()) {
+        problems.add(file, "centre.centre_id", "must not be empty");
+    }
     let commands = match (&c.centre_id, secret) {
         (Some(id), Some(secret)) if !id.is_empty() => Some(CentreCommands {
             centre: id.clone(),

@@ -709,6 +709,51 @@ fn http_token_problems_are_all_reported_with_keys() {
 }
 
 #[test]
+fn centre_link_problems_are_all_reported_with_keys() {
+    std::env::set_var("PW_TEST_CENTRE_SHORT", "short");
+    std::env::set_var("PW_TEST_CENTRE_OK", "a-long-enough-secret-1");
+    let c = |body: &str| {
+        site(&format!(
+            "[centre]\n{body}\n[centre.broker]\nhost = \"127.0.0.1\"\n{DEVICE}"
+        ))
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (c(""), vec![]),
+        (c("centre_id = \"east\"\ncommand_secret_env = \"PW_TEST_CENTRE_OK\""), vec![]),
+        (
+            c("prefix = \"a/+/b\"\nheartbeat_ms = 10"),
+            vec![
+                "centre.prefix: \"a/+/b\" must be a topic without wildcards",
+                "centre.heartbeat_ms: must be 1000..=300000",
+            ],
+        ),
+        (
+            c("command_secret_env = \"PW_TEST_CENTRE_OK\""),
+            vec!["centre.centre_id: commands need the centre's id"],
+        ),
+        (
+            c("centre_id = \"east\""),
+            vec!["centre.command_secret_file: commands from the centre need a secret"],
+        ),
+        (
+            c("centre_id = \"\"\ncommand_secret_env = \"PW_TEST_CENTRE_SHORT\"\ncommand_max_age_s = 5"),
+            vec![
+                "centre.centre_id: must not be empty",
+                "centre.command_secret: a command secret needs at least 16 characters",
+                "centre.command_max_age_s: must be 10..=3600",
+            ],
+        ),
+        (
+            c("centre_id = \"east\"\ncommand_secret_env = \"PW_TEST_UNSET_VAR\""),
+            vec!["centre.command_secret_env: environment variable PW_TEST_UNSET_VAR is not set"],
+        ),
+    ];
+    for (text, expected) in cases {
+        check(&text, &[], &expected);
+    }
+}
+
+#[test]
 fn a_profile_overview_names_its_own_points() {
     let bad = PROFILE_OK.replace(
         "id = \"meter\"\n",
