@@ -143,6 +143,10 @@ impl MqttSource {
         // Our own size check counts and drops oversize payloads; rumqttc's limit (which
         // would drop the connection and, with QoS 1, loop on redelivery) stays far above it.
         o.set_max_packet_size(b.max_payload_bytes.max(1024 * 1024) * 4, 1024 * 1024);
+        // a QoS 1 message is acknowledged to the broker only once its samples are in the
+        // core's queue (or it was refused): a crash before that has the broker (with a
+        // persistent session) deliver it again
+        o.set_manual_acks(true);
         o
     }
 
@@ -200,7 +204,11 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    self.on_publish(&p.topic, &p.payload, p.retain).await
+                    self.on_publish(&p.topic, &p.payload, p.retain).await;
+                    if let Err(e) = client.try_ack(&p) {
+                        // the broker delivers it again after a reconnect: a repeat, not a loss
+                        debug!(error = %e, "cannot queue the MQTT acknowledgement");
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
