@@ -21,6 +21,7 @@
 pub mod alarms;
 pub mod app;
 pub mod audit;
+pub mod centre;
 pub mod cli;
 pub mod config;
 pub mod expr;

@@ -228,7 +228,7 @@ pub(super) fn compile_centre_link(
     })
 }
 
-pub(super) fn compile_broker(
+pub(crate) fn compile_broker(
     file: &Path,
     prefix: &str,
     default_client_id: &str,
