@@ -40,6 +40,14 @@ enum Command {
         #[arg(long)]
         ports_file: Option<PathBuf>,
     },
+    /// Run the regional centre over many estates (see the user guide, "Many estates").
+    Centre {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Once listening, write the address bound (JSON: `http`) to this file.
+        #[arg(long)]
+        ports_file: Option<PathBuf>,
+    },
     /// Run the built-in simulated estate and the daemon together; no setup, no external services.
     Demo {
         /// Site config to simulate (default: config/demo.toml, else the built-in copy).
@@ -162,6 +170,7 @@ pub fn main() -> ExitCode {
                 Ok(site) => run(config, site, ports_file).await,
                 Err(code) => code,
             },
+            Command::Centre { config, ports_file } => centre(&config, ports_file).await,
             Command::Demo {
                 config,
                 scenario,
@@ -193,6 +202,32 @@ pub fn main() -> ExitCode {
             },
         }
     })
+}
+
+async fn centre(path: &Path, ports_file: Option<PathBuf>) -> ExitCode {
+    let cfg = match crate::centre::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let running = match crate::centre::run::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("propwatch centre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(p) = &ports_file {
+        let ports = serde_json::json!({"http": running.http_addr.to_string()});
+        if let Err(e) = crate::app::write_ports_file(p, &ports) {
+            eprintln!("propwatch centre: cannot write {}: {e}", p.display());
+        }
+    }
+    crate::app::shutdown_signal().await;
+    running.stop().await;
+    ExitCode::SUCCESS
 }
 
 fn load(path: &Path) -> Result<Arc<Site>, ExitCode> {

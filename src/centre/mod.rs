@@ -5,4 +5,5 @@
 //! estates (signed with each estate's secret, answered by the estate).
 
 pub mod config;
+pub mod run;
 pub mod view;

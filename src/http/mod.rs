@@ -20,7 +20,7 @@ mod audit;
 mod auth;
 mod flood;
 mod notify;
-mod server;
+pub(crate) mod server;
 mod stream;
 mod tickets;
 pub mod writes;

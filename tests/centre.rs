@@ -1,0 +1,267 @@
+//! The regional centre (`propwatch centre`) over real estates: two estate daemons on their
+//! own simulated estates publish to a real Mosquitto; the centre rebuilds its view from it,
+//! lists every open incident across estates with its deadlines, sends a signed acknowledge
+//! that the estate applies as the centre's operator, tells a stopped estate from a working
+//! one, and rebuilds the same view after its own restart.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::mqtt::Mosquitto;
+use common::{wait_for, SimulatedSite};
+use propwatch::simulator::ScenarioKind;
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const SECRET: &str = "estate-command-secret-1";
+
+fn estate_toml(addrs: &[SocketAddr], site: &str, port: u16) -> String {
+    let estate = common::test_estate(addrs).replacen(
+        "id = \"test-estate\"",
+        &format!("id = \"{site}\"\nregion = \"华东分公司\""),
+        1,
+    );
+    let at = estate.find("[[connections]]").unwrap();
+    let (head, rest) = estate.split_at(at);
+    format!(
+        r#"{head}
+[centre]
+heartbeat_ms = 1000
+centre_id = "east"
+command_secret_env = "PW_TEST_ESTATE_SECRET"
+[centre.broker]
+host = "127.0.0.1"
+port = {port}
+reconnect_backoff_max_ms = 500
+{rest}
+[alarms]
+eval_interval_ms = 200
+"#
+    )
+}
+
+fn centre_toml(port: u16) -> String {
+    format!(
+        r#"
+[centre]
+id = "east"
+name = "华东"
+listen = "127.0.0.1:0"
+silent_after_s = 10
+[centre.broker]
+host = "127.0.0.1"
+port = {port}
+reconnect_backoff_max_ms = 500
+[[estates]]
+site = "estate-a"
+command_secret_env = "PW_TEST_ESTATE_SECRET"
+[[estates]]
+site = "estate-b"
+command_secret_env = "PW_TEST_ESTATE_SECRET"
+"#
+    )
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Option<Value> {
+    common::get(format!("http://{addr}{path}"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+fn tile<'a>(estates: &'a Value, site: &str) -> Option<&'a Value> {
+    estates.as_array()?.iter().find(|e| e["site"] == site)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
+    std::env::set_var("PW_TEST_ESTATE_SECRET", SECRET);
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(broker_dir.path()).await;
+    let port = broker.port;
+    let a = SimulatedSite::start(4, |ad| estate_toml(ad, "estate-a", port), &[]).await;
+    let b = SimulatedSite::start(4, |ad| estate_toml(ad, "estate-b", port), &[]).await;
+    let da = propwatch::app::start(a.site.clone()).await.unwrap();
+    let db = propwatch::app::start(b.site.clone()).await.unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg_path = cfg_dir.path().join("centre.toml");
+    let cfg = propwatch::centre::config::from_str(&cfg_path, &centre_toml(port)).unwrap();
+    let centre = propwatch::centre::run::start(cfg.clone()).await.unwrap();
+    let c = centre.http_addr;
+
+    // both estates, online, with their region and devices
+    wait_for("both estates online at the centre", DEADLINE, || async {
+        let e = get(c, "/api/v1/estates").await?;
+        let ok = |site| {
+            tile(&e, site).is_some_and(|t| {
+                t["health"]["state"] == "online"
+                    && t["region"] == "华东分公司"
+                    && t["devices"]["total"] == 7
+            })
+        };
+        (ok("estate-a") && ok("estate-b")).then_some(())
+    })
+    .await;
+
+    // an entrapment at estate b: in the centre's list with its deadlines, on its tile
+    b.sim
+        .inject(ScenarioKind::Entrapment, Some("lift-1"), None)
+        .unwrap();
+    let inc = wait_for("the entrapment at the centre", DEADLINE, || async {
+        let list = get(c, "/api/v1/incidents").await?;
+        list.as_array()?
+            .iter()
+            .find(|i| i["site"] == "estate-b" && i["plan"] == "entrapment")
+            .cloned()
+    })
+    .await;
+    let id = inc["id"].as_i64().unwrap();
+    assert_eq!(inc["severity"], "P1");
+    assert!(!inc["limits"].as_array().unwrap().is_empty(), "{inc}");
+    let e = get(c, "/api/v1/estates").await.unwrap();
+    assert_eq!(
+        tile(&e, "estate-b").unwrap()["oldest_unacked_p1"]["id"],
+        id,
+        "{e}"
+    );
+    assert_eq!(tile(&e, "estate-a").unwrap()["incidents_open"], 0, "{e}");
+    // the drill-down has the plan's steps and the timeline
+    let detail = wait_for(
+        "the incident's timeline at the centre",
+        DEADLINE,
+        || async {
+            let d = get(c, &format!("/api/v1/estates/estate-b/incidents/{id}")).await?;
+            (!d["timeline"].as_array()?.is_empty()).then_some(d)
+        },
+    )
+    .await;
+    assert!(
+        !detail["incident"]["steps"].as_array().unwrap().is_empty(),
+        "{detail}"
+    );
+
+    // the centre acknowledges on behalf of estate b's duty room
+    let r = common::client()
+        .post(format!(
+            "http://{c}/api/v1/estates/estate-b/incidents/{id}/ack"
+        ))
+        .json(&json!({"by": "张三", "note": "中心已联系维保"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let at_estate: Value = common::get(format!("http://{}/api/v1/incidents/{id}", db.http_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        at_estate["incident"]["acked_by"], "张三@east",
+        "{at_estate}"
+    );
+    let audit: Value = common::get(format!("http://{}/api/v1/audit", db.http_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "张三@east"
+                && e["action"] == "incident.ack"
+                && e["token"] == "centre:east"),
+        "{audit}"
+    );
+    wait_for("the acknowledgement at the centre", DEADLINE, || async {
+        let d = get(c, &format!("/api/v1/estates/estate-b/incidents/{id}")).await?;
+        (d["incident"]["acked_by"] == "张三@east").then_some(())
+    })
+    .await;
+    // a second acknowledge (another centre instance, say) changes nothing: idempotent
+    let r = common::client()
+        .post(format!("http://{c}/api/v1/estates/estate-b/incidents/{id}/ack"))
+        .json(&json!({"by": "李四"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let at_estate: Value = common::get(format!("http://{}/api/v1/incidents/{id}", db.http_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at_estate["incident"]["acked_by"], "张三@east", "{at_estate}");
+    // a resolve while the passenger is still trapped: the estate refuses, the centre says so
+    let r = common::client()
+        .post(format!("http://{c}/api/v1/estates/estate-b/incidents/{id}/resolve"))
+        .json(&json!({"by": "张三", "cause": "c", "measures": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    // an estate the centre has no secret for
+    let r = common::client()
+        .post(format!(
+            "http://{c}/api/v1/estates/estate-z/incidents/1/ack"
+        ))
+        .json(&json!({"by": "张三"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // estate a stops: the centre says it is not watched; b is still fine
+    da.stop(Duration::from_secs(5)).await;
+    wait_for("estate a stopped at the centre", DEADLINE, || async {
+        let e = get(c, "/api/v1/estates").await?;
+        let a = tile(&e, "estate-a")?;
+        let b = tile(&e, "estate-b")?;
+        (a["health"]["state"] == "stopped" && a["blind"] == true && b["blind"] == false)
+            .then_some(())
+    })
+    .await;
+    let m = common::get_text(&format!("http://{c}/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            "propwatch_centre_estate_up{centre=\"east\",region=\"华东分公司\",site=\"estate-a\"} 0"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "propwatch_centre_estate_up{centre=\"east\",region=\"华东分公司\",site=\"estate-b\"} 1"
+        ),
+        "{m}"
+    );
+
+    // a restarted centre rebuilds the same picture from the retained messages alone
+    let before = get(c, "/api/v1/incidents").await.unwrap();
+    centre.stop().await;
+    let centre = propwatch::centre::run::start(cfg).await.unwrap();
+    let c = centre.http_addr;
+    wait_for("the same view after a centre restart", DEADLINE, || async {
+        let e = get(c, "/api/v1/estates").await?;
+        let list = get(c, "/api/v1/incidents").await?;
+        (tile(&e, "estate-a")?["health"]["state"] == "stopped"
+            && tile(&e, "estate-b")?["health"]["state"] == "online"
+            && list == before)
+            .then_some(())
+    })
+    .await;
+    centre.stop().await;
+    db.stop(Duration::from_secs(5)).await;
+    drop(broker);
+}
