@@ -189,7 +189,9 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
     .await;
     // a second acknowledge (another centre instance, say) changes nothing: idempotent
     let r = common::client()
-        .post(format!("http://{c}/api/v1/estates/estate-b/incidents/{id}/ack"))
+        .post(format!(
+            "http://{c}/api/v1/estates/estate-b/incidents/{id}/ack"
+        ))
         .json(&json!({"by": "李四"}))
         .send()
         .await
@@ -201,10 +203,15 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
         .json()
         .await
         .unwrap();
-    assert_eq!(at_estate["incident"]["acked_by"], "张三@east", "{at_estate}");
+    assert_eq!(
+        at_estate["incident"]["acked_by"], "张三@east",
+        "{at_estate}"
+    );
     // a resolve while the passenger is still trapped: the estate refuses, the centre says so
     let r = common::client()
-        .post(format!("http://{c}/api/v1/estates/estate-b/incidents/{id}/resolve"))
+        .post(format!(
+            "http://{c}/api/v1/estates/estate-b/incidents/{id}/resolve"
+        ))
         .json(&json!({"by": "张三", "cause": "c", "measures": "m"}))
         .send()
         .await

@@ -128,6 +128,18 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
     let listen = c.listen.parse::<SocketAddr>().map_err(|e| {
         problems.add(path, "centre.listen", format!("{:?}: {e}", c.listen));
     });
+    if let Ok(a) = &listen {
+        if !a.ip().is_loopback() {
+            // the centre's API can acknowledge for any estate: until it has accounts and
+            // tokens, only this machine may reach it (put a reverse proxy with
+            // authentication in front to share it)
+            problems.add(
+                path,
+                "centre.listen",
+                format!("{a} is reachable beyond this machine; the centre has no access control yet: listen on loopback"),
+            );
+        }
+    }
     let prefix = c.prefix.trim_end_matches('/').to_string();
     if prefix.is_empty() || prefix.contains(['+', '#']) {
         problems.add(
@@ -148,6 +160,7 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
         &mut problems,
     );
     let mut secrets = std::collections::BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, e) in file.estates.iter().enumerate() {
         let key = format!("estates[{i}]");
         if !crate::config::valid_id(&e.site) {
@@ -158,7 +171,7 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
             );
             continue;
         }
-        if secrets.contains_key(&e.site) {
+        if !seen.insert(e.site.as_str()) {
             problems.add(
                 path,
                 format!("{key}.site"),
@@ -204,5 +217,49 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
             secrets,
         }),
         _ => Err(ConfigErrors(problems.list)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match from_str(Path::new("centre.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn centre_problems_are_reported_with_keys() {
+        std::env::set_var("PW_TEST_CENTRE_SECRET_OK", "a-long-enough-secret-1");
+        std::env::set_var("PW_TEST_CENTRE_SECRET_SHORT", "short");
+        let ok = "[centre]\nid = \"east\"\n[centre.broker]\nhost = \"127.0.0.1\"\n[[estates]]\nsite = \"a\"\ncommand_secret_env = \"PW_TEST_CENTRE_SECRET_OK\"\n";
+        assert_eq!(problems(ok), Vec::<String>::new());
+        let bad = "[centre]\nid = \"east centre\"\nlisten = \"0.0.0.0:9790\"\nprefix = \"a/#\"\nsilent_after_s = 1\n[centre.broker]\nhost = \"\"\n\
+            [[estates]]\nsite = \"a\"\ncommand_secret_env = \"PW_TEST_CENTRE_SECRET_SHORT\"\n\
+            [[estates]]\nsite = \"a\"\ncommand_secret_env = \"PW_TEST_CENTRE_SECRET_OK\"\n\
+            [[estates]]\nsite = \"b\"\n";
+        let got = problems(bad);
+        for want in [
+            "centre.id: \"east centre\"",
+            "centre.listen: 0.0.0.0:9790 is reachable beyond this machine",
+            "centre.prefix",
+            "centre.silent_after_s",
+            "centre.broker.host",
+            "estates[0].command_secret: a command secret needs at least 16 characters",
+            "estates[1].site: estate \"a\" listed twice",
+            "estates[2].command_secret_file: give command_secret_file or command_secret_env",
+        ] {
+            assert!(
+                got.iter().any(|g| g.contains(want)),
+                "{want:?} not in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), 8, "{got:#?}");
+        assert!(problems("[centre]\nid = \"x\"\nsurprise = 1\n")
+            .iter()
+            .any(|p| p.contains("invalid TOML")));
     }
 }
