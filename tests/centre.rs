@@ -272,3 +272,224 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
     db.stop(Duration::from_secs(5)).await;
     drop(broker);
 }
+
+/// The topology of the user guide with the shipped broker files: an estate (a `propwatch
+/// demo` process) publishes to its own Mosquitto, bridged (config/centre/mosquitto-bridge.conf)
+/// to a central Mosquitto that enforces config/centre/mosquitto-acl.conf with passwords.
+/// The centre sees the estate through the bridge; an estate's credentials cannot speak for
+/// another estate, nor read its commands; the bridge cut is an estate gone silent at the centre, back when the bridge
+/// is; a SIGKILLed estate daemon is a lost link (its last will, through the bridge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_estate_behind_the_shipped_acl() {
+    use common::{demo_site, spawn_daemon, DemoSite};
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+    let repo = common::repo();
+    // the central broker: passwords and the shipped ACL
+    let central_dir = tempfile::tempdir().unwrap();
+    let passwd = central_dir.path().join("passwd");
+    for (i, (user, pw)) in [
+        ("centre-east", "centre-pw"),
+        ("lvyuan", "demo-pw"),
+        ("estate-b", "b-pw"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(pw)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let acl = repo.join("config/centre/mosquitto-acl.conf");
+    let central = Mosquitto::start_with(
+        central_dir.path(),
+        &format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            passwd.display(),
+            acl.display()
+        ),
+    )
+    .await;
+    // the estate's local broker, bridged with the shipped bridge file
+    let site_id = "lvyuan"; // the demo estate
+    let bridge = std::fs::read_to_string(repo.join("config/centre/mosquitto-bridge.conf"))
+        .unwrap()
+        .replace("SITE", site_id)
+        .replace(
+            "CENTRAL_HOST:CENTRAL_PORT",
+            &format!("127.0.0.1:{}", central.port),
+        )
+        .replace("CHANGE-ME", "demo-pw")
+        .replace("restart_timeout 2 30", "restart_timeout 1 2");
+    let local_dir = tempfile::tempdir().unwrap();
+    let mut local = Mosquitto::start_with(local_dir.path(), &bridge).await;
+    // the centre, logged in as centre-east
+    std::env::set_var("PW_TEST_CENTRE_BROKER_PW", "centre-pw");
+    let cfg_path = central_dir.path().join("centre.toml");
+    let cfg = propwatch::centre::config::from_str(
+        &cfg_path,
+        &format!(
+            "[centre]\nid = \"east\"\nlisten = \"127.0.0.1:0\"\nsilent_after_s = 10\n[centre.broker]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"centre-east\"\npassword_env = \"PW_TEST_CENTRE_BROKER_PW\"\nreconnect_backoff_max_ms = 500\n",
+            central.port
+        ),
+    )
+    .unwrap();
+    let centre = propwatch::centre::run::start(cfg).await.unwrap();
+    let c = centre.http_addr;
+    // the estate: the demo, linked to its local broker
+    let dir = tempfile::tempdir().unwrap();
+    let DemoSite { path } = demo_site(
+        dir.path(),
+        &format!(
+            "\n[centre]\nheartbeat_ms = 1000\n[centre.broker]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_backoff_max_ms = 500\n",
+            local.port
+        ),
+    );
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["demo", "--config"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let (demo, _ports) = spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &dir.path().join("daemon.log"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let health = |site: &'static str| async move {
+        let e = get(c, "/api/v1/estates").await?;
+        Some(tile(&e, site)?["health"]["state"].as_str()?.to_string())
+    };
+    wait_for(
+        "the estate online at the centre through the bridge",
+        DEADLINE,
+        || async { (health(site_id).await? == "online").then_some(()) },
+    )
+    .await;
+
+    // estate b's credentials cannot publish as estate "demo", nor read its commands
+    let mut o = MqttOptions::new("impostor", "127.0.0.1", central.port);
+    o.set_credentials("estate-b", "b-pw");
+    let (imp, mut ev) = AsyncClient::new(o, 16);
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = e {
+                let _ = tx.send(p.topic.clone());
+            }
+        }
+    });
+    imp.subscribe(format!("propwatch/v1/{site_id}/commands"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let forged = json!({"v": 1, "site": site_id, "state": "lost"}).to_string();
+    imp.publish(
+        format!("propwatch/v1/{site_id}/link"),
+        QoS::AtLeastOnce,
+        true,
+        forged,
+    )
+    .await
+    .unwrap();
+    // a marker it may publish, after the forged one on the same connection
+    let marker = json!({"v": 1, "site": "estate-b", "state": "stopped", "at": 1}).to_string();
+    imp.publish("propwatch/v1/estate-b/link", QoS::AtLeastOnce, true, marker)
+        .await
+        .unwrap();
+    wait_for(
+        "the impostor's own message at the centre",
+        DEADLINE,
+        || async { (health("estate-b").await? == "stopped").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        health(site_id).await.as_deref(),
+        Some("online"),
+        "a forged link state got through"
+    );
+    // a command for "demo" (sent by the centre's credentials) does not reach estate b
+    let centre_client = {
+        let mut o = MqttOptions::new("centre-probe", "127.0.0.1", central.port);
+        o.set_credentials("centre-east", "centre-pw");
+        let (cl, mut ev) = AsyncClient::new(o, 16);
+        tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        cl
+    };
+    centre_client
+        .publish(
+            format!("propwatch/v1/{site_id}/commands"),
+            QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .unwrap();
+    centre_client
+        .publish(
+            "propwatch/v1/estate-b/commands",
+            QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .unwrap();
+    imp.subscribe("propwatch/v1/estate-b/commands", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    centre_client
+        .publish(
+            "propwatch/v1/estate-b/commands",
+            QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(DEADLINE, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first, "propwatch/v1/estate-b/commands",
+        "estate b read another estate's command"
+    );
+
+    // the bridge (the WAN) is cut: the estate falls silent at the centre, then comes back
+    local.kill();
+    wait_for(
+        "the estate silent at the centre",
+        Duration::from_secs(60),
+        || async { (health(site_id).await? == "silent").then_some(()) },
+    )
+    .await;
+    local = Mosquitto::start_on(local_dir.path(), local.port).await;
+    wait_for(
+        "the estate back at the centre",
+        Duration::from_secs(60),
+        || async { (health(site_id).await? == "online").then_some(()) },
+    )
+    .await;
+
+    // the estate's daemon dies: its last will reaches the centre through the bridge
+    demo.signal("-KILL");
+    drop(demo);
+    wait_for(
+        "the estate's link lost at the centre",
+        Duration::from_secs(60),
+        || async { (health(site_id).await? == "link_lost").then_some(()) },
+    )
+    .await;
+    centre.stop().await;
+    drop(local);
+    drop(central);
+}

@@ -53,12 +53,25 @@ impl Mosquitto {
         }
     }
 
+    /// With `extra` added to its configuration (kept for `start_on`): ACLs, passwords, a
+    /// bridge. Anonymous clients are allowed unless `extra` says otherwise.
+    pub async fn start_with(dir: &Path, extra: &str) -> Self {
+        std::fs::write(dir.join("extra.conf"), extra).unwrap();
+        Self::start(dir).await
+    }
+
     fn spawn(dir: &Path, port: u16) -> Child {
         let conf = dir.join("mosquitto.conf");
+        let extra = std::fs::read_to_string(dir.join("extra.conf")).unwrap_or_default();
+        let anonymous = if extra.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n",
+                "listener {port} 127.0.0.1\n{anonymous}user root\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}\n",
                 dir.display(),
                 dir.display()
             ),
