@@ -334,17 +334,26 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
     let mut local = Mosquitto::start_with(local_dir.path(), &bridge).await;
     // the centre, logged in as centre-east
     std::env::set_var("PW_TEST_CENTRE_BROKER_PW", "centre-pw");
+    // the centre as the operator runs it: `propwatch centre --config centre.toml`
     let cfg_path = central_dir.path().join("centre.toml");
-    let cfg = propwatch::centre::config::from_str(
+    std::fs::write(
         &cfg_path,
-        &format!(
+        format!(
             "[centre]\nid = \"east\"\nlisten = \"127.0.0.1:0\"\nsilent_after_s = 10\n[centre.broker]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"centre-east\"\npassword_env = \"PW_TEST_CENTRE_BROKER_PW\"\nreconnect_backoff_max_ms = 500\n",
             central.port
         ),
     )
     .unwrap();
-    let centre = propwatch::centre::run::start(cfg).await.unwrap();
-    let c = centre.http_addr;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["centre", "--config"]).arg(&cfg_path);
+    let (centre, ports) = spawn_daemon(
+        cmd,
+        &central_dir.path().join("centre-ports.json"),
+        &central_dir.path().join("centre.log"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let c: SocketAddr = format!("127.0.0.1:{}", ports.http()).parse().unwrap();
     // the estate: the demo, linked to its local broker
     let dir = tempfile::tempdir().unwrap();
     let DemoSite { path } = demo_site(
@@ -489,7 +498,8 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
         || async { (health(site_id).await? == "link_lost").then_some(()) },
     )
     .await;
-    centre.stop().await;
+    centre.signal("-TERM");
+    drop(centre);
     drop(local);
     drop(central);
 }
