@@ -503,3 +503,143 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
     drop(local);
     drop(central);
 }
+
+/// The centre's own alarms through a real Alertmanager (the Debian package) to a webhook:
+/// an incident left unacknowledged at its estate past `escalate_unacked_after_s`, and an
+/// estate that stops. Two centre instances push the same alerts: Alertmanager makes one
+/// notification of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centre_alerts_go_through_alertmanager_once() {
+    use axum::routing::post;
+    use common::services::{http_ok, log_file, start_service};
+    use std::sync::{Arc, Mutex};
+    std::env::set_var("PW_TEST_ESTATE_SECRET", SECRET);
+    // the webhook receiver standing for the regional roster's channel
+    let hooks: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = {
+        let hooks = hooks.clone();
+        axum::Router::new().route(
+            "/hook",
+            post(move |axum::Json(v): axum::Json<Value>| {
+                let hooks = hooks.clone();
+                async move {
+                    hooks.lock().unwrap().push(v);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    // Alertmanager: group per alert name and estate
+    let am_dir = tempfile::tempdir().unwrap();
+    let am_cfg = am_dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_cfg,
+        format!(
+            "route:\n  receiver: hook\n  group_by: ['alertname', 'site']\n  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://{hook_addr}/hook\n        send_resolved: false\n"
+        ),
+    )
+    .unwrap();
+    let (mut am, am_port) = start_service(
+        "alertmanager",
+        &am_dir.path().join("alertmanager.log"),
+        |port, log| {
+            let (out, err) = log_file(log);
+            std::process::Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", am_cfg.display()))
+                .arg(format!(
+                    "--storage.path={}",
+                    am_dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("prometheus-alertmanager (scripts/test installs it)")
+        },
+        |port| http_ok(format!("http://127.0.0.1:{port}/-/ready")),
+    )
+    .await;
+
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(broker_dir.path()).await;
+    let port = broker.port;
+    let a = SimulatedSite::start(4, |ad| estate_toml(ad, "estate-a", port), &[]).await;
+    let da = propwatch::app::start(a.site.clone()).await.unwrap();
+    let text = centre_toml(port).replace(
+        "silent_after_s = 10\n",
+        &format!(
+            "silent_after_s = 10\nalertmanager = [\"http://127.0.0.1:{am_port}\"]\nescalate_unacked_after_s = 10\n"
+        ),
+    );
+    let path = broker_dir.path().join("centre.toml");
+    let cfg = propwatch::centre::config::from_str(&path, &text).unwrap();
+    let mut cfg2 = cfg.clone();
+    cfg2.broker.client_id = "propwatch-centre-east-2".into();
+    let c1 = propwatch::centre::run::start(cfg).await.unwrap();
+    let c2 = propwatch::centre::run::start(cfg2).await.unwrap();
+    wait_for("the estate at both centres", DEADLINE, || async {
+        for c in [c1.http_addr, c2.http_addr] {
+            let e = get(c, "/api/v1/estates").await?;
+            (tile(&e, "estate-a")?["health"]["state"] == "online").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+
+    let alerts_named = |name: &str| -> Vec<Value> {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h["groupLabels"]["alertname"] == name)
+            .cloned()
+            .collect()
+    };
+    // an entrapment nobody acknowledges at the estate
+    a.sim
+        .inject(ScenarioKind::Entrapment, Some("lift-1"), None)
+        .unwrap();
+    let n = wait_for(
+        "the unacknowledged incident notified",
+        Duration::from_secs(60),
+        || async {
+            let n = alerts_named("PropwatchIncidentUnacknowledged");
+            (!n.is_empty()).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(n.len(), 1, "{n:#?}");
+    let alert = &n[0]["alerts"][0];
+    assert_eq!(
+        n[0]["alerts"].as_array().unwrap().len(),
+        1,
+        "two centres, one alert: {n:#?}"
+    );
+    assert_eq!(alert["labels"]["site"], "estate-a");
+    assert_eq!(alert["labels"]["plan"], "entrapment");
+    assert_eq!(alert["labels"]["region"], "华东分公司");
+
+    // the estate stops: one notification that it is not watched
+    da.stop(Duration::from_secs(5)).await;
+    let n = wait_for(
+        "the stopped estate notified",
+        Duration::from_secs(60),
+        || async {
+            let n = alerts_named("PropwatchEstateNotWatched");
+            (!n.is_empty()).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0]["alerts"].as_array().unwrap().len(), 1, "{n:#?}");
+    assert_eq!(n[0]["alerts"][0]["annotations"]["state"], "stopped");
+    c1.stop().await;
+    c2.stop().await;
+    let _ = am.kill();
+    let _ = am.wait();
+    drop(broker);
+}

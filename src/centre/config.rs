@@ -7,6 +7,8 @@
 //! listen = "127.0.0.1:9790"      # its HTTP API and page
 //! prefix = "propwatch/v1"        # the estates' topic prefix (default)
 //! silent_after_s = 60            # an estate whose summary is older than this is silent
+//! alertmanager = ["http://127.0.0.1:9093"]   # the centre's own alerts (every peer)
+//! escalate_unacked_after_s = 600 # an incident unacknowledged at its estate this long
 //! [centre.broker]                # the group's broker: same keys as an estate's [mqtt]
 //! host = "127.0.0.1"
 //! port = 1883
@@ -45,6 +47,12 @@ struct CentreSection {
     prefix: String,
     #[serde(default = "default_silent_after_s")]
     silent_after_s: u64,
+    /// Alertmanager peers the centre's own alerts go to (every peer gets every alert).
+    #[serde(default)]
+    alertmanager: Vec<String>,
+    /// An incident still unacknowledged at its estate this long is a centre alert.
+    #[serde(default)]
+    escalate_unacked_after_s: Option<u64>,
     broker: MqttCfg,
 }
 
@@ -79,6 +87,9 @@ pub struct Centre {
     /// heartbeats) is silent.
     pub silent_after: Duration,
     pub broker: MqttBroker,
+    /// Alertmanager base URLs (`http://host:9093`).
+    pub alertmanager: Vec<String>,
+    pub escalate_unacked_after: Option<Duration>,
     /// The command secret of each estate the centre may command.
     pub secrets: std::collections::BTreeMap<String, Secret>,
 }
@@ -151,6 +162,25 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
     if !(10..=3600).contains(&c.silent_after_s) {
         problems.add(path, "centre.silent_after_s", "must be 10..=3600");
     }
+    for (i, u) in c.alertmanager.iter().enumerate() {
+        match reqwest::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => problems.add(
+                path,
+                format!("centre.alertmanager[{i}]"),
+                format!("{u:?} is not an http(s) URL"),
+            ),
+        }
+    }
+    if c.escalate_unacked_after_s
+        .is_some_and(|s| !(10..=86_400).contains(&s))
+    {
+        problems.add(
+            path,
+            "centre.escalate_unacked_after_s",
+            "must be 10..=86400",
+        );
+    }
     let broker = crate::config::mqtt::compile_broker(
         path,
         "centre.broker",
@@ -214,6 +244,8 @@ pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {
             prefix,
             silent_after: Duration::from_secs(c.silent_after_s),
             broker,
+            alertmanager: c.alertmanager.clone(),
+            escalate_unacked_after: c.escalate_unacked_after_s.map(Duration::from_secs),
             secrets,
         }),
         _ => Err(ConfigErrors(problems.list)),

@@ -4,6 +4,7 @@
 //! reports offline devices, and serves the view over HTTP with a command path back to the
 //! estates (signed with each estate's secret, answered by the estate).
 
+pub mod alerts;
 pub mod config;
 pub mod run;
 pub mod view;

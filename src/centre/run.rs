@@ -95,6 +95,10 @@ pub async fn start(cfg: Centre) -> std::io::Result<Running> {
     );
     tasks
         .spawn(watch(shared.clone(), stop.clone()).instrument(tracing::info_span!("centre_watch")));
+    tasks.spawn(
+        super::alerts::run(cfg.clone(), shared.view.clone(), stop.clone())
+            .instrument(tracing::info_span!("centre_alerts")),
+    );
     let app = router(shared);
     let telemetry = Arc::new(crate::telemetry::Telemetry::new());
     let http_stop = stop.clone();
