@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::config::mqtt::MqttBroker;
 use crate::config::raw::MqttCfg;
-use crate::config::{ConfigError, ConfigErrors, Problems};
+use crate::config::{ConfigErrors, Problems};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,14 +105,7 @@ impl std::fmt::Debug for Secret {
 }
 
 pub fn load(path: &Path) -> Result<Centre, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    from_str(path, &text)
+    from_str(path, &crate::config::read_file(path)?)
 }
 
 pub fn from_str(path: &Path, text: &str) -> Result<Centre, ConfigErrors> {

@@ -542,14 +542,18 @@ fn influx_name_problem(s: &str) -> Option<&'static str> {
 
 /// Load and compile the site config at `path` (profiles from its `profiles_dir`).
 pub fn load(path: &Path) -> Result<Site, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    compile(path, &read_file(path)?, None)
+}
+
+/// A configuration file's text, or the one problem that it cannot be read.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             key: String::new(),
             message: format!("cannot read: {e}"),
         }])
-    })?;
-    compile(path, &text, None)
+    })
 }
 
 /// Compile a site from TOML text, with profiles from `profiles_dir` (tests and generators).
