@@ -2,7 +2,7 @@
 //! own simulated estates publish to a real Mosquitto; the centre rebuilds its view from it,
 //! lists every open incident across estates with its deadlines, sends a signed acknowledge
 //! that the estate applies as the centre's operator, tells a stopped estate from a working
-//! one, and rebuilds the same view after its own restart.
+//! one, and rebuilds the same view after its own restart; its page in headless Chromium.
 
 mod common;
 
@@ -144,6 +144,43 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
         "{detail}"
     );
 
+    // the regional page in headless Chromium: estate b's tile with its unacknowledged P1,
+    // the incident's row with its time limits counting down
+    let (_shots_tmp, shots) = common::browser::shots_dir();
+    let browser = common::browser::Driver::start(1280, 800).await;
+    browser.client.goto(&format!("http://{c}/")).await.unwrap();
+    browser
+        .until(
+            "estate b's tile with its unacknowledged P1",
+            &format!("(document.querySelector('.tile[data-site=\"estate-b\"]') || {{}}).textContent?.includes('未确认 P1 #{id}')"),
+        )
+        .await;
+    let row = format!("document.querySelector('tr[data-incident=\"estate-b/{id}\"]')");
+    let first = browser
+        .until("the incident's row", &format!("{row} && {row}.textContent"))
+        .await;
+    let first = first.as_str().unwrap().to_string();
+    assert!(
+        first.contains("P1") && first.contains("acknowledge"),
+        "{first}"
+    );
+    browser
+        .until(
+            "the countdown moving",
+            &format!(
+                "{row} && {row}.textContent !== {}",
+                serde_json::to_string(&first).unwrap()
+            ),
+        )
+        .await;
+    let tile_a = browser
+        .js("return document.querySelector('.tile[data-site=\"estate-a\"]').className")
+        .await;
+    assert!(!tile_a.as_str().unwrap().contains("blind"), "{tile_a}");
+    browser
+        .screenshot_of_at_least("centre-page.png", &shots, 5_000)
+        .await;
+
     // the centre acknowledges on behalf of estate b's duty room
     let r = common::client()
         .post(format!(
@@ -230,6 +267,12 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
 
     // estate a stops: the centre says it is not watched; b is still fine
     da.stop(Duration::from_secs(5)).await;
+    browser
+        .until(
+            "estate a's tile blind on the page",
+            "(document.querySelector('.tile[data-site=\"estate-a\"]') || {className: ''}).className.includes('blind')",
+        )
+        .await;
     wait_for("estate a stopped at the centre", DEADLINE, || async {
         let e = get(c, "/api/v1/estates").await?;
         let a = tile(&e, "estate-a")?;

@@ -400,6 +400,7 @@ impl Drop for SimulatedSite {
         self.stop.cancel();
     }
 }
+pub mod browser;
 pub mod mqtt;
 pub mod notify;
 pub mod procs;
