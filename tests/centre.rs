@@ -547,14 +547,51 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
     drop(central);
 }
 
-/// The centre's own alarms through a real Alertmanager (the Debian package) to a webhook:
-/// an incident left unacknowledged at its estate past `escalate_unacked_after_s`, and an
-/// estate that stops. Two centre instances push the same alerts: Alertmanager makes one
-/// notification of them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn centre_alerts_go_through_alertmanager_once() {
-    use axum::routing::post;
+/// An Alertmanager peer of a two-peer cluster (gossip on `cluster_port`, the other peer on
+/// `peer_port`); its web port.
+async fn am_peer(
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+    cluster_port: u16,
+    peer_port: u16,
+) -> (common::procs::Proc, u16) {
     use common::services::{http_ok, log_file, start_service};
+    let (child, port) = start_service(
+        "alertmanager",
+        &dir.join("alertmanager.log"),
+        |port, log| {
+            let (out, err) = log_file(log);
+            std::process::Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
+                .arg(format!(
+                    "--cluster.advertise-address=127.0.0.1:{cluster_port}"
+                ))
+                .arg(format!("--cluster.peer=127.0.0.1:{peer_port}"))
+                .arg("--cluster.peer-timeout=2s")
+                .arg("--cluster.settle-timeout=2s")
+                .arg("--cluster.gossip-interval=100ms")
+                .arg("--cluster.pushpull-interval=1s")
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("prometheus-alertmanager (scripts/test installs it)")
+        },
+        |port| http_ok(format!("http://127.0.0.1:{port}/-/ready")),
+    )
+    .await;
+    (common::procs::Proc(child), port)
+}
+
+/// The centre's own alarms through a two-peer Alertmanager cluster (the Debian package) to
+/// a webhook: an incident left unacknowledged at its estate past `escalate_unacked_after_s`
+/// and an estate that stops. Two centre instances push the same alerts to both peers: one
+/// notification per group. One peer killed: the other still notifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centre_alerts_go_through_an_alertmanager_cluster_once() {
+    use axum::routing::post;
     use std::sync::{Arc, Mutex};
     std::env::set_var("PW_TEST_ESTATE_SECRET", SECRET);
     // the webhook receiver standing for the regional roster's channel
@@ -575,36 +612,30 @@ async fn centre_alerts_go_through_alertmanager_once() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    // Alertmanager: group per alert name and estate
+    // two Alertmanager peers: a group per alert name, estate and incident
     let am_dir = tempfile::tempdir().unwrap();
     let am_cfg = am_dir.path().join("alertmanager.yml");
     std::fs::write(
         &am_cfg,
         format!(
-            "route:\n  receiver: hook\n  group_by: ['alertname', 'site']\n  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://{hook_addr}/hook\n        send_resolved: false\n"
+            "route:\n  receiver: hook\n  group_by: ['alertname', 'site', 'incident']\n  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://{hook_addr}/hook\n        send_resolved: false\n"
         ),
     )
     .unwrap();
-    let (mut am, am_port) = start_service(
-        "alertmanager",
-        &am_dir.path().join("alertmanager.log"),
-        |port, log| {
-            let (out, err) = log_file(log);
-            std::process::Command::new("prometheus-alertmanager")
-                .arg(format!("--config.file={}", am_cfg.display()))
-                .arg(format!(
-                    "--storage.path={}",
-                    am_dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--cluster.listen-address=")
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("prometheus-alertmanager (scripts/test installs it)")
-        },
-        |port| http_ok(format!("http://127.0.0.1:{port}/-/ready")),
-    )
+    let (c1p, c2p) = (common::free_port(), common::free_port());
+    let (d1, d2) = (am_dir.path().join("p1"), am_dir.path().join("p2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let (am1, am1_port) = am_peer(&d1, &am_cfg, c1p, c2p).await;
+    let (am2, am2_port) = am_peer(&d2, &am_cfg, c2p, c1p).await;
+    wait_for("the Alertmanager cluster formed", DEADLINE, || async {
+        let s = get(
+            format!("127.0.0.1:{am1_port}").parse().unwrap(),
+            "/api/v2/status",
+        )
+        .await?;
+        (s["cluster"]["peers"].as_array()?.len() == 2).then_some(())
+    })
     .await;
 
     let broker_dir = tempfile::tempdir().unwrap();
@@ -615,9 +646,10 @@ async fn centre_alerts_go_through_alertmanager_once() {
     let text = centre_toml(port).replace(
         "silent_after_s = 10\n",
         &format!(
-            "silent_after_s = 10\nalertmanager = [\"http://127.0.0.1:{am_port}\"]\nescalate_unacked_after_s = 10\n"
+            "silent_after_s = 10\nalertmanager = [\"http://127.0.0.1:{am1_port}\", \"http://127.0.0.1:{am2_port}\"]\nescalate_unacked_after_s = 10\n"
         ),
     );
+    assert!(text.contains("escalate_unacked_after_s"), "{text}");
     let path = broker_dir.path().join("centre.toml");
     let cfg = propwatch::centre::config::from_str(&path, &text).unwrap();
     let mut cfg2 = cfg.clone();
@@ -633,7 +665,7 @@ async fn centre_alerts_go_through_alertmanager_once() {
     })
     .await;
 
-    let alerts_named = |name: &str| -> Vec<Value> {
+    let notified = |name: &str| -> Vec<Value> {
         hooks
             .lock()
             .unwrap()
@@ -650,12 +682,11 @@ async fn centre_alerts_go_through_alertmanager_once() {
         "the unacknowledged incident notified",
         Duration::from_secs(60),
         || async {
-            let n = alerts_named("PropwatchIncidentUnacknowledged");
+            let n = notified("PropwatchIncidentUnacknowledged");
             (!n.is_empty()).then_some(n)
         },
     )
     .await;
-    assert_eq!(n.len(), 1, "{n:#?}");
     let alert = &n[0]["alerts"][0];
     assert_eq!(
         n[0]["alerts"].as_array().unwrap().len(),
@@ -666,23 +697,48 @@ async fn centre_alerts_go_through_alertmanager_once() {
     assert_eq!(alert["labels"]["plan"], "entrapment");
     assert_eq!(alert["labels"]["region"], "华东分公司");
 
-    // the estate stops: one notification that it is not watched
+    // the estate stops: notified too; by then the second peer's wait (2 s) is long over, so
+    // the first group has its final count: one notification from the cluster
     da.stop(Duration::from_secs(5)).await;
     let n = wait_for(
         "the stopped estate notified",
         Duration::from_secs(60),
         || async {
-            let n = alerts_named("PropwatchEstateNotWatched");
+            let n = notified("PropwatchEstateNotWatched");
             (!n.is_empty()).then_some(n)
         },
     )
     .await;
-    assert_eq!(n.len(), 1, "{n:#?}");
-    assert_eq!(n[0]["alerts"].as_array().unwrap().len(), 1, "{n:#?}");
     assert_eq!(n[0]["alerts"][0]["annotations"]["state"], "stopped");
+    assert_eq!(
+        notified("PropwatchIncidentUnacknowledged").len(),
+        1,
+        "one notification per group from two peers and two centres"
+    );
+
+    // one peer dies; the estate comes back with a new entrapment nobody acknowledges: the
+    // surviving peer notifies it
+    drop(am1);
+    let da = propwatch::app::start(a.site.clone()).await.unwrap();
+    a.sim
+        .inject(ScenarioKind::Entrapment, Some("lift-2"), None)
+        .unwrap();
+    let n = wait_for(
+        "the second incident notified by the surviving peer",
+        Duration::from_secs(90),
+        || async {
+            let n: Vec<Value> = notified("PropwatchIncidentUnacknowledged")
+                .into_iter()
+                .filter(|h| h["groupLabels"]["incident"] != alert["labels"]["incident"])
+                .collect();
+            (!n.is_empty()).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(n[0]["alerts"][0]["labels"]["site"], "estate-a");
     c1.stop().await;
     c2.stop().await;
-    let _ = am.kill();
-    let _ = am.wait();
+    da.stop(Duration::from_secs(5)).await;
+    drop(am2);
     drop(broker);
 }
