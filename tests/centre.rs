@@ -318,7 +318,8 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
 
 /// The topology of the user guide with the shipped broker files: an estate (a `propwatch
 /// demo` process) publishes to its own Mosquitto, bridged (config/centre/mosquitto-bridge.conf)
-/// to a central Mosquitto that enforces config/centre/mosquitto-acl.conf with passwords.
+/// over TLS (a private CA) to a central Mosquitto that enforces config/centre/mosquitto-acl.conf
+/// with passwords.
 /// The centre sees the estate through the bridge; an estate's credentials cannot speak for
 /// another estate, nor read its commands; the bridge cut is an estate gone silent at the centre, back when the bridge
 /// is; a SIGKILLed estate daemon is a lost link (its last will, through the bridge).
@@ -353,15 +354,28 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
         assert!(ok.success());
     }
     let acl = repo.join("config/centre/mosquitto-acl.conf");
+    // TLS on the central broker (a private CA): the WAN side
+    let pki = common::tls::Pki::new(central_dir.path());
     let central = Mosquitto::start_with(
         central_dir.path(),
         &format!(
-            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            "allow_anonymous false\npassword_file {}\nacl_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
             passwd.display(),
-            acl.display()
+            acl.display(),
+            pki.ca.display(),
+            pki.cert.display(),
+            pki.key.display()
         ),
     )
     .await;
+    let tls = |o: &mut MqttOptions| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+            ca: std::fs::read(&pki.ca).unwrap(),
+            alpn: None,
+            client_auth: None,
+        }));
+    };
     // the estate's local broker, bridged with the shipped bridge file
     let site_id = "lvyuan"; // the demo estate
     let bridge = std::fs::read_to_string(repo.join("config/centre/mosquitto-bridge.conf"))
@@ -372,6 +386,10 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
             &format!("127.0.0.1:{}", central.port),
         )
         .replace("CHANGE-ME", "demo-pw")
+        .replace(
+            "# bridge_cafile /etc/mosquitto/group-ca.pem",
+            &format!("bridge_cafile {}", pki.ca.display()),
+        )
         .replace("restart_timeout 2 30", "restart_timeout 1 2");
     let local_dir = tempfile::tempdir().unwrap();
     let mut local = Mosquitto::start_with(local_dir.path(), &bridge).await;
@@ -382,8 +400,9 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
     std::fs::write(
         &cfg_path,
         format!(
-            "[centre]\nid = \"east\"\nlisten = \"127.0.0.1:0\"\nsilent_after_s = 10\n[centre.broker]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"centre-east\"\npassword_env = \"PW_TEST_CENTRE_BROKER_PW\"\nreconnect_backoff_max_ms = 500\n",
-            central.port
+            "[centre]\nid = \"east\"\nlisten = \"127.0.0.1:0\"\nsilent_after_s = 10\n[centre.broker]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"centre-east\"\npassword_env = \"PW_TEST_CENTRE_BROKER_PW\"\nca_file = \"{}\"\nreconnect_backoff_max_ms = 500\n",
+            central.port,
+            pki.ca.display()
         ),
     )
     .unwrap();
@@ -431,6 +450,7 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
 
     // estate b's credentials cannot publish as estate "demo", nor read its commands
     let mut o = MqttOptions::new("impostor", "127.0.0.1", central.port);
+    tls(&mut o);
     o.set_credentials("estate-b", "b-pw");
     let (imp, mut ev) = AsyncClient::new(o, 16);
     let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
@@ -472,6 +492,7 @@ async fn a_bridged_estate_behind_the_shipped_acl() {
     // a command for "demo" (sent by the centre's credentials) does not reach estate b
     let centre_client = {
         let mut o = MqttOptions::new("centre-probe", "127.0.0.1", central.port);
+        tls(&mut o);
         o.set_credentials("centre-east", "centre-pw");
         let (cl, mut ev) = AsyncClient::new(o, 16);
         tokio::spawn(async move { while ev.poll().await.is_ok() {} });
