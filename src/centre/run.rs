@@ -32,6 +32,10 @@ struct Shared {
     client: AsyncClient,
     pending: Arc<Mutex<HashMap<String, oneshot::Sender<CommandResult>>>>,
     counters: Arc<Counters>,
+    /// Bumped on every change of the view (and every second a health changes).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Fires on stop: ends the event streams.
+    stop: CancellationToken,
 }
 
 #[derive(Default)]
@@ -86,8 +90,10 @@ pub async fn start(cfg: Centre) -> std::io::Result<Running> {
         client,
         pending: Arc::default(),
         counters: Arc::default(),
+        changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        stop: CancellationToken::new(),
     };
-    let stop = CancellationToken::new();
+    let stop = shared.stop.clone();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(
         broker_loop(shared.clone(), eventloop, stop.clone())
@@ -162,6 +168,7 @@ async fn broker_loop(s: Shared, mut eventloop: rumqttc::EventLoop, stop: Cancell
                         let site = site_of(&s.cfg.prefix, &p.topic);
                         let after = lock(&s.view).health(site, now, s.silent_ms());
                         report(site, &before, &after);
+                        s.changed();
                         s.counters
                             .applied
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -235,12 +242,19 @@ async fn watch(s: Shared, stop: CancellationToken) {
                     report(site, before, &h);
                 }
             }
+            if last.get(site).map(std::mem::discriminant) != Some(std::mem::discriminant(&h)) {
+                s.changed();
+            }
             last.insert(site.clone(), h);
         }
     }
 }
 
 impl Shared {
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
     fn silent_ms(&self) -> i64 {
         self.cfg.silent_after.as_millis() as i64
     }
@@ -253,6 +267,7 @@ fn router(s: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/estates", get(estates))
         .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/stream", get(stream))
         .route("/api/v1/estates/{site}/incidents/{id}", get(incident))
         .route(
             "/api/v1/estates/{site}/incidents/{id}/{action}",
@@ -267,6 +282,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// One tile per estate.
 async fn estates(State(s): State<Shared>) -> Response {
+    Json(estates_json(&s)).into_response()
+}
+
+fn estates_json(s: &Shared) -> serde_json::Value {
     let now = now_ms();
     let view = lock(&s.view);
     let list: Vec<serde_json::Value> = view
@@ -295,7 +314,7 @@ async fn estates(State(s): State<Shared>) -> Response {
             })
         })
         .collect();
-    Json(list).into_response()
+    serde_json::Value::Array(list)
 }
 
 fn by_severity(it: impl Iterator<Item = Severity>) -> std::collections::BTreeMap<Severity, u32> {
@@ -308,6 +327,10 @@ fn by_severity(it: impl Iterator<Item = Severity>) -> std::collections::BTreeMap
 
 /// Every open incident of every estate: unacknowledged first, then by severity, oldest first.
 async fn incidents(State(s): State<Shared>) -> Response {
+    Json(incidents_json(&s)).into_response()
+}
+
+fn incidents_json(s: &Shared) -> serde_json::Value {
     let view = lock(&s.view);
     let mut list: Vec<&schema::IncidentSnapshot> = view
         .estates
@@ -315,7 +338,32 @@ async fn incidents(State(s): State<Shared>) -> Response {
         .flat_map(|e| e.incidents.values())
         .collect();
     list.sort_by_key(|i| (i.acked_at.is_some(), i.severity, i.opened_at));
-    Json(list).into_response()
+    serde_json::to_value(list).unwrap_or_default()
+}
+
+/// `GET /api/v1/stream`: server-sent `state` events (`{"estates", "incidents"}`) at once and
+/// after every change, at most two a second; the countdowns run in the page.
+async fn stream(
+    State(s): State<Shared>,
+) -> axum::response::sse::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let changes = s.changes.subscribe();
+    let s_stop = s.stop.clone();
+    let stream =
+        futures::stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                changes.changed().await.ok()?;
+            }
+            let state = json!({"estates": estates_json(&s), "incidents": incidents_json(&s)});
+            let ev = SseEvent::default().event("state").data(state.to_string());
+            Some((Ok(ev), (s, changes, false)))
+        });
+    let stop = s_stop;
+    let stream = futures::StreamExt::take_until(stream, stop.cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 async fn incident(State(s): State<Shared>, Path((site, id)): Path<(String, i64)>) -> Response {
