@@ -306,45 +306,55 @@ impl Task {
                 .link_backlog
                 .set((self.last_event() - st.acked).max(0));
         }
-        // a clean stop: say so (the estate is unwatched all the same), then go
         if st.connected {
-            let stopped = schema::Link {
-                v: schema::VERSION,
-                site: self.site.id.clone(),
-                state: LinkState::Stopped,
-                at: Some(now_ms()),
-            };
-            self.publish(
-                &client,
-                &mut st,
-                topics::link(&self.link.base),
-                json(&stopped),
-                true,
-                None,
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while !st.inflight.is_empty() {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::PubAck(_))) => {
-                            if let Some(Some(id)) = st.inflight.pop_front() {
-                                st.acked = st.acked.max(id);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-            })
-            .await;
-            let _ = client.try_disconnect();
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                while eventloop.poll().await.is_ok() {}
-            })
-            .await;
+            self.say_stopped(&client, &mut eventloop, &mut st).await;
         }
         self.write_cursor(&mut st, true);
         self.telemetry.link_connected.set(0);
         info!(cursor = st.acked, "centre link stopped");
+    }
+
+    /// A clean stop: say so (the estate is unwatched all the same), wait briefly for what is
+    /// in flight, then disconnect.
+    async fn say_stopped(
+        &self,
+        client: &AsyncClient,
+        eventloop: &mut rumqttc::EventLoop,
+        st: &mut State,
+    ) {
+        let stopped = schema::Link {
+            v: schema::VERSION,
+            site: self.site.id.clone(),
+            state: LinkState::Stopped,
+            at: Some(now_ms()),
+        };
+        self.publish(
+            client,
+            st,
+            topics::link(&self.link.base),
+            json(&stopped),
+            true,
+            None,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !st.inflight.is_empty() {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        if let Some(Some(id)) = st.inflight.pop_front() {
+                            st.acked = st.acked.max(id);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
     }
 
     /// Check and apply one command from the centre; its result. Every command, applied or

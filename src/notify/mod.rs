@@ -1231,6 +1231,39 @@ impl Worker {
         }
     }
 
+    /// On each incident's timeline: sent through this channel, to whom, how many merged.
+    async fn record_sent(&self, done: &[OutMsg], n: usize, names: &[String], receipt: &str) {
+        for (inc, ids) in by_incident(done) {
+            let kinds: BTreeSet<&str> = done
+                .iter()
+                .filter(|m| m.incident == Some(inc))
+                .map(|m| m.kind.as_str())
+                .collect();
+            let mut text = format!("已通过 {} 发送", self.ch.id);
+            if !names.is_empty() {
+                text.push_str(&format!("：{}", names.join("、")));
+            }
+            if n > 1 {
+                text.push_str(&format!("（汇总 {n} 条）"));
+            }
+            timeline(
+                &self.alarms,
+                inc,
+                EventKind::NotificationSent,
+                None,
+                text,
+                Detail {
+                    kinds: Some(kinds.iter().map(|k| k.to_string()).collect()),
+                    summary: Some(n as u64),
+                    people: Some(names.to_vec()),
+                    receipt: Some(receipt.to_string()),
+                    ..Detail::channel(&self.ch.id, Ids::Many(ids))
+                },
+            )
+            .await;
+        }
+    }
+
     async fn send(&mut self, batch: Vec<OutMsg>, now: i64) {
         let out = self.outgoing(&batch);
         let result = channels::send(&self.http, &self.ch, &out, now)
@@ -1266,35 +1299,7 @@ impl Worker {
                 });
                 info!(channel = %self.ch.id, messages = n, receipt = %receipt, "notification sent");
                 let names: Vec<String> = out.people.iter().map(|p| p.name.clone()).collect();
-                for (inc, ids) in by_incident(&done) {
-                    let kinds: BTreeSet<&str> = done
-                        .iter()
-                        .filter(|m| m.incident == Some(inc))
-                        .map(|m| m.kind.as_str())
-                        .collect();
-                    let mut text = format!("已通过 {} 发送", self.ch.id);
-                    if !names.is_empty() {
-                        text.push_str(&format!("：{}", names.join("、")));
-                    }
-                    if n > 1 {
-                        text.push_str(&format!("（汇总 {n} 条）"));
-                    }
-                    timeline(
-                        &self.alarms,
-                        inc,
-                        EventKind::NotificationSent,
-                        None,
-                        text,
-                        Detail {
-                            kinds: Some(kinds.iter().map(|k| k.to_string()).collect()),
-                            summary: Some(n as u64),
-                            people: Some(names.clone()),
-                            receipt: Some(receipt.to_string()),
-                            ..Detail::channel(&self.ch.id, Ids::Many(ids))
-                        },
-                    )
-                    .await;
-                }
+                self.record_sent(&done, n, &names, &receipt).await;
             }
             Err(reason) => {
                 let backoff = self.failed();
