@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use propwatch::config::{self, ConfigErrors, Site};
+use propwatch::config::{self, ConfigErrors, ModbusAddr, Site};
 use propwatch::live::LiveTable;
 use propwatch::sinks::prometheus::PointFamilies;
 use propwatch::sources::modbus::decode::{self, ReadData};
@@ -99,7 +99,7 @@ fn check_site(site: &Site) {
             for &pi in &read.points {
                 served[pi] += 1;
                 let m = d.profile.points[pi]
-                    .modbus()
+                    .part::<ModbusAddr>()
                     .expect("a Modbus point in a read");
                 let span = m.span();
                 assert_eq!(span.function, read.function);
@@ -125,7 +125,7 @@ fn check_site(site: &Site) {
             assert_eq!(values.len(), read.points.len());
         }
         for (pi, p) in d.profile.points.iter().enumerate() {
-            let want = u32::from(p.modbus().is_some() && d.modbus().is_some());
+            let want = u32::from(p.part::<ModbusAddr>().is_some() && d.modbus().is_some());
             assert_eq!(
                 served[pi], want,
                 "{}: {} read {} times",

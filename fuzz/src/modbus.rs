@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use propwatch::config::Device;
+use propwatch::config::{Device, ModbusAddr};
 use propwatch::model::Value;
 use propwatch::sources::modbus::codec::DataType;
 use propwatch::sources::modbus::decode::{self, DecodeError, ReadData};
@@ -115,7 +115,7 @@ fn check(device: &Device, read: &Read, data: &ReadData) {
             device.id
         );
         let pp = &profile.points[pi];
-        let m = pp.modbus().expect("a Modbus point");
+        let m = pp.part::<ModbusAddr>().expect("a Modbus point");
         let is_bool = m.bit.is_some() || m.data_type == DataType::Bool;
         match value {
             Some(Value::Bool(_)) => assert!(is_bool, "{}: bool for {}", device.id, pp.id),

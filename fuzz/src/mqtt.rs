@@ -11,8 +11,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, UNIX_EPOCH};
 
-use propwatch::config::{Device, JsonKind, PointSource};
+use propwatch::config::{Device, ValueKind};
 use propwatch::model::Value;
+use propwatch::sources::mqtt::config::{self as mqtt_config, JsonPoint};
 use propwatch::sources::mqtt::payload::{self, Rejection};
 
 use super::common::{demo_site, pick, Reader};
@@ -23,7 +24,7 @@ pub fn mqtt_payload(data: &[u8]) {
     let devices: Vec<&Device> = site
         .devices
         .iter()
-        .filter(|d| d.profile.mqtt.is_some())
+        .filter(|d| mqtt_config::of(&d.profile).is_some())
         .collect();
     let mut r = Reader::new(data);
     let sel = r.u8();
@@ -33,7 +34,7 @@ pub fn mqtt_payload(data: &[u8]) {
         64 + usize::from(r.u16()) % 4096
     };
     let dev = devices[pick(r.u8(), devices.len())];
-    let m = dev.profile.mqtt.as_ref().expect("an MQTT profile");
+    let m = mqtt_config::of(&dev.profile).expect("an MQTT profile");
     let topic = match sel >> 1 & 3 {
         0 => m.topic.topic(&site.id, &dev.topic_id),
         1 => m
@@ -57,7 +58,7 @@ pub fn mqtt_payload(data: &[u8]) {
     // 2. which device: the first template that matches, as the source subscribes them
     let mut routed = None;
     for d in &devices {
-        let pm = d.profile.mqtt.as_ref().expect("an MQTT profile");
+        let pm = mqtt_config::of(&d.profile).expect("an MQTT profile");
         let templates =
             std::iter::once((false, &pm.topic)).chain(pm.will_topic.iter().map(|w| (true, w)));
         for (is_will, t) in templates {
@@ -87,7 +88,7 @@ pub fn mqtt_payload(data: &[u8]) {
     else {
         return; // unknown_device
     };
-    let m = dev.profile.mqtt.as_ref().expect("an MQTT profile");
+    let m = mqtt_config::of(&dev.profile).expect("an MQTT profile");
 
     // 3a. the last will
     if is_will {
@@ -119,13 +120,13 @@ pub fn mqtt_payload(data: &[u8]) {
     for &(i, v) in &d.values {
         assert!(seen.insert(i), "point {i} twice");
         let p = &dev.profile.points[i];
-        let PointSource::Json { kind, .. } = &p.source else {
+        let (Some(JsonPoint { .. }), kind) = (p.part::<JsonPoint>(), p.source.kind) else {
             panic!("{} is not a JSON point", p.id)
         };
         match (kind, v) {
-            (JsonKind::Bool, Value::Bool(_)) => {}
-            (JsonKind::Number, Value::Num(x)) => assert!(x.is_finite(), "{} = {x}", p.id),
-            (JsonKind::Enum, Value::Num(x)) => {
+            (ValueKind::Bool, Value::Bool(_)) => {}
+            (ValueKind::Number, Value::Num(x)) => assert!(x.is_finite(), "{} = {x}", p.id),
+            (ValueKind::Enum, Value::Num(x)) => {
                 assert!(x.is_finite() && x.fract() == 0.0, "{} = {x}", p.id)
             }
             (k, v) => panic!("{}: {v:?} for a {k:?} point", p.id),
@@ -147,7 +148,7 @@ pub fn mqtt_payload(data: &[u8]) {
     }
     // every field the document carries is accounted for, and only those
     for (i, p) in dev.profile.points.iter().enumerate() {
-        let PointSource::Json { pointer, .. } = &p.source else {
+        let Some(JsonPoint { pointer }) = p.part::<JsonPoint>() else {
             continue;
         };
         let present = doc.pointer(pointer).is_some_and(|v| !v.is_null());

@@ -1531,14 +1531,7 @@ impl DryRun {
         let mut points = Vec::new();
         for d in devices {
             for p in &d.profile.points {
-                let enum_like = !p.enum_labels.is_empty()
-                    || matches!(
-                        p.source,
-                        super::PointSource::Json {
-                            kind: super::JsonKind::Enum,
-                            ..
-                        }
-                    );
+                let enum_like = p.is_enum();
                 points.push(Some(if p.is_bool() {
                     EValue::Boolean(false)
                 } else if enum_like {

@@ -7,6 +7,7 @@ pub mod escalation;
 pub mod influx;
 pub mod mqtt;
 pub mod notify;
+pub mod part;
 pub mod raw;
 pub mod tls;
 
@@ -18,12 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{DeviceId, PointId};
-use crate::sources::modbus::codec::{ByteOrder, DataType};
 pub use crate::sources::modbus::config::{
     Connection, ModbusAddr, ModbusDevice, Parity, SerialSettings, Transport,
 };
-use crate::sources::modbus::plan::Block;
-pub use crate::sources::mqtt::config::JsonKind;
+pub use part::{Part, Parts};
 
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,12 +310,12 @@ pub struct Profile {
     pub manufacturer: Option<String>,
     pub sim_model: Option<String>,
     pub file: PathBuf,
-    /// Set for MQTT profiles (`protocol = "mqtt"`); Modbus profiles have none.
-    pub mqtt: Option<mqtt::MqttProfile>,
+    /// The source's name (`modbus`, `mqtt`: `sources::REGISTRY`).
+    pub protocol: &'static str,
+    /// What the source made of the profile's own keys (Modbus blocks and read limits, MQTT
+    /// topics).
+    pub part: Part,
     pub points: Vec<ProfilePoint>,
-    pub blocks: Vec<Block>,
-    pub max_registers_per_read: Option<u16>,
-    pub max_bits_per_read: Option<u16>,
     /// Alarm rules as written; compiled per device with the site (see `alarms`).
     pub rules: Vec<alarms::RuleCfg>,
     pub offline_severity: Option<String>,
@@ -341,43 +340,37 @@ pub struct ProfilePoint {
     pub enum_labels: BTreeMap<i64, String>,
 }
 
-/// Where a point's value comes from.
+/// Where a point's value comes from: the kind of value, and where the source finds it (its
+/// own type in `part`: a Modbus address, a JSON pointer, ...).
 #[derive(Debug, Clone)]
-pub enum PointSource {
-    Modbus(ModbusAddr),
-    /// A value in an MQTT JSON payload.
-    Json {
-        pointer: String,
-        kind: JsonKind,
-    },
+pub struct PointSource {
+    pub kind: ValueKind,
+    pub part: Part,
+}
+
+/// The kind of value a point has, whatever its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Number,
+    Bool,
+    /// A state named by the point's enum labels.
+    Enum,
 }
 
 impl ProfilePoint {
     /// A state with named values (an enum code): labels, or a JSON enum field. Rules compare
     /// it with its labels; it is never averaged.
     pub fn is_enum(&self) -> bool {
-        !self.enum_labels.is_empty()
-            || matches!(
-                self.source,
-                PointSource::Json {
-                    kind: JsonKind::Enum,
-                    ..
-                }
-            )
+        !self.enum_labels.is_empty() || self.source.kind == ValueKind::Enum
     }
 
-    pub fn modbus(&self) -> Option<&ModbusAddr> {
-        match &self.source {
-            PointSource::Modbus(m) => Some(m),
-            PointSource::Json { .. } => None,
-        }
+    /// Where its source finds it, in the source's type (`ModbusAddr`, `JsonPoint`).
+    pub fn part<T: std::any::Any>(&self) -> Option<&T> {
+        self.source.part.get()
     }
 
     pub fn is_bool(&self) -> bool {
-        match &self.source {
-            PointSource::Modbus(m) => m.data_type == DataType::Bool,
-            PointSource::Json { kind, .. } => *kind == JsonKind::Bool,
-        }
+        self.source.kind == ValueKind::Bool
     }
 
     pub fn label_for(&self, code: f64) -> Option<&str> {
@@ -715,32 +708,6 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
             ),
         );
     }
-    let default_order = ByteOrder::parse(&p.profile.byte_order).unwrap_or_else(|| {
-        problems.add(
-            file,
-            "profile.byte_order",
-            format!(
-                "unknown byte order {:?}; use ABCD, CDAB, BADC or DCBA",
-                p.profile.byte_order
-            ),
-        );
-        ByteOrder::Abcd
-    });
-    if p.profile
-        .max_registers_per_read
-        .is_some_and(|n| n == 0 || n > 125)
-    {
-        problems.add(file, "profile.max_registers_per_read", "must be 1..=125");
-    }
-    if p.profile
-        .max_bits_per_read
-        .is_some_and(|n| n == 0 || n > 2000)
-    {
-        problems.add(file, "profile.max_bits_per_read", "must be 1..=2000");
-    }
-
-    let blocks = crate::sources::modbus::config::blocks(file, &p.blocks, problems);
-
     let source = crate::sources::spec(&p.profile.protocol).unwrap_or_else(|| {
         problems.add(
             file,
@@ -753,32 +720,22 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         );
         &crate::sources::modbus::SPEC
     });
-    let is_mqtt = source.name == "mqtt";
-    let mqtt = match (&p.mqtt, is_mqtt) {
-        (Some(m), true) => crate::sources::mqtt::config::compile_profile_mqtt(file, m, problems),
-        (None, true) => {
-            problems.add(
-                file,
-                "mqtt",
-                "an MQTT profile needs an [mqtt] section with its topic",
-            );
-            None
-        }
-        (Some(_), false) => {
-            problems.add(
-                file,
-                "mqtt",
-                "[mqtt] needs protocol = \"mqtt\" in [profile]",
-            );
-            None
-        }
-        (None, false) => None,
+    use crate::sources::{split_keys, Table};
+    let mut own = split_keys(source, Table::Profile, &p.source, file, "", problems);
+    own.extend(split_keys(
+        source,
+        Table::ProfileSection,
+        &p.profile.source,
+        file,
+        "profile",
+        problems,
+    ));
+    let ctx = crate::sources::ProfileCtx {
+        file,
+        id: &p.profile.id,
     };
-    if is_mqtt && !p.blocks.is_empty() {
-        problems.add(file, "blocks", "blocks apply to Modbus profiles only");
-    }
-
-    let points = compile_points(file, &p.points, source, default_order, &blocks, problems);
+    let part = (source.profile)(&ctx, own, problems);
+    let points = compile_points(file, &p.points, source, part.as_ref(), problems);
     let overview = compile_overview(file, &p.profile.overview, &points, problems);
     if problems.list.len() > before {
         return None;
@@ -790,11 +747,9 @@ fn compile_profile(file: &Path, p: raw::ProfileFile, problems: &mut Problems) ->
         manufacturer: p.profile.manufacturer,
         sim_model: p.profile.sim_model,
         file: file.to_path_buf(),
-        mqtt,
+        protocol: source.name,
+        part: part?,
         points,
-        blocks,
-        max_registers_per_read: p.profile.max_registers_per_read,
-        max_bits_per_read: p.profile.max_bits_per_read,
         rules: p.rules,
         offline_severity: p.profile.offline_severity,
         overview,
@@ -807,8 +762,7 @@ fn compile_points(
     file: &Path,
     cfgs: &[raw::PointCfg],
     protocol: &crate::sources::Spec,
-    default_order: ByteOrder,
-    blocks: &[Block],
+    profile_part: Option<&Part>,
     problems: &mut Problems,
 ) -> Vec<ProfilePoint> {
     let mut points: Vec<ProfilePoint> = Vec::new();
@@ -855,15 +809,23 @@ fn compile_points(
                 }
             }
         }
+        let own = crate::sources::split_keys(
+            protocol,
+            crate::sources::Table::Point,
+            &pt.source,
+            file,
+            &key,
+            problems,
+        );
         let ctx = crate::sources::PointCtx {
             file,
             key: &key,
+            data_type: &pt.data_type,
             enum_labels: &enum_labels,
-            default_order,
-            blocks,
+            profile: profile_part,
             earlier: &points,
         };
-        let source = (protocol.point_source)(pt, &ctx, problems);
+        let source = (protocol.point_source)(pt, own, &ctx, problems);
         let (Some(source), true) = (source, ok) else {
             continue;
         };
@@ -1138,7 +1100,7 @@ fn compile_rooms(
                     ),
                 );
             }
-            let is_mqtt = profile.as_ref().is_some_and(|p| p.mqtt.is_some());
+            let is_mqtt = profile.as_ref().is_some_and(|p| p.protocol == "mqtt");
             let topic_id = d.topic_id.clone().unwrap_or_else(|| d.id.clone());
             let modbus_at = if is_mqtt {
                 mqtt_devices.check(file, &key, d, &topic_id, problems);

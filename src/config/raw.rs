@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use crate::sources::modbus::config::ConnectionCfg;
-pub use crate::sources::mqtt::config::MqttProfileCfg;
 
 /// A site config file (`config/*.toml`).
 #[derive(Debug, Deserialize)]
@@ -423,25 +422,22 @@ fn default_true() -> bool {
     true
 }
 
-/// A device profile file (`config/profiles/*.toml`): one device model's register map.
+/// A device profile file (`config/profiles/*.toml`): one device model's points.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProfileFile {
     pub profile: ProfileSection,
-    /// For `protocol = "mqtt"`: where and how the device publishes.
-    #[serde(default)]
-    pub mqtt: Option<MqttProfileCfg>,
-    #[serde(default)]
-    pub blocks: Vec<BlockCfg>,
     #[serde(default)]
     pub points: Vec<PointCfg>,
     /// Alarm rules every device of this model gets.
     #[serde(default)]
     pub rules: Vec<super::alarms::RuleCfg>,
+    /// The protocol's sections (Modbus `[[blocks]]`, MQTT `[mqtt]`: `sources::Keys`); any
+    /// other key is reported unknown.
+    #[serde(flatten)]
+    pub source: toml::Table,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProfileSection {
     /// Severity of this model's 通讯中断 (device offline) alarm; default: the plan's (P2).
     #[serde(default)]
@@ -449,7 +445,8 @@ pub struct ProfileSection {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// `modbus` (points have function/address) or `mqtt` (points have json_pointer).
+    /// The source: `modbus` (points have function/address), `mqtt` (points have
+    /// json_pointer), ...
     #[serde(default = "default_protocol")]
     pub protocol: String,
     /// Device kind, e.g. `power_meter`; names the InfluxDB measurement.
@@ -457,22 +454,18 @@ pub struct ProfileSection {
     pub kind: String,
     #[serde(default)]
     pub manufacturer: Option<String>,
-    /// Default byte/word order of multi-register values: ABCD, CDAB, BADC or DCBA.
-    #[serde(default = "default_byte_order")]
-    pub byte_order: String,
     /// Behaviour the simulator gives devices of this profile (`pump_room`, `power_meter`,
     /// `transformer`, `switchgear`, `elevator`, `fire_panel`, `generic`).
     #[serde(default)]
     pub sim_model: Option<String>,
-    /// Tighter per-read limits for devices that cannot serve full-size reads.
-    #[serde(default)]
-    pub max_registers_per_read: Option<u16>,
-    #[serde(default)]
-    pub max_bits_per_read: Option<u16>,
     /// The points the duty-room page shows on a device's card (ids, in order); default: the
     /// first few numeric points.
     #[serde(default)]
     pub overview: Vec<String>,
+    /// The protocol's keys (Modbus `byte_order`, read limits); any other key is reported
+    /// unknown.
+    #[serde(flatten)]
+    pub source: toml::Table,
 }
 
 fn default_protocol() -> String {
@@ -482,45 +475,16 @@ fn default_protocol() -> String {
 fn default_device_kind() -> String {
     "generic".to_string()
 }
-fn default_byte_order() -> String {
-    "ABCD".to_string()
-}
-
-/// An address range a read may cover. When a profile declares blocks for a function code,
-/// reads stay inside one block: for devices that reject reads across undefined addresses.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockCfg {
-    pub function: i64,
-    pub start: i64,
-    pub count: i64,
-}
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PointCfg {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// Modbus function code used to read it: 1 coils, 2 discrete inputs, 3 holding registers,
-    /// 4 input registers.
-    #[serde(default)]
-    pub function: Option<i64>,
-    #[serde(default)]
-    pub address: Option<i64>,
-    /// MQTT profiles: JSON pointer (RFC 6901) to the value; `""` is the whole payload.
-    #[serde(default)]
-    pub json_pointer: Option<String>,
-    /// Modbus: bool, u16, i16, u32, i32, u64, i64, f32, f64. MQTT: number, bool, enum (a
-    /// string matched against the enum labels).
+    /// Each source's own: Modbus bool, u16, i16, u32, i32, u64, i64, f32, f64; MQTT number,
+    /// bool, enum (a string matched against the enum labels).
     #[serde(rename = "type")]
     pub data_type: String,
-    /// Overrides the profile's byte order.
-    #[serde(default)]
-    pub byte_order: Option<String>,
-    /// Bit 0..15 of a register, for `bool` points read with function 3 or 4.
-    #[serde(default)]
-    pub bit: Option<i64>,
     #[serde(default = "default_scale")]
     pub scale: f64,
     #[serde(default)]
@@ -530,6 +494,10 @@ pub struct PointCfg {
     /// Status code -> label, e.g. `{ "0" = "stopped", "1" = "running" }`.
     #[serde(default, rename = "enum")]
     pub enum_labels: BTreeMap<String, String>,
+    /// Where the value is, in the source's keys (Modbus `function`, `address`, ...; MQTT
+    /// `json_pointer`); any other key is reported unknown.
+    #[serde(flatten)]
+    pub source: toml::Table,
 }
 
 fn default_scale() -> f64 {

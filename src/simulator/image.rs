@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::ProfilePoint;
+use crate::config::{ModbusAddr, ProfilePoint};
 use crate::sources::modbus::codec;
 use crate::sources::modbus::plan::Function;
 
@@ -25,7 +25,7 @@ impl RegisterImage {
     }
 
     pub fn write_point(&mut self, pp: &ProfilePoint, value: f64) {
-        let Some(p) = pp.modbus() else {
+        let Some(p) = pp.part::<ModbusAddr>() else {
             return;
         };
         match p.function {
@@ -56,7 +56,7 @@ impl RegisterImage {
     }
 
     pub fn read_point(&self, pp: &ProfilePoint) -> Option<f64> {
-        let p = pp.modbus()?;
+        let p = pp.part::<ModbusAddr>()?;
         match p.function {
             Function::Coils => Some(f64::from(u8::from(*self.coils.get(&p.address)?))),
             Function::DiscreteInputs => Some(f64::from(u8::from(*self.discrete.get(&p.address)?))),

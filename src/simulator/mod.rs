@@ -92,16 +92,18 @@ impl SimDevice {
     }
 
     fn write(&mut self, p: &crate::config::ProfilePoint, value: f64) {
-        match &p.source {
-            crate::config::PointSource::Modbus(_) => self.image.write_point(p, value),
-            crate::config::PointSource::Json { .. } => mqtt::write_json(&mut self.json, p, value),
+        if p.part::<crate::config::ModbusAddr>().is_some() {
+            self.image.write_point(p, value)
+        } else {
+            mqtt::write_json(&mut self.json, p, value)
         }
     }
 
     fn read(&self, p: &crate::config::ProfilePoint) -> Option<f64> {
-        match &p.source {
-            crate::config::PointSource::Modbus(_) => self.image.read_point(p),
-            crate::config::PointSource::Json { .. } => mqtt::read_json(&self.json, p),
+        if p.part::<crate::config::ModbusAddr>().is_some() {
+            self.image.read_point(p)
+        } else {
+            mqtt::read_json(&self.json, p)
         }
     }
 

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::config::mqtt::MqttBroker;
-use crate::config::{JsonKind, PointSource, ProfilePoint};
+use crate::config::{ProfilePoint, ValueKind};
+use crate::sources::mqtt::config::{JsonPoint, MqttProfile};
 
 use super::{ScenarioKind, Simulator};
 
@@ -26,16 +27,16 @@ fn pointer_levels(pointer: &str) -> Vec<String> {
 /// Write an engineering value into the document at the point's pointer, as the device would
 /// send it: raw numbers (scale undone), JSON booleans, enum labels.
 pub fn write_json(doc: &mut serde_json::Value, p: &ProfilePoint, value: f64) {
-    let PointSource::Json { pointer, kind } = &p.source else {
+    let Some(JsonPoint { pointer }) = p.part() else {
         return;
     };
-    let json = match kind {
-        JsonKind::Bool => serde_json::Value::Bool(value != 0.0),
-        JsonKind::Enum => match p.label_for(value) {
+    let json = match p.source.kind {
+        ValueKind::Bool => serde_json::Value::Bool(value != 0.0),
+        ValueKind::Enum => match p.label_for(value) {
             Some(label) => serde_json::Value::String(label.to_string()),
             None => serde_json::json!(value as i64),
         },
-        JsonKind::Number => {
+        ValueKind::Number => {
             let raw = crate::sources::modbus::codec::unscale(value, p.scale, p.offset);
             serde_json::Number::from_f64((raw * 1e6).round() / 1e6)
                 .map_or(serde_json::Value::Null, serde_json::Value::Number)
@@ -64,18 +65,16 @@ pub fn write_json(doc: &mut serde_json::Value, p: &ProfilePoint, value: f64) {
 
 /// The engineering value the document carries for a point.
 pub fn read_json(doc: &serde_json::Value, p: &ProfilePoint) -> Option<f64> {
-    let PointSource::Json { pointer, kind } = &p.source else {
-        return None;
-    };
+    let JsonPoint { pointer } = p.part()?;
     let v = doc.pointer(pointer)?;
-    match kind {
-        JsonKind::Bool => v.as_bool().map(|b| f64::from(u8::from(b))),
-        JsonKind::Enum => v
+    match p.source.kind {
+        ValueKind::Bool => v.as_bool().map(|b| f64::from(u8::from(b))),
+        ValueKind::Enum => v
             .as_str()
             .and_then(|l| p.code_for(l))
             .map(|c| c as f64)
             .or_else(|| v.as_f64()),
-        JsonKind::Number => v
+        ValueKind::Number => v
             .as_f64()
             .map(|raw| crate::sources::modbus::codec::scale(raw, p.scale, p.offset)),
     }
@@ -92,7 +91,7 @@ pub fn spawn_publishers(
         .site
         .devices
         .iter()
-        .filter(|d| d.profile.mqtt.is_some())
+        .filter(|d| d.profile.part.get::<MqttProfile>().is_some())
         .map(|d| (d.id.clone(), d.topic_id.clone()))
         .collect();
     for (id, topic_id) in devices {
@@ -115,7 +114,7 @@ async fn publish_device(
     let Some(device) = site.device_by_id(&id) else {
         return;
     };
-    let Some(m) = device.profile.mqtt.clone() else {
+    let Some(m) = device.profile.part.get::<MqttProfile>().cloned() else {
         return;
     };
     let status = m.topic.topic(&site.id, &topic_id);

@@ -81,7 +81,9 @@ impl SimService {
         };
         let blocks: Vec<_> = dev_ref
             .profile
-            .blocks
+            .part
+            .get::<crate::sources::modbus::config::ModbusProfile>()
+            .map_or(&[][..], |m| &m.blocks)
             .iter()
             .filter(|b| b.function == function)
             .collect();

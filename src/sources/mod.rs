@@ -9,35 +9,65 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::part::Part;
 use crate::config::raw::PointCfg;
 use crate::config::{PointSource, Problems, ProfilePoint, Site};
 use crate::model::SourceEvent;
 use crate::telemetry::Telemetry;
-use modbus::codec::ByteOrder;
-use modbus::plan::Block;
 
 pub mod modbus;
 pub mod mqtt;
+
+/// The keys a source owns in each table of the files (beside the keys every device, profile
+/// and point has). The site compiler hands each source its keys, and names the owner of a
+/// key written where it does not belong.
+pub struct Keys {
+    /// Top-level sections of the site file (`connections`, `mqtt`).
+    pub site: &'static [&'static str],
+    /// Top-level sections of a profile file (`blocks`, `mqtt`).
+    pub profile: &'static [&'static str],
+    /// Keys of a profile's `[profile]` table (`byte_order`).
+    pub profile_section: &'static [&'static str],
+    /// Keys of a profile's `[[points]]` (`function`, `json_pointer`).
+    pub point: &'static [&'static str],
+    /// Keys of a site's `[[rooms.devices]]` (`connection`, `unit_id`).
+    pub device: &'static [&'static str],
+}
+
+/// What a profile's own part is compiled with.
+pub struct ProfileCtx<'a> {
+    pub file: &'a Path,
+    /// The profile's id.
+    pub id: &'a str,
+}
 
 /// What a profile point's source is compiled with.
 pub struct PointCtx<'a> {
     pub file: &'a Path,
     /// `points[i]`: where problems are reported.
     pub key: &'a str,
+    /// The point's `type` as written (each source has its own types).
+    pub data_type: &'a str,
     pub enum_labels: &'a BTreeMap<i64, String>,
-    /// The profile's default byte order and register blocks (register-based protocols).
-    pub default_order: ByteOrder,
-    pub blocks: &'a [Block],
+    /// The profile's part made by this source (None when it had a problem).
+    pub profile: Option<&'a Part>,
     /// The profile's points before this one.
     pub earlier: &'a [ProfilePoint],
 }
 
-/// Where a profile point's value is, checked; problems reported by key, None on one.
-pub(crate) type PointSourceFn = fn(&PointCfg, &PointCtx<'_>, &mut Problems) -> Option<PointSource>;
+/// The source's part of a profile from its keys (top level and `[profile]` together):
+/// problems reported by key.
+pub(crate) type ProfileFn = fn(&ProfileCtx<'_>, toml::Table, &mut Problems) -> Option<Part>;
+
+/// Where a profile point's value is, from the point's keys this source owns; problems
+/// reported by key, None on one.
+pub(crate) type PointSourceFn =
+    fn(&PointCfg, toml::Table, &PointCtx<'_>, &mut Problems) -> Option<PointSource>;
 
 /// Start the source's tasks for the site's devices (none when it has no device).
 pub type SpawnFn = fn(
@@ -52,8 +82,113 @@ pub type SpawnFn = fn(
 pub struct Spec {
     /// The profile's `protocol`.
     pub name: &'static str,
+    /// The protocol's name in messages (`Modbus`).
+    pub title: &'static str,
+    pub keys: Keys,
+    pub(crate) profile: ProfileFn,
     pub(crate) point_source: PointSourceFn,
     pub spawn: SpawnFn,
+}
+
+/// Which table of a file keys are from, for [`split_keys`].
+#[derive(Clone, Copy)]
+pub(crate) enum Table<'a> {
+    Profile,
+    ProfileSection,
+    Point,
+    /// A device, with its profile's id.
+    #[allow(dead_code)] // the device linker's (next step)
+    Device(&'a str),
+}
+
+impl Table<'_> {
+    fn of(self, spec: &Spec) -> &'static [&'static str] {
+        match self {
+            Table::Profile => spec.keys.profile,
+            Table::ProfileSection => spec.keys.profile_section,
+            Table::Point => spec.keys.point,
+            Table::Device(_) => spec.keys.device,
+        }
+    }
+}
+
+/// The keys of `rest` that `spec` owns; each other key is a problem at `prefix`: the source
+/// it belongs to named, or an unknown field.
+pub(crate) fn split_keys(
+    spec: &Spec,
+    table: Table<'_>,
+    rest: &toml::Table,
+    file: &Path,
+    prefix: &str,
+    problems: &mut Problems,
+) -> toml::Table {
+    let at = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    let mut own = toml::Table::new();
+    let mut told: Vec<&str> = Vec::new();
+    for (k, v) in rest {
+        if table.of(spec).contains(&k.as_str()) {
+            own.insert(k.clone(), v.clone());
+            continue;
+        }
+        let Some(owner) = REGISTRY.iter().find(|s| table.of(s).contains(&k.as_str())) else {
+            problems.add(file, at(k), format!("unknown field `{k}`"));
+            continue;
+        };
+        if told.contains(&owner.name) {
+            continue;
+        }
+        told.push(owner.name);
+        let keys = table.of(owner);
+        let (key, what) = match keys {
+            [one] => (at(one), format!("{one} applies to")),
+            [rest @ .., last] => (
+                prefix.to_string(),
+                format!("{} and {last} apply to", rest.join(", ")),
+            ),
+            [] => unreachable!("the owner has the key"),
+        };
+        let (key, message) = match table {
+            Table::Profile => (
+                at(k),
+                format!("[{k}] needs protocol = \"{}\" in [profile]", owner.name),
+            ),
+            Table::ProfileSection | Table::Point => (
+                key,
+                format!(
+                    "{what} {} profiles (protocol = \"{}\")",
+                    owner.title, owner.name
+                ),
+            ),
+            Table::Device(profile) => (
+                at(k),
+                format!(
+                    "profile {profile:?} is an {} profile: {k} applies to {} devices",
+                    spec.title, owner.title
+                ),
+            ),
+        };
+        problems.add(file, key, message);
+    }
+    own
+}
+
+/// A source's keys as its own type (defaults for keys not written); a type mismatch is a
+/// problem at `prefix`.
+pub(crate) fn typed<T: DeserializeOwned>(
+    own: toml::Table,
+    file: &Path,
+    prefix: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    T::deserialize(toml::Value::Table(own))
+        .map_err(|e| problems.add(file, prefix, e.to_string().trim_end().to_string()))
+        .ok()
 }
 
 /// Every source this build has.

@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use super::codec::{ByteOrder, DataType};
 use super::plan::{self, Block, Function, Limits, Read, Span};
-use crate::config::raw::{BlockCfg, DeviceCfg, PointCfg};
-use crate::config::{valid_id, PointSource, Problems, Profile, ProfilePoint, ID_RULE};
+use crate::config::raw::{DeviceCfg, PointCfg};
+use crate::config::{
+    valid_id, Part, PointSource, Problems, Profile, ProfilePoint, ValueKind, ID_RULE,
+};
 use crate::model::DeviceId;
 
 /// One Modbus connection: a TCP endpoint, an RS-485 serial bus, or a serial device server
@@ -187,28 +189,118 @@ impl ModbusAddr {
     }
 }
 
+/// A Modbus profile's own keys: `[[blocks]]`, and in `[profile]` the default byte order and
+/// tighter read limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileKeys {
+    #[serde(default)]
+    blocks: Vec<BlockCfg>,
+    /// Default byte/word order of multi-register values: ABCD, CDAB, BADC or DCBA.
+    #[serde(default = "default_byte_order")]
+    byte_order: String,
+    /// Tighter per-read limits for devices that cannot serve full-size reads.
+    #[serde(default)]
+    max_registers_per_read: Option<u16>,
+    #[serde(default)]
+    max_bits_per_read: Option<u16>,
+}
+
+fn default_byte_order() -> String {
+    "ABCD".to_string()
+}
+
+/// An address range a read may cover. When a profile declares blocks for a function code,
+/// reads stay inside one block: for devices that reject reads across undefined addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockCfg {
+    pub function: i64,
+    pub start: i64,
+    pub count: i64,
+}
+
+/// What a Modbus profile adds to a profile (its `Part`).
+#[derive(Debug, Clone)]
+pub struct ModbusProfile {
+    pub blocks: Vec<Block>,
+    pub default_order: ByteOrder,
+    pub max_registers_per_read: Option<u16>,
+    pub max_bits_per_read: Option<u16>,
+}
+
+/// The Modbus part of a profile: its blocks, byte order and read limits, checked.
+pub(crate) fn profile(
+    ctx: &crate::sources::ProfileCtx<'_>,
+    own: toml::Table,
+    problems: &mut Problems,
+) -> Option<Part> {
+    let file = ctx.file;
+    let keys: ProfileKeys = crate::sources::typed(own, file, "profile", problems)?;
+    let default_order = ByteOrder::parse(&keys.byte_order).unwrap_or_else(|| {
+        problems.add(
+            file,
+            "profile.byte_order",
+            format!(
+                "unknown byte order {:?}; use ABCD, CDAB, BADC or DCBA",
+                keys.byte_order
+            ),
+        );
+        ByteOrder::Abcd
+    });
+    if keys
+        .max_registers_per_read
+        .is_some_and(|n| n == 0 || n > 125)
+    {
+        problems.add(file, "profile.max_registers_per_read", "must be 1..=125");
+    }
+    if keys.max_bits_per_read.is_some_and(|n| n == 0 || n > 2000) {
+        problems.add(file, "profile.max_bits_per_read", "must be 1..=2000");
+    }
+    let blocks = blocks(file, &keys.blocks, problems);
+    Some(Part::new(
+        super::SPEC.name,
+        ModbusProfile {
+            blocks,
+            default_order,
+            max_registers_per_read: keys.max_registers_per_read,
+            max_bits_per_read: keys.max_bits_per_read,
+        },
+    ))
+}
+
+/// A Modbus point's own keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointKeys {
+    /// Function code used to read it: 1 coils, 2 discrete inputs, 3 holding registers, 4
+    /// input registers.
+    #[serde(default)]
+    function: Option<i64>,
+    #[serde(default)]
+    address: Option<i64>,
+    /// Overrides the profile's byte order.
+    #[serde(default)]
+    byte_order: Option<String>,
+    /// Bit 0..15 of a register, for `bool` points read with function 3 or 4.
+    #[serde(default)]
+    bit: Option<i64>,
+}
+
 /// A point of a Modbus profile: function, address, type, byte order, bit; checked against
 /// the points before it (overlaps) and the profile's blocks.
 pub(crate) fn point_source(
-    pt: &PointCfg,
+    _pt: &PointCfg,
+    own: toml::Table,
     ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,
 ) -> Option<PointSource> {
-    let (file, key, default_order, blocks, earlier) = (
-        ctx.file,
-        ctx.key,
-        ctx.default_order,
-        ctx.blocks,
-        ctx.earlier,
-    );
+    let (file, key, earlier) = (ctx.file, ctx.key, ctx.earlier);
+    let pt: PointKeys = crate::sources::typed(own, file, key, problems)?;
+    let profile = ctx.profile.and_then(Part::get::<ModbusProfile>);
+    let default_order = profile.map_or(ByteOrder::Abcd, |p| p.default_order);
+    let blocks: &[Block] = profile.map_or(&[], |p| &p.blocks);
     let before = problems.list.len();
-    if pt.json_pointer.is_some() {
-        problems.add(
-            file,
-            format!("{key}.json_pointer"),
-            "json_pointer applies to MQTT profiles (protocol = \"mqtt\")",
-        );
-    }
     let function = match pt.function {
         Some(code) => {
             let f = Function::from_code(code);
@@ -238,14 +330,14 @@ pub(crate) fn point_source(
         );
         return None;
     };
-    let data_type = DataType::parse(&pt.data_type);
+    let data_type = DataType::parse(ctx.data_type);
     if data_type.is_none() {
         problems.add(
             file,
             format!("{key}.type"),
             format!(
                 "unknown type {:?}; use bool, u16, i16, u32, i32, u64, i64, f32 or f64",
-                pt.data_type
+                ctx.data_type
             ),
         );
     }
@@ -331,7 +423,14 @@ pub(crate) fn point_source(
             ),
         );
     }
-    (problems.list.len() == before).then_some(PointSource::Modbus(addr))
+    (problems.list.len() == before).then(|| PointSource {
+        kind: if data_type == DataType::Bool {
+            ValueKind::Bool
+        } else {
+            ValueKind::Number
+        },
+        part: Part::new(super::SPEC.name, addr),
+    })
 }
 
 /// A Modbus profile's declared blocks (`[[blocks]]`: the register ranges a device answers,
@@ -572,12 +671,13 @@ impl<'a> Devices<'a> {
         index: DeviceId,
     ) -> ModbusDevice {
         let limits = self.connections[connection].limits;
+        let own = profile.part.get::<ModbusProfile>();
         let limits = Limits {
-            max_registers: profile
-                .max_registers_per_read
+            max_registers: own
+                .and_then(|p| p.max_registers_per_read)
                 .map_or(limits.max_registers, |m| m.min(limits.max_registers)),
-            max_bits: profile
-                .max_bits_per_read
+            max_bits: own
+                .and_then(|p| p.max_bits_per_read)
                 .map_or(limits.max_bits, |m| m.min(limits.max_bits)),
             ..limits
         };
@@ -605,9 +705,13 @@ fn plan_profile(profile: &Profile, limits: &Limits) -> Arc<[Read]> {
         .points
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.modbus().map(|m| (i, m.span())))
+        .filter_map(|(i, p)| p.part::<ModbusAddr>().map(|m| (i, m.span())))
         .unzip();
-    let mut reads = plan::plan(&spans, &profile.blocks, limits);
+    let blocks = profile
+        .part
+        .get::<ModbusProfile>()
+        .map_or(&[][..], |m| &m.blocks);
+    let mut reads = plan::plan(&spans, blocks, limits);
     for r in &mut reads {
         for p in &mut r.points {
             *p = point_of_span[*p];
@@ -720,7 +824,9 @@ fn check_overlaps(
 ) {
     let span = addr.span();
     for other in earlier {
-        let Some(om) = other.modbus() else { continue };
+        let Some(om) = other.part::<ModbusAddr>() else {
+            continue;
+        };
         let o = om.span();
         let overlap = o.function == span.function
             && u32::from(o.start) < u32::from(span.start) + u32::from(span.len)

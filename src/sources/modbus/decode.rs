@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::config::Profile;
+use crate::config::{ModbusAddr, Profile};
 use crate::model::Value;
 
 use super::codec;
@@ -70,7 +70,9 @@ pub fn decode_read(
             }
             for &pi in &read.points {
                 let pp = &profile.points[pi];
-                let Some(p) = pp.modbus() else { continue };
+                let Some(p) = pp.part::<ModbusAddr>() else {
+                    continue;
+                };
                 let off = usize::from(p.address - read.start);
                 if let Some(bit) = p.bit {
                     out.push((pi, Some(Value::Bool(words[off] >> bit & 1 == 1))));
@@ -98,7 +100,7 @@ pub fn decode_read(
                 });
             }
             for &pi in &read.points {
-                let Some(p) = profile.points[pi].modbus() else {
+                let Some(p) = profile.points[pi].part::<ModbusAddr>() else {
                     continue;
                 };
                 let off = usize::from(p.address - read.start);

@@ -38,6 +38,15 @@ use plan::Function;
 /// The Modbus source: TCP, RTU over TCP and RS-485 RTU connections, polled.
 pub static SPEC: super::Spec = super::Spec {
     name: "modbus",
+    title: "Modbus",
+    keys: super::Keys {
+        site: &["connections"],
+        profile: &["blocks"],
+        profile_section: &["byte_order", "max_registers_per_read", "max_bits_per_read"],
+        point: &["function", "address", "bit", "byte_order"],
+        device: &["connection", "unit_id"],
+    },
+    profile: config::profile,
     point_source: config::point_source,
     spawn: spawn_all,
 };

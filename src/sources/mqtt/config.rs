@@ -10,32 +10,36 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::raw::{DeviceCfg, PointCfg};
-use crate::config::{PointSource, Problems};
+use crate::config::{Part, PointSource, Problems, ValueKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JsonKind {
-    Number,
-    Bool,
-    /// A string matched against the point's enum labels (numbers are taken as codes).
-    Enum,
+/// Where an MQTT point's value is in the JSON payload (its `Part`; the kind of value is the
+/// point's `ValueKind`: a number, a truth value, or a string matched against the enum labels,
+/// numbers taken as codes).
+#[derive(Debug, Clone)]
+pub struct JsonPoint {
+    /// RFC 6901; `""` is the whole payload.
+    pub pointer: String,
+}
+
+/// An MQTT point's own keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointKeys {
+    /// JSON pointer (RFC 6901) to the value; `""` is the whole payload.
+    #[serde(default)]
+    json_pointer: Option<String>,
 }
 
 /// A point of an MQTT profile: where in the JSON payload, and what kind of value.
 pub(crate) fn point_source(
-    pt: &PointCfg,
+    _pt: &PointCfg,
+    own: toml::Table,
     ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,
 ) -> Option<PointSource> {
     let (file, key, enum_labels) = (ctx.file, ctx.key, ctx.enum_labels);
+    let pt: PointKeys = crate::sources::typed(own, file, key, problems)?;
     let before = problems.list.len();
-    if pt.function.is_some() || pt.address.is_some() || pt.bit.is_some() || pt.byte_order.is_some()
-    {
-        problems.add(
-            file,
-            key,
-            "function, address, bit and byte_order apply to Modbus profiles; use json_pointer",
-        );
-    }
     let pointer = match &pt.json_pointer {
         Some(p) if p.is_empty() || p.starts_with('/') => p.clone(),
         Some(p) => {
@@ -55,9 +59,9 @@ pub(crate) fn point_source(
             String::new()
         }
     };
-    let kind = match pt.data_type.as_str() {
-        "number" => JsonKind::Number,
-        "bool" => JsonKind::Bool,
+    let kind = match ctx.data_type {
+        "number" => ValueKind::Number,
+        "bool" => ValueKind::Bool,
         "enum" => {
             if enum_labels.is_empty() {
                 problems.add(
@@ -66,7 +70,7 @@ pub(crate) fn point_source(
                     "type \"enum\" needs enum labels",
                 );
             }
-            JsonKind::Enum
+            ValueKind::Enum
         }
         other => {
             problems.add(
@@ -74,10 +78,33 @@ pub(crate) fn point_source(
                 format!("{key}.type"),
                 format!("unknown type {other:?} for an MQTT point; use number, bool or enum"),
             );
-            JsonKind::Number
+            ValueKind::Number
         }
     };
-    (problems.list.len() == before).then_some(PointSource::Json { pointer, kind })
+    (problems.list.len() == before).then(|| PointSource {
+        kind,
+        part: Part::new(super::SPEC.name, JsonPoint { pointer }),
+    })
+}
+
+/// The MQTT part of a profile: its `[mqtt]` section (topics, availability, timestamps).
+pub(crate) fn profile(
+    ctx: &crate::sources::ProfileCtx<'_>,
+    mut own: toml::Table,
+    problems: &mut Problems,
+) -> Option<Part> {
+    let Some(section) = own.remove("mqtt") else {
+        problems.add(
+            ctx.file,
+            "mqtt",
+            "an MQTT profile needs an [mqtt] section with its topic",
+        );
+        return None;
+    };
+    let m = MqttProfileCfg::deserialize(section)
+        .map_err(|e| problems.add(ctx.file, "mqtt", e.to_string().trim_end().to_string()))
+        .ok()?;
+    compile_profile_mqtt(ctx.file, &m, problems).map(|m| Part::new(super::SPEC.name, m))
 }
 
 /// The MQTT side of the site's devices, while the site compiles: whether the site has a
@@ -289,6 +316,11 @@ pub struct MqttProfile {
     pub report_interval: Duration,
     /// Offline after this long without a message.
     pub stale_after: Duration,
+}
+
+/// The MQTT part of an MQTT profile.
+pub fn of(profile: &crate::config::Profile) -> Option<&MqttProfile> {
+    profile.part.get()
 }
 
 pub(crate) fn compile_profile_mqtt(

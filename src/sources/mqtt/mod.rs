@@ -53,6 +53,15 @@ pub(crate) fn broker_options(b: &crate::config::mqtt::MqttBroker) -> MqttOptions
 /// The MQTT source: devices that publish JSON to a broker.
 pub static SPEC: super::Spec = super::Spec {
     name: "mqtt",
+    title: "MQTT",
+    keys: super::Keys {
+        site: &["mqtt"],
+        profile: &["mqtt"],
+        profile_section: &[],
+        point: &["json_pointer"],
+        device: &[],
+    },
+    profile: config::profile,
     point_source: config::point_source,
     spawn,
 };
@@ -66,7 +75,11 @@ pub fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
     let Some(broker) = &site.mqtt else { return };
-    if !site.devices.iter().any(|d| d.profile.mqtt.is_some()) {
+    if !site
+        .devices
+        .iter()
+        .any(|d| config::of(&d.profile).is_some())
+    {
         return;
     }
     let span = tracing::info_span!("mqtt", broker = %format!("{}:{}", broker.host, broker.port));
@@ -101,7 +114,9 @@ impl MqttSource {
         let mut devices = HashMap::new();
         let mut presence = HashMap::new();
         for d in &site.devices {
-            let Some(m) = &d.profile.mqtt else { continue };
+            let Some(m) = config::of(&d.profile) else {
+                continue;
+            };
             devices.insert((d.profile.id.clone(), d.topic_id.clone()), d.index);
             presence.insert(d.index, (None, None));
             if subscriptions
@@ -285,7 +300,7 @@ impl MqttSource {
         };
         let site = self.site.clone();
         let dev = &site.devices[device as usize];
-        let m = dev.profile.mqtt.as_ref().expect("MQTT device");
+        let m = config::of(&dev.profile).expect("MQTT device");
         if is_will {
             match payload::will(m, body) {
                 Ok(false) => {
@@ -401,11 +416,7 @@ impl MqttSource {
             if online == Some(false) {
                 continue;
             }
-            let m = self.site.devices[device as usize]
-                .profile
-                .mqtt
-                .as_ref()
-                .expect("MQTT device");
+            let m = config::of(&self.site.devices[device as usize].profile).expect("MQTT device");
             let since = seen.unwrap_or(self.started);
             if now.duration_since(since) > m.stale_after {
                 stale.push((device, m.stale_after));

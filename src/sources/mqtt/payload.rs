@@ -4,8 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::config::JsonPoint;
 use super::config::MqttProfile;
-use crate::config::{JsonKind, PointSource, Profile};
+use crate::config::{Profile, ValueKind};
 use crate::model::Value;
 
 /// Why a message or a field was refused (the `reason` label of the rejection counter).
@@ -90,7 +91,7 @@ pub fn decode(profile: &Profile, payload: &[u8], now: SystemTime) -> Result<Deco
     let doc: serde_json::Value = serde_json::from_slice(payload).map_err(|_| Rejection::NotJson)?;
     let mut out = Decoded::default();
     for (i, p) in profile.points.iter().enumerate() {
-        let PointSource::Json { pointer, kind } = &p.source else {
+        let Some(JsonPoint { pointer }) = p.part() else {
             continue;
         };
         let Some(v) = doc.pointer(pointer) else {
@@ -99,7 +100,7 @@ pub fn decode(profile: &Profile, payload: &[u8], now: SystemTime) -> Result<Deco
         if v.is_null() {
             continue;
         }
-        match field(v, *kind, |label| p.code_for(label)) {
+        match field(v, p.source.kind, |label| p.code_for(label)) {
             Ok(Value::Num(raw)) => {
                 let scaled = crate::sources::modbus::codec::scale(raw, p.scale, p.offset);
                 if scaled.is_finite() {
@@ -112,13 +113,10 @@ pub fn decode(profile: &Profile, payload: &[u8], now: SystemTime) -> Result<Deco
             Err(r) => out.rejected.push((i, r)),
         }
     }
-    if let Some(ptr) = profile
-        .mqtt
-        .as_ref()
-        .and_then(|m| m.timestamp_pointer.as_deref())
-    {
+    let own = super::config::of(profile);
+    if let Some(ptr) = own.and_then(|m| m.timestamp_pointer.as_deref()) {
         if let Some(ts) = doc.pointer(ptr) {
-            let millis = profile.mqtt.as_ref().is_some_and(|m| m.timestamp_millis);
+            let millis = own.is_some_and(|m| m.timestamp_millis);
             match timestamp(ts, millis, now) {
                 Some(t) => out.timestamp = Some(t),
                 None => out.bad_timestamp = true,
@@ -130,28 +128,28 @@ pub fn decode(profile: &Profile, payload: &[u8], now: SystemTime) -> Result<Deco
 
 fn field(
     v: &serde_json::Value,
-    kind: JsonKind,
+    kind: ValueKind,
     code_for: impl Fn(&str) -> Option<i64>,
 ) -> Result<Value, Rejection> {
     use serde_json::Value as J;
     match (kind, v) {
-        (JsonKind::Number, J::Number(n)) => n.as_f64().map(Value::Num).ok_or(Rejection::NotFinite),
+        (ValueKind::Number, J::Number(n)) => n.as_f64().map(Value::Num).ok_or(Rejection::NotFinite),
         // a vendor quirk: numbers sent as strings
-        (JsonKind::Number, J::String(s)) => match s.trim().parse::<f64>() {
+        (ValueKind::Number, J::String(s)) => match s.trim().parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(Value::Num(x)),
             Ok(_) => Err(Rejection::NotFinite),
             Err(_) => Err(Rejection::WrongType),
         },
-        (JsonKind::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-        (JsonKind::Bool, J::Number(n)) => match n.as_f64() {
+        (ValueKind::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+        (ValueKind::Bool, J::Number(n)) => match n.as_f64() {
             Some(0.0) => Ok(Value::Bool(false)),
             Some(1.0) => Ok(Value::Bool(true)),
             _ => Err(Rejection::WrongType),
         },
-        (JsonKind::Enum, J::String(s)) => code_for(s)
+        (ValueKind::Enum, J::String(s)) => code_for(s)
             .map(|c| Value::Num(c as f64))
             .ok_or(Rejection::UnknownEnum),
-        (JsonKind::Enum, J::Number(n)) => n
+        (ValueKind::Enum, J::Number(n)) => n
             .as_f64()
             .filter(|x| x.fract() == 0.0)
             .map(Value::Num)
