@@ -75,6 +75,7 @@ pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 pub async fn start_with(site: Arc<Site>, opts: StartOptions) -> std::io::Result<Daemon> {
     let mut telemetry = Telemetry::for_site(&site);
+    crate::sources::register_metrics(&telemetry);
     if let Some(b) = opts.beats {
         telemetry.beats = b;
     }

@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{self, Site};
+use crate::config::{self, ModbusDevice, Site};
 use crate::simulator::{self, SimOptions};
+use crate::sources::modbus::config::connections;
 
 /// sysexits: configuration error.
 pub const EX_CONFIG: u8 = 64;
@@ -254,14 +255,14 @@ fn check_config(path: &Path) -> ExitCode {
             let reads: usize = site
                 .devices
                 .iter()
-                .filter_map(|d| d.modbus())
+                .filter_map(|d| d.part::<ModbusDevice>())
                 .map(|m| m.reads.len())
                 .sum();
             println!(
                 "{}: ok: site {:?}, {} connection(s), {} room(s), {} device(s), {} point(s), {} Modbus read(s) per full poll cycle, {} alarm rule(s), {} plan(s), {} notification channel(s), {} roster role(s)",
                 path.display(),
                 site.id,
-                site.connections.len(),
+                connections(&site).len(),
                 site.rooms.len(),
                 site.devices.len(),
                 site.points.len(),
@@ -272,10 +273,10 @@ fn check_config(path: &Path) -> ExitCode {
                 site.notify.as_ref().map_or(0, |n| n.roster.roles.len())
             );
             // the floor of each RTU line's poll cycle, and whether the bus can keep up
-            for conn in &site.connections {
+            for conn in connections(&site) {
                 let devices = conn.devices.iter().filter_map(|&d| {
                     let d = &site.devices[d as usize];
-                    Some((&d.modbus()?.reads[..], d.poll_interval))
+                    Some((&d.part::<ModbusDevice>()?.reads[..], d.poll_interval))
                 });
                 if let Some(floor) = crate::sources::modbus::line::cycle_floor(conn, devices) {
                     println!("  {}", floor.describe(conn, conn.devices.len()));
@@ -284,7 +285,7 @@ fn check_config(path: &Path) -> ExitCode {
                     }
                 }
             }
-            for c in site.unbound_connections() {
+            for c in crate::sources::unbound(&site) {
                 eprintln!(
                     "{}: warning: connection {c:?} is on port 0: only `propwatch simulate` and `demo` can use it, `run` refuses it",
                     path.display()
@@ -311,7 +312,7 @@ fn raise_fd_limit() {
 }
 
 async fn run(path: PathBuf, site: Arc<Site>, ports_file: Option<PathBuf>) -> ExitCode {
-    let unbound = site.unbound_connections();
+    let unbound = crate::sources::unbound(&site);
     if !unbound.is_empty() {
         eprintln!(
             "{}: connections {unbound:?}: address port 0 (only `propwatch simulate` and `demo` bind it; a daemon polls a device's real port)",
@@ -418,7 +419,10 @@ fn simulator_ports(
             .map(|(id, a)| (id.clone(), serde_json::Value::String(a.to_string())))
             .collect::<serde_json::Map<_, _>>(),
     });
-    if let (Some(m), true) = (&site.mqtt, site.simulator_embedded_mqtt_broker) {
+    if let (Some(m), true) = (
+        crate::sources::mqtt::config::broker(site),
+        site.simulator_embedded_mqtt_broker,
+    ) {
         ports["mqtt"] = format!("{}:{}", m.host, m.port).into();
     }
     ports

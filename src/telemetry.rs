@@ -4,34 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-
-/// Outcome classes of a Modbus request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModbusResult {
-    Ok,
-    Timeout,
-    Exception,
-    Malformed,
-    IoError,
-}
-
-impl ModbusResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModbusResult::Ok => "ok",
-            ModbusResult::Timeout => "timeout",
-            ModbusResult::Exception => "exception",
-            ModbusResult::Malformed => "malformed",
-            ModbusResult::IoError => "io_error",
-        }
-    }
-}
 
 /// The InfluxDB sink's counters.
 pub struct InfluxMetrics {
@@ -122,10 +99,6 @@ pub struct Telemetry {
     pub alarms: AlarmMetrics,
     pub notify: NotifyMetrics,
     pub registry: Registry,
-    modbus_requests: IntCounterVec,
-    modbus_request_duration: HistogramVec,
-    modbus_connects: IntCounterVec,
-    modbus_poll_overruns: IntCounterVec,
     pub device_up: IntGaugeVec,
     pub device_last_success: prometheus::GaugeVec,
     samples: IntCounterVec,
@@ -138,10 +111,6 @@ pub struct Telemetry {
     pub audit_write_errors: IntCounter,
     pub events_dropped: IntCounter,
     pub cycle_duration: Histogram,
-    pub mqtt_connected: IntGauge,
-    mqtt_connects: IntCounterVec,
-    mqtt_messages: IntCounterVec,
-    mqtt_rejected: IntCounterVec,
     pub northbound_connected: IntGauge,
     pub northbound_published: IntCounter,
     pub northbound_dropped: IntCounter,
@@ -149,6 +118,8 @@ pub struct Telemetry {
     pub link_connected: IntGauge,
     pub link_published: IntCounter,
     pub link_backlog: IntGauge,
+    /// Each source's own metrics (`sources::<proto>::metrics`), by type: [`Telemetry::source`].
+    sources: std::sync::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -157,7 +128,7 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 }
 
 /// A counter family, registered.
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     registered(r, must(IntCounterVec::new(Opts::new(name, help), labels)))
 }
 
@@ -167,7 +138,7 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 /// A gauge, registered.
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+pub(crate) fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     registered(r, must(IntGauge::new(name, help)))
 }
 
@@ -190,7 +161,7 @@ fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> pro
 }
 
 /// A histogram family, registered.
-fn histogram_vec(
+pub(crate) fn histogram_vec(
     r: &Registry,
     name: &str,
     help: &str,
@@ -254,10 +225,6 @@ impl Telemetry {
             beats: Arc::new(crate::service::Beats::default()),
             alarms: AlarmMetrics::new(&registry),
             notify: NotifyMetrics::new(&registry),
-            modbus_requests: counter_vec(r, "propwatch_modbus_requests_total", "Modbus requests by connection, device and result.", &["connection", "device", "result"]),
-            modbus_request_duration: histogram_vec(r, "propwatch_modbus_request_duration_seconds", "Modbus request round-trip time.", &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5], &["connection"]),
-            modbus_connects: counter_vec(r, "propwatch_modbus_connects_total", "Attempts to open a Modbus transport.", &["connection", "result"]),
-            modbus_poll_overruns: counter_vec(r, "propwatch_modbus_poll_overruns_total", "Polls that started later than one whole interval after they were due (the bus is overloaded).", &["connection"]),
             device_up: gauge_vec(r, "propwatch_device_up", "1 when the device answers, 0 when it is offline.", &["room", "device"]),
             device_last_success: float_gauge_vec(r, "propwatch_device_last_success_timestamp_seconds", "Unix time of the device's last successful poll or message.", &["room", "device"]),
             samples: counter_vec(r, "propwatch_samples_total", "Samples received from sources.", &["source"]),
@@ -268,10 +235,6 @@ impl Telemetry {
             audit_write_errors: counter(r, "propwatch_audit_write_errors_total", "Operator audit log entries that could not be written (the action itself stood)."),
             events_dropped: counter(r, "propwatch_events_dropped_total", "Source events that could not be delivered to the core (shutdown only)."),
             cycle_duration: histogram(r, "propwatch_core_batch_duration_seconds", "Time the core spends applying one batch of samples.", &[0.00001, 0.0001, 0.001, 0.01, 0.1]),
-            mqtt_connected: gauge(r, "propwatch_mqtt_connected", "1 while the MQTT session is up (after CONNACK), else 0."),
-            mqtt_connects: counter_vec(r, "propwatch_mqtt_connects_total", "MQTT connection attempts by result.", &["result"]),
-            mqtt_messages: counter_vec(r, "propwatch_mqtt_messages_total", "MQTT messages received by outcome (accepted, rejected).", &["outcome"]),
-            mqtt_rejected: counter_vec(r, "propwatch_mqtt_rejected_total", "MQTT messages or fields refused, by reason (oversize, not_json, wrong_type, not_finite, ...).", &["reason"]),
             northbound_connected: gauge(r, "propwatch_northbound_connected", "1 while the upstream (northbound) MQTT broker is connected."),
             northbound_published: counter(r, "propwatch_northbound_published_total", "Northbound messages acknowledged by the upstream broker."),
             northbound_dropped: counter(r, "propwatch_northbound_dropped_total", "Northbound messages dropped (oldest first) because the buffer was full."),
@@ -280,7 +243,20 @@ impl Telemetry {
             link_published: counter(r, "propwatch_centre_link_published_total", "Messages to the regional centre acknowledged by its broker."),
             link_backlog: gauge(r, "propwatch_centre_link_backlog_events", "Timeline events not yet acknowledged by the centre's broker (kept in the state store)."),
             registry,
+            sources: Default::default(),
         }
+    }
+
+    /// A source's own metrics of type `T`, registered in this registry by `register` the
+    /// first time they are asked for (`sources::register_metrics` asks at start).
+    pub fn source<T: std::any::Any + Send + Sync>(&self, register: fn(&Registry) -> T) -> Arc<T> {
+        let mut list = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = list.iter().find_map(|a| a.clone().downcast::<T>().ok()) {
+            return t;
+        }
+        let t = Arc::new(register(&self.registry));
+        list.push(t.clone());
+        t
     }
 
     /// History lines that will never reach the database (a full spool): counted as
@@ -295,67 +271,9 @@ impl Telemetry {
         self.influx.spool_dropped_lines.get()
     }
 
-    pub fn modbus_request(&self, connection: &str, device: &str, result: ModbusResult) {
-        self.modbus_requests
-            .with_label_values(&[connection, device, result.as_str()])
-            .inc();
-    }
-
-    /// The request counter of one device and result, to keep and `inc()` where requests
-    /// are many (the label lookup hashes three strings under a lock).
-    pub fn modbus_request_counter(
-        &self,
-        connection: &str,
-        device: &str,
-        result: ModbusResult,
-    ) -> prometheus::IntCounter {
-        self.modbus_requests
-            .with_label_values(&[connection, device, result.as_str()])
-    }
-
-    /// The request-duration histogram of one connection, to keep (see above).
-    pub fn modbus_duration_histogram(&self, connection: &str) -> prometheus::Histogram {
-        self.modbus_request_duration
-            .with_label_values(&[connection])
-    }
-
     /// The received-samples counter of one source, to keep.
     pub fn samples_counter(&self, source: &str) -> prometheus::IntCounter {
         self.samples.with_label_values(&[source])
-    }
-
-    pub fn modbus_duration(&self, connection: &str, elapsed: Duration) {
-        self.modbus_request_duration
-            .with_label_values(&[connection])
-            .observe(elapsed.as_secs_f64());
-    }
-
-    pub fn modbus_connect(&self, connection: &str, ok: bool) {
-        self.modbus_connects
-            .with_label_values(&[connection, if ok { "ok" } else { "error" }])
-            .inc();
-    }
-
-    pub fn modbus_poll_overrun(&self, connection: &str) {
-        self.modbus_poll_overruns
-            .with_label_values(&[connection])
-            .inc();
-    }
-
-    pub fn mqtt_connect(&self, ok: bool) {
-        self.mqtt_connects
-            .with_label_values(&[if ok { "ok" } else { "error" }])
-            .inc();
-    }
-
-    pub fn mqtt_message(&self, accepted: bool) {
-        self.mqtt_messages
-            .with_label_values(&[if accepted { "accepted" } else { "rejected" }])
-            .inc();
-    }
-
-    pub fn mqtt_rejected(&self, reason: &str) {
-        self.mqtt_rejected.with_label_values(&[reason]).inc();
     }
 
     pub fn samples_received(&self, source: &str, n: usize) {

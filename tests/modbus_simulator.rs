@@ -606,7 +606,9 @@ fn prebind_holds_the_embedded_brokers_port_before_binding_the_connections() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let prebound = propwatch::simulator::prebind(&mut site).unwrap();
-    let broker = site.mqtt.as_ref().expect("the demo has a broker").port;
+    let broker = propwatch::sources::mqtt::config::broker(&site)
+        .expect("the demo has a broker")
+        .port;
     assert_eq!(broker, picked);
     assert!(
         prebound.connections.iter().all(|(_, a)| a.port() != broker),

@@ -178,7 +178,7 @@ poll_interval_ms = 200
     assert_eq!(
         site.device_by_id("meter")
             .unwrap()
-            .modbus()
+            .part::<propwatch::config::ModbusDevice>()
             .unwrap()
             .reads
             .len(),

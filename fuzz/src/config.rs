@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use propwatch::config::{self, ConfigErrors, ModbusAddr, Site};
+use propwatch::config::{self, ConfigErrors, ModbusAddr, ModbusDevice, Site};
 use propwatch::live::LiveTable;
 use propwatch::sinks::prometheus::PointFamilies;
+use propwatch::sources::modbus::config::connections;
 use propwatch::sources::modbus::decode::{self, ReadData};
 
 use super::common::{demo_site_text, pick, profile_texts};
@@ -79,9 +80,11 @@ fn check_site(site: &Site) {
             assert_eq!(p.device as usize, di);
             assert_eq!(p.profile_point, k);
         }
-        let conn = d.modbus().map(|m| &site.connections[m.connection]);
+        let conn = d
+            .part::<ModbusDevice>()
+            .map(|m| &connections(site)[m.connection]);
         let mut served = vec![0u32; d.profile.points.len()];
-        for read in d.modbus().map_or(&[][..], |m| &m.reads[..]) {
+        for read in d.part::<ModbusDevice>().map_or(&[][..], |m| &m.reads[..]) {
             let limits = conn.expect("a device with reads has a connection").limits;
             let max = if read.function.is_bit_access() {
                 limits.max_bits
@@ -125,7 +128,8 @@ fn check_site(site: &Site) {
             assert_eq!(values.len(), read.points.len());
         }
         for (pi, p) in d.profile.points.iter().enumerate() {
-            let want = u32::from(p.part::<ModbusAddr>().is_some() && d.modbus().is_some());
+            let want =
+                u32::from(p.part::<ModbusAddr>().is_some() && d.part::<ModbusDevice>().is_some());
             assert_eq!(
                 served[pi], want,
                 "{}: {} read {} times",

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use propwatch::config::{Device, ModbusAddr};
+use propwatch::config::{Device, ModbusAddr, ModbusDevice};
 use propwatch::model::Value;
 use propwatch::sources::modbus::codec::DataType;
 use propwatch::sources::modbus::decode::{self, DecodeError, ReadData};
@@ -30,11 +30,14 @@ pub fn modbus_reply(data: &[u8]) {
     let devices: Vec<&Device> = site
         .devices
         .iter()
-        .filter(|d| d.modbus().is_some_and(|m| !m.reads.is_empty()))
+        .filter(|d| {
+            d.part::<ModbusDevice>()
+                .is_some_and(|m| !m.reads.is_empty())
+        })
         .collect();
     let mut r = Reader::new(data);
     let device = devices[pick(r.u8(), devices.len())];
-    let reads = &device.modbus().expect("filtered above").reads;
+    let reads = &device.part::<ModbusDevice>().expect("filtered above").reads;
     let read = &reads[pick(r.u8(), reads.len())];
     let mode = r.u8();
     match mode % 4 {
@@ -167,7 +170,7 @@ fn wire(device: &Device, read: &Read, mode: u8, reply: &[u8]) {
     let rtu = mode & 4 != 0;
     let frame = mode & 8 != 0;
     let head = mode & 16 != 0;
-    let unit = device.modbus().map_or(0, |m| m.unit_id);
+    let unit = device.part::<ModbusDevice>().map_or(0, |m| m.unit_id);
     let mut pdu = Vec::with_capacity(reply.len() + 2);
     if head {
         pdu.push(read.function.code());

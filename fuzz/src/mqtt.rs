@@ -20,7 +20,7 @@ use super::common::{demo_site, pick, Reader};
 
 pub fn mqtt_payload(data: &[u8]) {
     let site = demo_site();
-    let broker = site.mqtt.as_ref().expect("the demo has a broker");
+    let broker = mqtt_config::broker(&site).expect("the demo has a broker");
     let devices: Vec<&Device> = site
         .devices
         .iter()

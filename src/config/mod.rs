@@ -80,9 +80,10 @@ pub struct Site {
     pub simulator_http_listen: SocketAddr,
     /// `simulate`/`demo` run an in-process MQTT broker on the `[mqtt]` address.
     pub simulator_embedded_mqtt_broker: bool,
-    pub connections: Vec<Connection>,
-    /// The MQTT broker, when any device uses an MQTT profile (or the section is present).
-    pub mqtt: Option<mqtt::MqttBroker>,
+    /// What each source made of its site sections (Modbus connections, the MQTT broker),
+    /// read back by the source (`sources::modbus::config::connections`,
+    /// `sources::mqtt::config::broker`).
+    pub sources: Parts,
     /// History in InfluxDB.
     pub influx: Option<influx::Influx>,
     /// Upstream publishing of normalized telemetry and device state.
@@ -213,26 +214,6 @@ fn compile_tokens(
 }
 
 impl Site {
-    /// TCP connections configured on port 0: something the simulator (or the demo) may bind,
-    /// but no device a daemon can poll.
-    pub fn unbound_connections(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = self
-            .connections
-            .iter()
-            .filter(|c| match &c.transport {
-                Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
-                    address.ends_with(":0")
-                }
-                Transport::Rtu(_) => false,
-            })
-            .map(|c| c.id.as_str())
-            .collect();
-        if self.mqtt.as_ref().is_some_and(|m| m.port == 0) {
-            out.push("mqtt");
-        }
-        out
-    }
-
     pub fn device_by_id(&self, id: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.id == id)
     }
@@ -262,9 +243,9 @@ pub struct Device {
     pub name: String,
     pub room: usize,
     pub profile: Arc<Profile>,
-    /// How the device is reached: what its source needs (a Modbus connection, unit id and
-    /// reads) or nothing more (MQTT: the profile's topics and `topic_id`).
-    pub link: DeviceLink,
+    /// How the device is reached, in its source's type (`ModbusDevice`: connection, unit
+    /// id and reads; `MqttDevice`: nothing beyond the profile's topics and `topic_id`).
+    pub link: Part,
     /// The device's `{device}` level in MQTT topics.
     pub topic_id: String,
     pub poll_interval: Duration,
@@ -274,20 +255,10 @@ pub struct Device {
     pub point_count: u32,
 }
 
-/// What a device's source adds to the device.
-#[derive(Debug, Clone)]
-pub enum DeviceLink {
-    Modbus(ModbusDevice),
-    Mqtt,
-}
-
 impl Device {
-    /// The Modbus part of a Modbus device.
-    pub fn modbus(&self) -> Option<&ModbusDevice> {
-        match &self.link {
-            DeviceLink::Modbus(m) => Some(m),
-            DeviceLink::Mqtt => None,
-        }
+    /// How its source reaches it, in the source's type (`ModbusDevice`).
+    pub fn part<T: std::any::Any>(&self) -> Option<&T> {
+        self.link.get()
     }
 }
 
@@ -897,19 +868,15 @@ fn compile_site(
         problems,
     );
 
-    let mut modbus = crate::sources::modbus::config::Devices::new(file, &f.connections, problems);
-    let mqtt = f.mqtt.as_ref().and_then(|m| {
-        // port 0: the demo's embedded broker binds a port of its own (simulator::prebind)
-        let embedded = f.simulator.embedded_mqtt_broker;
-        mqtt::compile_broker(
+    let mut linkers = crate::sources::linkers(
+        &crate::sources::SiteCtx {
             file,
-            "mqtt",
-            &format!("propwatch-{}", f.site.id),
-            m,
-            embedded,
-            problems,
-        )
-    });
+            site_id: &f.site.id,
+            embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
+        },
+        &f.source,
+        problems,
+    );
     let influx = f
         .influx
         .as_ref()
@@ -922,7 +889,13 @@ fn compile_site(
         .centre
         .as_ref()
         .and_then(|c| mqtt::compile_centre_link(file, &f.site.id, c, problems));
-    let (rooms, devices, points) = compile_rooms(file, &f, profiles, &mut modbus, problems);
+    let (rooms, devices, points) = compile_rooms(file, &f, profiles, &mut linkers, problems);
+    let mut sources = Parts::default();
+    for (_, linker) in linkers {
+        if let Some(part) = linker.finish() {
+            sources.push(part);
+        }
+    }
     let alarms = if problems.list.len() > before {
         None
     } else {
@@ -977,8 +950,7 @@ fn compile_site(
         http_tls,
         simulator_http_listen: simulator_http_listen?,
         simulator_embedded_mqtt_broker: f.simulator.embedded_mqtt_broker,
-        connections: modbus.into_connections(),
-        mqtt,
+        sources,
         northbound,
         centre,
         region: f.site.region.clone().filter(|r| !r.trim().is_empty()),
@@ -1027,16 +999,18 @@ fn compile_audit(
 }
 
 /// `[[rooms]]` and their devices: ids, kinds, each device's profile, its source's part
-/// (`sources::<protocol>::config`), settings and tags; then the enabled devices with their
-/// points, in file order.
+/// (the source's `Linker`), settings and tags; then the enabled devices with their points,
+/// in file order.
 fn compile_rooms(
     file: &Path,
     f: &raw::SiteFile,
     profiles: &BTreeMap<String, Arc<Profile>>,
-    modbus: &mut crate::sources::modbus::config::Devices<'_>,
+    linkers: &mut [(
+        &'static crate::sources::Spec,
+        Box<dyn crate::sources::Linker>,
+    )],
     problems: &mut Problems,
 ) -> (Vec<Room>, Vec<Device>, Vec<Point>) {
-    let mut mqtt_devices = crate::sources::mqtt::config::Devices::new(f.mqtt.is_some());
     let mut rooms = Vec::new();
     let mut devices: Vec<Device> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
@@ -1100,24 +1074,42 @@ fn compile_rooms(
                     ),
                 );
             }
-            let is_mqtt = profile.as_ref().is_some_and(|p| p.protocol == "mqtt");
             let topic_id = d.topic_id.clone().unwrap_or_else(|| d.id.clone());
-            let modbus_at = if is_mqtt {
-                mqtt_devices.check(file, &key, d, &topic_id, problems);
-                None
-            } else {
-                modbus.check(file, &key, d, problems)
-            };
+            let index = (d.enabled && profile.is_some()).then_some(devices.len() as DeviceId);
+            // the profile's source; for an unknown profile, the source whose keys the device
+            // has, so that they are checked too
+            let protocol = profile.as_ref().map(|p| p.protocol).or_else(|| {
+                crate::sources::REGISTRY
+                    .iter()
+                    .find(|s| d.source.keys().any(|k| s.keys.device.contains(&k.as_str())))
+                    .map(|s| s.name)
+            });
+            let link = linkers
+                .iter_mut()
+                .find(|(s, _)| Some(s.name) == protocol)
+                .and_then(|(spec, linker)| {
+                    let own = crate::sources::split_keys(
+                        spec,
+                        crate::sources::Table::Device(&d.profile),
+                        &d.source,
+                        file,
+                        &key,
+                        problems,
+                    );
+                    let ctx = crate::sources::DeviceCtx {
+                        file,
+                        key: &key,
+                        cfg: d,
+                        profile: profile.as_ref(),
+                        index,
+                        topic_id: &topic_id,
+                    };
+                    linker.link(&ctx, own, problems)
+                });
             check_device_settings(file, &key, d, problems);
-            let (Some(profile), true) = (profile, d.enabled) else {
+            // a disabled device, or one its source could not link (reported)
+            let (Some(profile), Some(index), Some(link)) = (profile, index, link) else {
                 continue;
-            };
-            let index = devices.len() as DeviceId;
-            let link = match modbus_at {
-                Some(at) => DeviceLink::Modbus(modbus.link(at, &profile, index)),
-                None if is_mqtt => DeviceLink::Mqtt,
-                // a Modbus device without its connection or unit id: reported above
-                None => continue,
             };
             let first_point = points.len() as PointId;
             let ids = point_ids.entry(profile.id.clone()).or_insert_with(|| {

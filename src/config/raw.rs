@@ -7,11 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-pub use crate::sources::modbus::config::ConnectionCfg;
-
 /// A site config file (`config/*.toml`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SiteFile {
     /// Directory of device profiles, relative to this file.
     #[serde(default = "default_profiles_dir")]
@@ -19,9 +16,6 @@ pub struct SiteFile {
     pub site: SiteSection,
     #[serde(default)]
     pub http: HttpSection,
-    /// The MQTT broker devices with MQTT profiles publish to.
-    #[serde(default)]
-    pub mqtt: Option<MqttCfg>,
     /// Optional upstream broker that receives normalized telemetry and device state.
     #[serde(default)]
     pub northbound: Option<NorthboundCfg>,
@@ -33,8 +27,6 @@ pub struct SiteFile {
     pub influx: Option<InfluxCfg>,
     #[serde(default)]
     pub simulator: SimulatorSection,
-    #[serde(default)]
-    pub connections: Vec<ConnectionCfg>,
     #[serde(default)]
     pub rooms: Vec<RoomCfg>,
     /// Alarm engine and state store settings.
@@ -61,6 +53,10 @@ pub struct SiteFile {
     /// The operator audit log's key.
     #[serde(default)]
     pub audit: AuditSection,
+    /// The sources' sections (Modbus `[[connections]]`, the MQTT `[mqtt]` broker:
+    /// `sources::Keys::site`); any other key is reported unknown.
+    #[serde(flatten)]
+    pub source: toml::Table,
 }
 
 /// `[audit]`: the key of the audit chain (HMAC-SHA256), from a file (a systemd credential:
@@ -382,18 +378,11 @@ fn default_room_kind() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceCfg {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
     pub profile: String,
-    /// The Modbus connection the device hangs on.
-    #[serde(default)]
-    pub connection: Option<String>,
-    /// Modbus unit (slave) id.
-    #[serde(default = "default_unit_id")]
-    pub unit_id: i64,
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Consecutive failed polls before the device counts as offline.
@@ -407,11 +396,11 @@ pub struct DeviceCfg {
     /// The device's name in its MQTT topics (`{device}`), if not its id (e.g. a serial number).
     #[serde(default)]
     pub topic_id: Option<String>,
+    /// Its source's keys (Modbus `connection`, `unit_id`); any other key is reported unknown.
+    #[serde(flatten)]
+    pub source: toml::Table,
 }
 
-fn default_unit_id() -> i64 {
-    1
-}
 fn default_poll_interval_ms() -> u64 {
     1000
 }

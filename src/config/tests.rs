@@ -109,7 +109,7 @@ fn a_valid_site_compiles() {
     let d = &site.devices[0];
     // one holding read (f32 at 0..2 + status word at 2) and one coil read
     let reads: Vec<_> = d
-        .modbus()
+        .part::<ModbusDevice>()
         .unwrap()
         .reads
         .iter()
@@ -119,7 +119,10 @@ fn a_valid_site_compiles() {
         reads,
         vec![(Function::Coils, 0, 1), (Function::HoldingRegisters, 0, 3)]
     );
-    assert_eq!(site.connections[0].devices, vec![0]);
+    assert_eq!(
+        crate::sources::modbus::config::connections(&site)[0].devices,
+        vec![0]
+    );
     assert_eq!(site.http_listen.to_string(), "127.0.0.1:9780");
 }
 
@@ -272,7 +275,7 @@ fn shipped_configs_are_valid() {
     // the DTSU666 map: its blocks keep the energy register out of the voltage read
     let meter = site.device_by_id("meter-line-1").unwrap();
     let reads: Vec<_> = meter
-        .modbus()
+        .part::<ModbusDevice>()
         .unwrap()
         .reads
         .iter()
@@ -1131,4 +1134,46 @@ fn profiles_given_as_texts_compile_as_files_do() {
         "{got:?}"
     );
     assert!(got[1].contains("unknown profile \"nope\""), "{got:?}");
+}
+
+/// Keys each source owns are checked by that source wherever they are written: a key of
+/// another source is named with its owner, an unknown key is reported (the raw structs
+/// hand every key they do not know to the sources), a wrong type is reported at its key.
+#[test]
+fn source_keys_are_owned_checked_and_unknown_keys_reported() {
+    let dev =
+        |extra: &str| format!("[[rooms.devices]]\nid = \"l1\"\nprofile = \"lift-json\"\n{extra}\n");
+    let cases: Vec<(String, &str, Vec<&str>)> = vec![
+        (mqtt_site(BROKER, &dev("unit_id = 3")), "", vec!["rooms[0].devices[0].unit_id: profile \"lift-json\" is an MQTT profile: unit_id applies to Modbus devices"]),
+        (mqtt_site(BROKER, &dev("colour = \"red\"")), "", vec!["rooms[0].devices[0].colour: unknown field `colour`"]),
+        (mqtt_site(&format!("{BROKER}\n[colours]\nx = 1"), &dev("")), "", vec!["site.toml: colours: unknown field `colours`"]),
+        (
+            site(&DEVICE.replace("unit_id = 1", "unit_id = \"one\"")),
+            "",
+            vec!["rooms[0].devices[0]: invalid type: string \"one\", expected i64"],
+        ),
+        (
+            mqtt_site(BROKER, ""),
+            "[profile]\nid = \"p2\"\nprotocol = \"mqtt\"\nbyte_order = \"CDAB\"\ncolour = 1\n[mqtt]\ntopic = \"a/{device}\"\n[[blocks]]\nfunction = 3\nstart = 0\ncount = 2\n[[points]]\nid = \"a\"\njson_pointer = \"/a\"\ntype = \"number\"\nbit = 2\nshade = 1\n",
+            vec![
+                "p2.toml: blocks: [blocks] needs protocol = \"modbus\" in [profile]",
+                "p2.toml: profile: byte_order, max_registers_per_read and max_bits_per_read apply to Modbus profiles (protocol = \"modbus\")",
+                "p2.toml: profile.colour: unknown field `colour`",
+                "p2.toml: points[0]: function, address, bit and byte_order apply to Modbus profiles",
+                "p2.toml: points[0].shade: unknown field `shade`",
+            ],
+        ),
+        (
+            mqtt_site(BROKER, ""),
+            "[profile]\nid = \"p2\"\nmax_registers_per_read = \"many\"\n[[points]]\nid = \"a\"\nfunction = 3\naddress = \"x\"\ntype = \"u16\"\n",
+            vec!["p2.toml: profile: invalid type: string \"many\"", "p2.toml: points[0]: invalid type: string \"x\""],
+        ),
+    ];
+    for (site_text, profile_text, expected) in cases {
+        let mut extra = vec![("lift-json.toml", MQTT_PROFILE)];
+        if !profile_text.is_empty() {
+            extra.push(("p2.toml", profile_text));
+        }
+        check(&site_text, &extra, &expected);
+    }
 }

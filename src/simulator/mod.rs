@@ -145,7 +145,7 @@ impl Simulator {
         let mut devices = Vec::new();
         let mut by_unit = HashMap::new();
         for d in &site.devices {
-            let modbus = d.modbus();
+            let modbus = d.part::<crate::config::ModbusDevice>();
             let model = d
                 .profile
                 .sim_model
@@ -384,7 +384,8 @@ pub struct Prebound {
 pub fn prebind(site: &mut Site) -> std::io::Result<Prebound> {
     let options = SimOptions::default();
     // the embedded broker's port first: a port-0 listener bound below must not get it
-    if let (Some(b), true) = (site.mqtt.as_mut(), site.simulator_embedded_mqtt_broker) {
+    let embedded = site.simulator_embedded_mqtt_broker;
+    if let (Some(b), true) = (crate::sources::mqtt::config::broker_mut(site), embedded) {
         let listen = format!("{}:{}", b.host, b.port);
         let l = std::net::TcpListener::bind(&listen).map_err(|e| {
             std::io::Error::new(
@@ -399,7 +400,11 @@ pub fn prebind(site: &mut Site) -> std::io::Result<Prebound> {
             .unwrap_or_else(|e| e.into_inner()) = Some(l);
     }
     let mut connections = Vec::new();
-    for (ci, conn) in site.connections.iter_mut().enumerate() {
+    for (ci, conn) in crate::sources::modbus::config::connections_mut(site)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if conn.devices.is_empty() {
             continue;
         }
@@ -453,7 +458,10 @@ pub async fn start(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> std::io::Result<Arc<Simulator>> {
     let sim = Simulator::new(site.clone());
-    for (ci, conn) in site.connections.iter().enumerate() {
+    for (ci, conn) in crate::sources::modbus::config::connections(&site)
+        .iter()
+        .enumerate()
+    {
         if conn.devices.is_empty() {
             continue;
         }
@@ -497,7 +505,7 @@ pub async fn start(
             },
         }
     }
-    if let Some(broker) = &site.mqtt {
+    if let Some(broker) = crate::sources::mqtt::config::broker(&site) {
         if site.simulator_embedded_mqtt_broker {
             let reserved = opts
                 .broker_reservation
@@ -526,7 +534,7 @@ pub fn spawn_tcp(
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    let c = &sim.site.connections[conn];
+    let c = &crate::sources::modbus::config::connections(&sim.site)[conn];
     let span = tracing::info_span!("sim", connection = %c.id, transport = c.transport.kind());
     if let Ok(addr) = listener.local_addr() {
         info!(connection = %c.id, transport = c.transport.kind(), %addr, devices = c.devices.len(), "simulator listening");

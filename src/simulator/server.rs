@@ -148,7 +148,7 @@ pub async fn serve_tcp(
     emulate_line_timing: bool,
     shutdown: CancellationToken,
 ) {
-    let c = &sim.site.connections[conn];
+    let c = &crate::sources::modbus::config::connections(&sim.site)[conn];
     let service = SimService {
         line_bit: line_bit(c, emulate_line_timing),
         sim: sim.clone(),

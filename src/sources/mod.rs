@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::part::Part;
-use crate::config::raw::PointCfg;
-use crate::config::{PointSource, Problems, ProfilePoint, Site};
-use crate::model::SourceEvent;
+use crate::config::raw::{DeviceCfg, PointCfg};
+use crate::config::{PointSource, Problems, Profile, ProfilePoint, Site};
+use crate::model::{DeviceId, SourceEvent};
 use crate::telemetry::Telemetry;
 
 pub mod modbus;
@@ -38,6 +38,48 @@ pub struct Keys {
     /// Keys of a site's `[[rooms.devices]]` (`connection`, `unit_id`).
     pub device: &'static [&'static str],
 }
+
+/// What a source's site sections are compiled with.
+pub struct SiteCtx<'a> {
+    pub file: &'a Path,
+    pub site_id: &'a str,
+    /// `[simulator] embedded_mqtt_broker`: the demo binds a port-0 broker itself.
+    pub embedded_mqtt_broker: bool,
+}
+
+/// A device of one of the source's profiles, for its [`Linker`].
+pub struct DeviceCtx<'a> {
+    pub file: &'a Path,
+    /// `rooms[i].devices[j]`: where problems are reported.
+    pub key: &'a str,
+    pub cfg: &'a DeviceCfg,
+    /// None when the device names an unknown profile (reported): its keys are still
+    /// checked by the source that owns them, and it is not linked.
+    pub profile: Option<&'a Arc<Profile>>,
+    /// The device's index in `Site::devices`; None for a disabled device or one without a
+    /// profile (checked, not linked).
+    pub index: Option<DeviceId>,
+    /// The device's `{device}` level in topics (`topic_id`, else its id).
+    pub topic_id: &'a str,
+}
+
+/// A source's site part while the site compiles: it checks and links the devices of its
+/// profiles, then becomes the source's part of the site.
+pub(crate) trait Linker {
+    /// The part of one device, from its keys this source owns (problems at `ctx.key`);
+    /// None for a disabled device or one with a problem.
+    fn link(
+        &mut self,
+        ctx: &DeviceCtx<'_>,
+        own: toml::Table,
+        problems: &mut Problems,
+    ) -> Option<Part>;
+    /// The source's part of the site after every device; None: the site has none of it.
+    fn finish(self: Box<Self>) -> Option<Part>;
+}
+
+/// The source's site sections (`Keys::site`, only those written) into its linker.
+pub(crate) type SiteFn = fn(&SiteCtx<'_>, toml::Table, &mut Problems) -> Box<dyn Linker>;
 
 /// What a profile's own part is compiled with.
 pub struct ProfileCtx<'a> {
@@ -85,9 +127,14 @@ pub struct Spec {
     /// The protocol's name in messages (`Modbus`).
     pub title: &'static str,
     pub keys: Keys,
+    pub(crate) site: SiteFn,
     pub(crate) profile: ProfileFn,
     pub(crate) point_source: PointSourceFn,
     pub spawn: SpawnFn,
+    /// Endpoints of the site configured on port 0 (bound by the simulator, not pollable).
+    pub unbound: fn(&Site) -> Vec<String>,
+    /// Register the source's own metrics (so that they are exported before first use).
+    pub metrics: fn(&Telemetry),
 }
 
 /// Which table of a file keys are from, for [`split_keys`].
@@ -97,7 +144,6 @@ pub(crate) enum Table<'a> {
     ProfileSection,
     Point,
     /// A device, with its profile's id.
-    #[allow(dead_code)] // the device linker's (next step)
     Device(&'a str),
 }
 
@@ -205,6 +251,43 @@ pub fn names() -> String {
     match names.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => names.join(""),
+    }
+}
+
+/// Every source's linker, from the site file's sections (`raw::SiteFile::source`): a
+/// section no source owns is reported unknown.
+pub(crate) fn linkers(
+    ctx: &SiteCtx<'_>,
+    sections: &toml::Table,
+    problems: &mut Problems,
+) -> Vec<(&'static Spec, Box<dyn Linker>)> {
+    for k in sections.keys() {
+        if !REGISTRY.iter().any(|s| s.keys.site.contains(&k.as_str())) {
+            problems.add(ctx.file, k.as_str(), format!("unknown field `{k}`"));
+        }
+    }
+    REGISTRY
+        .iter()
+        .map(|s| {
+            let own: toml::Table = sections
+                .iter()
+                .filter(|(k, _)| s.keys.site.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (*s, (s.site)(ctx, own, problems))
+        })
+        .collect()
+}
+
+/// Endpoints on port 0 of every source (`connections` ids, `mqtt`).
+pub fn unbound(site: &Site) -> Vec<String> {
+    REGISTRY.iter().flat_map(|s| (s.unbound)(site)).collect()
+}
+
+/// Register every source's metrics.
+pub fn register_metrics(telemetry: &Telemetry) {
+    for s in REGISTRY {
+        (s.metrics)(telemetry);
     }
 }
 

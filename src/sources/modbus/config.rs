@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use super::codec::{ByteOrder, DataType};
 use super::plan::{self, Block, Function, Limits, Read, Span};
-use crate::config::raw::{DeviceCfg, PointCfg};
+use crate::config::raw::PointCfg;
 use crate::config::{
-    valid_id, Part, PointSource, Problems, Profile, ProfilePoint, ValueKind, ID_RULE,
+    valid_id, Part, PointSource, Problems, Profile, ProfilePoint, Site, ValueKind, ID_RULE,
 };
 use crate::model::DeviceId;
 
@@ -485,13 +485,13 @@ pub(crate) fn blocks(file: &Path, cfgs: &[BlockCfg], problems: &mut Problems) ->
 /// read limits), and an index by id for the devices that name one. Problems are reported at
 /// `connections[i].<key>`; a connection with problems is still returned, so that its devices
 /// are checked too.
-pub(crate) fn compile_connections<'a>(
+pub(crate) fn compile_connections(
     file: &Path,
-    cfgs: &'a [ConnectionCfg],
+    cfgs: &[ConnectionCfg],
     problems: &mut Problems,
-) -> (Vec<Connection>, HashMap<&'a str, usize>) {
+) -> (Vec<Connection>, HashMap<String, usize>) {
     let mut connections: Vec<Connection> = Vec::new();
-    let mut conn_index: HashMap<&str, usize> = HashMap::new();
+    let mut conn_index: HashMap<String, usize> = HashMap::new();
     for (i, c) in cfgs.iter().enumerate() {
         let key = format!("connections[{i}]");
         if !valid_id(&c.id) {
@@ -538,7 +538,7 @@ pub(crate) fn compile_connections<'a>(
         if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
             problems.add(file, format!("{key}.max_bits_per_read"), "must be 1..=2000");
         }
-        conn_index.entry(c.id.as_str()).or_insert(connections.len());
+        conn_index.entry(c.id.clone()).or_insert(connections.len());
         connections.push(Connection {
             id: c.id.clone(),
             transport,
@@ -561,6 +561,102 @@ pub(crate) fn compile_connections<'a>(
     (connections, conn_index)
 }
 
+/// The Modbus sections of a site file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteKeys {
+    #[serde(default)]
+    connections: Vec<ConnectionCfg>,
+}
+
+/// The Modbus part of a site: its connections, each listing its devices.
+#[derive(Debug, Clone, Default)]
+pub struct ModbusSite {
+    pub connections: Vec<Connection>,
+}
+
+/// The site's Modbus connections (none when it has no Modbus part).
+pub fn connections(site: &Site) -> &[Connection] {
+    site.sources
+        .get::<ModbusSite>()
+        .map_or(&[], |m| &m.connections)
+}
+
+/// The site's Modbus connections, to change before the site is shared (the simulator binds
+/// port-0 addresses).
+pub fn connections_mut(site: &mut Site) -> Option<&mut Vec<Connection>> {
+    site.sources
+        .get_mut::<ModbusSite>()
+        .map(|m| &mut m.connections)
+}
+
+/// The site's `[[connections]]` into the Modbus linker.
+pub(crate) fn site(
+    ctx: &crate::sources::SiteCtx<'_>,
+    own: toml::Table,
+    problems: &mut Problems,
+) -> Box<dyn crate::sources::Linker> {
+    let keys = crate::sources::typed::<SiteKeys>(own, ctx.file, "connections", problems);
+    let cfgs = keys.map_or_else(Vec::new, |k| k.connections);
+    Box::new(Devices::new(ctx.file, &cfgs, problems))
+}
+
+/// TCP connections on port 0: something the simulator (or the demo) may bind, but no
+/// device a daemon can poll.
+pub(crate) fn unbound(site: &Site) -> Vec<String> {
+    connections(site)
+        .iter()
+        .filter(|c| match &c.transport {
+            Transport::Tcp { address } | Transport::RtuOverTcp { address } => {
+                address.ends_with(":0")
+            }
+            Transport::Rtu(_) => false,
+        })
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+/// A Modbus device's own keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceKeys {
+    /// The connection the device hangs on.
+    #[serde(default)]
+    connection: Option<String>,
+    /// Modbus unit (slave) id.
+    #[serde(default = "default_unit_id")]
+    unit_id: i64,
+}
+
+fn default_unit_id() -> i64 {
+    1
+}
+
+impl crate::sources::Linker for Devices {
+    fn link(
+        &mut self,
+        ctx: &crate::sources::DeviceCtx<'_>,
+        own: toml::Table,
+        problems: &mut Problems,
+    ) -> Option<Part> {
+        let keys: DeviceKeys = crate::sources::typed(own, ctx.file, ctx.key, problems)?;
+        let at = self.check(ctx.file, ctx.key, &keys, ctx.cfg.enabled, problems)?;
+        let (Some(index), Some(profile)) = (ctx.index, ctx.profile) else {
+            return None;
+        };
+        Some(Part::new(super::SPEC.name, self.link(at, profile, index)))
+    }
+
+    fn finish(self: Box<Self>) -> Option<Part> {
+        Some(Part::new(
+            super::SPEC.name,
+            ModbusSite {
+                connections: self.connections,
+            },
+        ))
+    }
+}
+
 /// What a Modbus device adds to a device: where it hangs and what is read from it.
 #[derive(Debug, Clone)]
 pub struct ModbusDevice {
@@ -574,15 +670,15 @@ pub struct ModbusDevice {
 
 /// The Modbus side of the site's devices, while the site compiles: the connections, the
 /// unit ids taken on each and the read plans made so far.
-pub(crate) struct Devices<'a> {
+pub(crate) struct Devices {
     connections: Vec<Connection>,
-    index: HashMap<&'a str, usize>,
+    index: HashMap<String, usize>,
     units: HashMap<(usize, u8), String>,
     plans: HashMap<(String, Limits), Arc<[Read]>>,
 }
 
-impl<'a> Devices<'a> {
-    pub(crate) fn new(file: &Path, cfgs: &'a [ConnectionCfg], problems: &mut Problems) -> Self {
+impl Devices {
+    pub(crate) fn new(file: &Path, cfgs: &[ConnectionCfg], problems: &mut Problems) -> Self {
         let (connections, index) = compile_connections(file, cfgs, problems);
         Devices {
             connections,
@@ -595,11 +691,12 @@ impl<'a> Devices<'a> {
     /// Check a Modbus device's connection and unit id (problems at `key`): its connection
     /// index and unit id, or None when either is wrong. A disabled device is checked but
     /// takes no unit id.
-    pub(crate) fn check(
+    fn check(
         &mut self,
         file: &Path,
         key: &str,
-        d: &DeviceCfg,
+        d: &DeviceKeys,
+        enabled: bool,
         problems: &mut Problems,
     ) -> Option<(usize, u8)> {
         let connection = match &d.connection {
@@ -643,7 +740,7 @@ impl<'a> Devices<'a> {
         }
         let unit_id = d.unit_id.clamp(0, 255) as u8;
         let ci = connection?;
-        if d.enabled {
+        if enabled {
             if let Some(other) = self.units.get(&(ci, unit_id)) {
                 problems.add(
                     file,
@@ -664,7 +761,7 @@ impl<'a> Devices<'a> {
     /// The Modbus part of device `index` of `profile`, checked by [`Devices::check`]: its
     /// reads planned within the connection's and the profile's limits (one plan per profile
     /// and limits), and the device listed on its connection.
-    pub(crate) fn link(
+    fn link(
         &mut self,
         (connection, unit_id): (usize, u8),
         profile: &Profile,
@@ -692,10 +789,6 @@ impl<'a> Devices<'a> {
             unit_id,
             reads,
         }
-    }
-
-    pub(crate) fn into_connections(self) -> Vec<Connection> {
-        self.connections
     }
 }
 

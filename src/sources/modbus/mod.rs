@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod line;
+pub mod metrics;
 pub mod plan;
 mod transport;
 
@@ -31,8 +32,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{Connection, Device, Site};
 use crate::model::{DeviceId, Quality, Sample, SourceEvent};
-use crate::telemetry::{ModbusResult, Telemetry};
+use crate::telemetry::Telemetry;
 use decode::ReadData;
+use metrics::ModbusResult;
 use plan::Function;
 
 /// The Modbus source: TCP, RTU over TCP and RS-485 RTU connections, polled.
@@ -49,6 +51,11 @@ pub static SPEC: super::Spec = super::Spec {
     profile: config::profile,
     point_source: config::point_source,
     spawn: spawn_all,
+    site: config::site,
+    unbound: config::unbound,
+    metrics: |t| {
+        metrics::Metrics::of(t);
+    },
 };
 
 /// Spawn one polling task per Modbus connection of the site.
@@ -59,7 +66,7 @@ pub fn spawn_all(
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    for (index, conn) in site.connections.iter().enumerate() {
+    for (index, conn) in config::connections(site).iter().enumerate() {
         if conn.devices.is_empty() {
             continue;
         }
@@ -112,6 +119,7 @@ struct ConnectionPoller {
     conn: usize,
     out: mpsc::Sender<SourceEvent>,
     telemetry: Arc<Telemetry>,
+    metrics: Arc<metrics::Metrics>,
     ctx: Option<Context>,
     /// When the bus last carried a frame, for the RTU inter-frame silence.
     last_frame: Option<Instant>,
@@ -136,16 +144,17 @@ impl ConnectionPoller {
         out: mpsc::Sender<SourceEvent>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        let conn_id = &site.connections[conn].id;
-        let duration = telemetry.modbus_duration_histogram(conn_id);
-        let ok = site.connections[conn]
+        let metrics = metrics::Metrics::of(&telemetry);
+        let conn_id = &config::connections(&site)[conn].id;
+        let duration = metrics.duration_histogram(conn_id);
+        let ok = config::connections(&site)[conn]
             .devices
             .iter()
             .map(|&d| {
                 let device = &site.devices[d as usize];
                 (
                     device.index,
-                    telemetry.modbus_request_counter(conn_id, &device.id, ModbusResult::Ok),
+                    metrics.request_counter(conn_id, &device.id, ModbusResult::Ok),
                 )
             })
             .collect();
@@ -154,6 +163,7 @@ impl ConnectionPoller {
             conn,
             out,
             telemetry,
+            metrics,
             ctx: None,
             last_frame: None,
             connect_failures: 0,
@@ -178,7 +188,7 @@ impl ConnectionPoller {
     }
 
     fn connection(&self) -> &Connection {
-        &self.site.connections[self.conn]
+        &config::connections(&self.site)[self.conn]
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
@@ -217,7 +227,7 @@ impl ConnectionPoller {
             if slots[i].online == Some(false) {
                 // a probe: into a gap of the schedule, so that neighbours keep their period
                 let now = Instant::now();
-                let conn = &site.connections[self.conn];
+                let conn = &config::connections(&site)[self.conn];
                 let healthy = slots
                     .iter()
                     .enumerate()
@@ -251,8 +261,7 @@ impl ConnectionPoller {
                     slot.consecutive_failures = 0;
                     let mut next = slot.next_due + device.poll_interval;
                     if next <= now {
-                        self.telemetry
-                            .modbus_poll_overrun(&self.site.connections[self.conn].id);
+                        self.metrics.poll_overrun(&self.connection().id);
                         let missed =
                             (now - next).as_nanos() / device.poll_interval.as_nanos().max(1) + 1;
                         next += device.poll_interval * missed as u32;
@@ -275,7 +284,7 @@ impl ConnectionPoller {
                             .poll_interval
                             .saturating_mul(1u32 << over.min(16))
                             .min(
-                                self.site.connections[self.conn]
+                                self.connection()
                                     .device_backoff_max
                                     .max(device.poll_interval),
                             );
@@ -313,10 +322,11 @@ impl ConnectionPoller {
         if Instant::now() < self.next_connect_attempt {
             return Err(ConnectError::Waiting);
         }
-        let conn = &self.site.connections[self.conn];
+        let site = self.site.clone();
+        let conn = &config::connections(&site)[self.conn];
         match timeout(conn.connect_timeout, transport::connect(conn)).await {
             Ok(Ok(ctx)) => {
-                self.telemetry.modbus_connect(&conn.id, true);
+                self.metrics.connect(&conn.id, true);
                 if self.connect_failures > 0 {
                     info!(failures = self.connect_failures, "reconnected");
                 }
@@ -330,7 +340,7 @@ impl ConnectionPoller {
                     Ok(Err(e)) => ConnectError::Failed(e.to_string()),
                     _ => ConnectError::TimedOut,
                 };
-                self.telemetry.modbus_connect(&conn.id, false);
+                self.metrics.connect(&conn.id, false);
                 self.connect_failures = self.connect_failures.saturating_add(1);
                 let backoff = Duration::from_millis(200)
                     .saturating_mul(1u32 << self.connect_failures.min(16))
@@ -366,9 +376,9 @@ impl ConnectionPoller {
         healthy: bool,
         shutdown: &CancellationToken,
     ) -> PollOutcome {
-        let conn_id = self.site.connections[self.conn].id.clone();
+        let conn_id = self.connection().id.clone();
         // a connection lists only Modbus devices (config::compile_site)
-        let Some(modbus) = device.modbus() else {
+        let Some(modbus) = device.part::<config::ModbusDevice>() else {
             return PollOutcome::Failed("not a Modbus device".to_string());
         };
         if let Err(reason) = self.ensure_connected().await {
@@ -378,7 +388,7 @@ impl ConnectionPoller {
             return PollOutcome::Failed(reason.to_string());
         }
         let attempts = if healthy {
-            1 + self.site.connections[self.conn].retries
+            1 + self.connection().retries
         } else {
             1
         };
@@ -415,11 +425,7 @@ impl ConnectionPoller {
                         answered = true;
                         match self.ok.get(&device.index) {
                             Some(c) => c.inc(),
-                            None => self.telemetry.modbus_request(
-                                &conn_id,
-                                &device.id,
-                                ModbusResult::Ok,
-                            ),
+                            None => self.metrics.request(&conn_id, &device.id, ModbusResult::Ok),
                         }
                         for (pi, value) in values {
                             let point = device.first_point + pi as u32;
@@ -438,11 +444,8 @@ impl ConnectionPoller {
                         }
                     }
                     Err(e) => {
-                        self.telemetry.modbus_request(
-                            &conn_id,
-                            &device.id,
-                            ModbusResult::Malformed,
-                        );
+                        self.metrics
+                            .request(&conn_id, &device.id, ModbusResult::Malformed);
                         if self.log_due(device.index, "malformed") {
                             warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, error = %e, "malformed reply (the same from this device is logged once a minute, every one counted in propwatch_modbus_requests_total)");
                         }
@@ -456,8 +459,8 @@ impl ConnectionPoller {
                 },
                 Ok(Err(exception)) => {
                     answered = true;
-                    self.telemetry
-                        .modbus_request(&conn_id, &device.id, ModbusResult::Exception);
+                    self.metrics
+                        .request(&conn_id, &device.id, ModbusResult::Exception);
                     if self.log_due(device.index, "exception") {
                         warn!(device = %device.id, function = %read.function, start = read.start, count = read.count, %exception, "exception reply (the same from this device is logged once a minute, every one counted in propwatch_modbus_requests_total)");
                     }
@@ -468,8 +471,7 @@ impl ConnectionPoller {
                     );
                 }
                 Err(e) => {
-                    self.telemetry
-                        .modbus_request(&conn_id, &device.id, e.counted_as());
+                    self.metrics.request(&conn_id, &device.id, e.counted_as());
                     failure = Some(e.to_string());
                     // A device that does not answer one read will not answer the next:
                     // give up on this poll so the rest of the bus keeps its rate.
@@ -526,7 +528,7 @@ impl ConnectionPoller {
         start: u16,
         count: u16,
     ) -> Result<Result<ReadData, tokio_modbus::ExceptionCode>, TransactError> {
-        let deadline = self.site.connections[self.conn].timeout;
+        let deadline = self.connection().timeout;
         let ctx = self.ctx.as_mut().expect("connected before transact");
         ctx.set_slave(Slave(unit_id));
         let started = Instant::now();
@@ -624,7 +626,7 @@ pub fn rtu_silence(conn: &Connection) -> Duration {
 
 /// A device's Modbus unit id, for the log.
 fn unit_of(device: &Device) -> Option<u8> {
-    device.modbus().map(|m| m.unit_id)
+    device.part::<config::ModbusDevice>().map(|m| m.unit_id)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The MQTT side of a profile's points: where in the JSON payload a value is, and what kind
-//! of value ([`JsonKind`]). The site compiler (`config`) calls [`point_source`] for every
-//! point of an MQTT profile; a profile's `[mqtt]` section ([`MqttProfile`], topic
-//! templates) and a device's checks ([`Devices`]).
+//! The MQTT source's configuration: the site's `[mqtt]` broker and its devices' checks
+//! ([`site`], the linker), a profile's `[mqtt]` section ([`MqttProfile`], topic templates)
+//! and where in the JSON payload a point's value is ([`JsonPoint`]). The site compiler
+//! (`config`) reaches them through `sources::REGISTRY`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::raw::{DeviceCfg, PointCfg};
-use crate::config::{Part, PointSource, Problems, ValueKind};
+use crate::config::mqtt::MqttBroker;
+use crate::config::raw::{MqttCfg, PointCfg};
+use crate::config::{Part, PointSource, Problems, Site, ValueKind};
 
 /// Where an MQTT point's value is in the JSON payload (its `Part`; the kind of value is the
 /// point's `ValueKind`: a number, a truth value, or a string matched against the enum labels,
@@ -107,42 +108,76 @@ pub(crate) fn profile(
     compile_profile_mqtt(ctx.file, &m, problems).map(|m| Part::new(super::SPEC.name, m))
 }
 
-/// The MQTT side of the site's devices, while the site compiles: whether the site has a
-/// broker, and the topic ids taken per profile.
-pub(crate) struct Devices {
+/// The broker of the site's MQTT devices (`[mqtt]`), if it has one.
+pub fn broker(site: &Site) -> Option<&MqttBroker> {
+    site.sources.get()
+}
+
+/// The broker, to change before the site is shared (the demo binds a port-0 broker).
+pub fn broker_mut(site: &mut Site) -> Option<&mut MqttBroker> {
+    site.sources.get_mut()
+}
+
+/// What the MQTT source adds to a device: nothing beyond its profile's topics and the
+/// device's `topic_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct MqttDevice;
+
+/// The site's `[mqtt]` broker into the MQTT linker.
+pub(crate) fn site(
+    ctx: &crate::sources::SiteCtx<'_>,
+    own: toml::Table,
+    problems: &mut Problems,
+) -> Box<dyn crate::sources::Linker> {
+    let section = own.get("mqtt");
+    let broker = section.and_then(|v| {
+        let m = MqttCfg::deserialize(v.clone())
+            .map_err(|e| problems.add(ctx.file, "mqtt", e.to_string().trim_end().to_string()))
+            .ok()?;
+        // port 0: the demo's embedded broker binds a port of its own (simulator::prebind)
+        crate::config::mqtt::compile_broker(
+            ctx.file,
+            "mqtt",
+            &format!("propwatch-{}", ctx.site_id),
+            &m,
+            ctx.embedded_mqtt_broker,
+            problems,
+        )
+    });
+    Box::new(Devices {
+        broker_declared: section.is_some(),
+        broker,
+        topic_ids: HashMap::new(),
+    })
+}
+
+/// The `mqtt` endpoint when the broker is on port 0.
+pub(crate) fn unbound(site: &Site) -> Vec<String> {
+    broker(site)
+        .filter(|b| b.port == 0)
+        .map(|_| "mqtt".to_string())
+        .into_iter()
+        .collect()
+}
+
+/// The MQTT side of the site's devices, while the site compiles: the broker, and the topic
+/// ids taken per profile.
+struct Devices {
     broker_declared: bool,
+    broker: Option<MqttBroker>,
     topic_ids: HashMap<(String, String), String>,
 }
 
-impl Devices {
-    pub(crate) fn new(broker_declared: bool) -> Self {
-        Devices {
-            broker_declared,
-            topic_ids: HashMap::new(),
-        }
-    }
-
-    /// Check an MQTT device (problems at `key`): no Modbus connection, a broker on the site,
-    /// a `topic_id` that stands as one topic level and is unique among the enabled devices
-    /// of its profile.
-    pub(crate) fn check(
+impl crate::sources::Linker for Devices {
+    /// An MQTT device (problems at `key`): a broker on the site, a `topic_id` that stands
+    /// as one topic level and is unique among the enabled devices of its profile.
+    fn link(
         &mut self,
-        file: &Path,
-        key: &str,
-        d: &DeviceCfg,
-        topic_id: &str,
+        ctx: &crate::sources::DeviceCtx<'_>,
+        _own: toml::Table,
         problems: &mut Problems,
-    ) {
-        if d.connection.is_some() {
-            problems.add(
-                file,
-                format!("{key}.connection"),
-                format!(
-                    "profile {:?} is an MQTT profile: no Modbus connection",
-                    d.profile
-                ),
-            );
-        }
+    ) -> Option<Part> {
+        let (file, key, d, topic_id) = (ctx.file, ctx.key, ctx.cfg, ctx.topic_id);
         if !self.broker_declared {
             problems.add(
                 file,
@@ -170,6 +205,11 @@ impl Devices {
                 );
             }
         }
+        ctx.index.map(|_| Part::new(super::SPEC.name, MqttDevice))
+    }
+
+    fn finish(self: Box<Self>) -> Option<Part> {
+        self.broker.map(|b| Part::new(super::SPEC.name, b))
     }
 }
 

@@ -11,6 +11,7 @@
 //! - retained messages update values but are not proof that a device is alive now.
 
 pub mod config;
+pub mod metrics;
 pub mod payload;
 
 use std::collections::HashMap;
@@ -64,6 +65,11 @@ pub static SPEC: super::Spec = super::Spec {
     profile: config::profile,
     point_source: config::point_source,
     spawn,
+    site: config::site,
+    unbound: config::unbound,
+    metrics: |t| {
+        metrics::Metrics::of(t);
+    },
 };
 
 /// Spawn the MQTT source when the site has MQTT devices.
@@ -74,7 +80,9 @@ pub fn spawn(
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    let Some(broker) = &site.mqtt else { return };
+    let Some(broker) = config::broker(site) else {
+        return;
+    };
     if !site
         .devices
         .iter()
@@ -98,7 +106,7 @@ struct Subscription {
 struct MqttSource {
     site: Arc<Site>,
     out: mpsc::Sender<SourceEvent>,
-    telemetry: Arc<Telemetry>,
+    metrics: Arc<metrics::Metrics>,
     subscriptions: Vec<Subscription>,
     /// (profile id, topic id) -> device
     devices: HashMap<(String, String), DeviceId>,
@@ -143,7 +151,7 @@ impl MqttSource {
         Self {
             site,
             out,
-            telemetry,
+            metrics: metrics::Metrics::of(&telemetry),
             subscriptions,
             devices,
             presence,
@@ -153,7 +161,7 @@ impl MqttSource {
     }
 
     fn options(&self) -> MqttOptions {
-        let b = self.site.mqtt.as_ref().expect("spawned only with a broker");
+        let b = config::broker(&self.site).expect("spawned only with a broker");
         let mut o = broker_options(b);
         // Our own size check counts and drops oversize payloads; rumqttc's limit (which
         // would drop the connection and, with QoS 1, loop on redelivery) stays far above it.
@@ -166,7 +174,9 @@ impl MqttSource {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        let broker = self.site.mqtt.clone().expect("spawned only with a broker");
+        let broker = config::broker(&self.site)
+            .cloned()
+            .expect("spawned only with a broker");
         let (client, mut eventloop) = AsyncClient::new(self.options(), 256);
         let mut backoff = Duration::from_millis(500);
         let mut failures = 0u32;
@@ -185,8 +195,8 @@ impl MqttSource {
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    self.telemetry.mqtt_connect(true);
-                    self.telemetry.mqtt_connected.set(1);
+                    self.metrics.connect(true);
+                    self.metrics.connected.set(1);
                     if failures > 0 {
                         info!(
                             failures,
@@ -227,8 +237,8 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.telemetry.mqtt_connected.set(0);
-                    self.telemetry.mqtt_connect(false);
+                    self.metrics.connected.set(0);
+                    self.metrics.connect(false);
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         warn!(error = %e, failures, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost or refused");
@@ -245,12 +255,12 @@ impl MqttSource {
         if client.try_disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_millis(500), drain(&mut eventloop)).await;
         }
-        self.telemetry.mqtt_connected.set(0);
+        self.metrics.connected.set(0);
         info!("MQTT source stopped");
     }
 
     fn reject(&mut self, reason: Rejection, topic: &str, detail: &str) {
-        self.telemetry.mqtt_rejected(reason.as_str());
+        self.metrics.rejected(reason.as_str());
         let now = Instant::now();
         let entry = self
             .log_limit
@@ -265,13 +275,9 @@ impl MqttSource {
     }
 
     async fn on_publish(&mut self, topic: &str, body: &[u8], retained: bool) {
-        let max = self
-            .site
-            .mqtt
-            .as_ref()
-            .map_or(usize::MAX, |b| b.max_payload_bytes);
+        let max = config::broker(&self.site).map_or(usize::MAX, |b| b.max_payload_bytes);
         if payload::within_limit(body, max).is_err() {
-            self.telemetry.mqtt_message(false);
+            self.metrics.message(false);
             self.reject(
                 Rejection::Oversize,
                 topic,
@@ -285,7 +291,7 @@ impl MqttSource {
             .enumerate()
             .find_map(|(i, s)| s.template.device_of(topic, &self.site.id).map(|d| (i, d)))
         else {
-            self.telemetry.mqtt_message(false);
+            self.metrics.message(false);
             self.reject(Rejection::UnknownDevice, topic, "no template matches");
             return;
         };
@@ -294,7 +300,7 @@ impl MqttSource {
             self.subscriptions[sub].profile.clone(),
         );
         let Some(&device) = self.devices.get(&(profile, topic_id.to_string())) else {
-            self.telemetry.mqtt_message(false);
+            self.metrics.message(false);
             self.reject(Rejection::UnknownDevice, topic, topic_id);
             return;
         };
@@ -304,19 +310,19 @@ impl MqttSource {
         if is_will {
             match payload::will(m, body) {
                 Ok(false) => {
-                    self.telemetry.mqtt_message(true);
+                    self.metrics.message(true);
                     self.set_presence(device, false, Some("last will: offline".to_string()), None)
                         .await;
                 }
                 Ok(true) => {
-                    self.telemetry.mqtt_message(true);
+                    self.metrics.message(true);
                     if !retained {
                         self.set_presence(device, true, None, Some(Instant::now()))
                             .await;
                     }
                 }
                 Err(r) => {
-                    self.telemetry.mqtt_message(false);
+                    self.metrics.message(false);
                     self.reject(r, topic, String::from_utf8_lossy(body).trim());
                 }
             }
@@ -326,12 +332,12 @@ impl MqttSource {
         let decoded = match payload::decode(&dev.profile, body, now) {
             Ok(d) => d,
             Err(r) => {
-                self.telemetry.mqtt_message(false);
+                self.metrics.message(false);
                 self.reject(r, topic, "");
                 return;
             }
         };
-        self.telemetry.mqtt_message(true);
+        self.metrics.message(true);
         for (pi, r) in &decoded.rejected {
             self.reject(*r, topic, &dev.profile.points[*pi].id);
         }
