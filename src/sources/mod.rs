@@ -1,9 +1,13 @@
 //! Sources: where samples come from. Each source turns a protocol into
 //! [`SourceEvent`](crate::model::SourceEvent)s for the core.
 //!
-//! A source is a folder (`sources/<protocol>/`: its config section and checks in
-//! `config.rs`, its task in `mod.rs`) and one [`Spec`] in [`REGISTRY`]: the profile's
-//! `protocol` name, how a profile point says where its value is, and how the daemon starts it.
+//! A source is a folder (`sources/<protocol>/`: its keys, compiled parts and checks in
+//! `config.rs`, its metrics in `metrics.rs`, its task in `mod.rs`) and one [`Spec`] in
+//! [`REGISTRY`]: the profile's `protocol` name, the keys it owns in the site and profile
+//! files ([`Keys`]), how it compiles them into its parts (a [`Linker`] for the site and its
+//! devices, a profile's part, a point's [`PointSource`]), how the daemon starts it and
+//! registers its metrics. The site compiler carries the parts (`config::Part`) without
+//! knowing their types; ARCHITECTURE.md "Adding a source" is the recipe.
 
 use std::collections::BTreeMap;
 use std::path::Path;
