@@ -185,18 +185,58 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
         .screenshot_of_at_least("centre-page.png", &shots, 5_000)
         .await;
 
-    // the centre acknowledges on behalf of estate b's duty room
-    let r = common::client()
-        .post(format!(
-            "http://{c}/api/v1/estates/estate-b/incidents/{id}/ack"
-        ))
-        .json(&json!({"by": "张三", "note": "中心已联系维保"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let answer: Value = r.json().await.unwrap();
-    assert_eq!(answer["ok"], true, "{answer}");
+    // the drill-down: the incident's row opens its plan steps and timeline
+    browser
+        .click(&format!("tr[data-incident=\"estate-b/{id}\"]"))
+        .await;
+    browser
+        .until(
+            "the drill-down with the plan's steps and the timeline",
+            "!document.getElementById('detail').hidden && document.querySelectorAll('#d-steps li').length > 0 && document.querySelectorAll('#d-timeline div').length > 0",
+        )
+        .await;
+    // no operator name: the page asks for one and sends nothing
+    browser.click("#d-ack").await;
+    browser
+        .until(
+            "the operator's name asked for",
+            "document.getElementById('result').className === 'bad'",
+        )
+        .await;
+    // the centre acknowledges on behalf of estate b's duty room, from the page
+    browser
+        .js("document.getElementById('by').value = '张三'; document.getElementById('d-note').value = '中心已联系维保'; return true")
+        .await;
+    browser.click("#d-ack").await;
+    browser
+        .until(
+            "the estate's answer on the page",
+            "document.getElementById('result').textContent.includes('200')",
+        )
+        .await;
+    browser
+        .until(
+            "the acknowledgement in the drill-down",
+            "document.getElementById('d-state').textContent.includes('张三@east') && document.getElementById('d-ack').disabled",
+        )
+        .await;
+    // and a note, from the page
+    browser
+        .js("document.getElementById('d-note').value = '已通知物业经理'; return true")
+        .await;
+    browser.click("#d-addnote").await;
+    browser
+        .until(
+            "the estate's answer to the note",
+            "document.getElementById('result').textContent.includes('200')",
+        )
+        .await;
+    browser
+        .until(
+            "the note in the drill-down's timeline",
+            "document.getElementById('d-timeline').textContent.includes('已通知物业经理')",
+        )
+        .await;
     let at_estate: Value = common::get(format!("http://{}/api/v1/incidents/{id}", db.http_addr))
         .await
         .unwrap()
@@ -223,11 +263,56 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
                 && e["token"] == "centre:east"),
         "{audit}"
     );
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "张三@east"
+                && e["action"] == "incident.note"
+                && e["token"] == "centre:east"),
+        "{audit}"
+    );
     wait_for("the acknowledgement at the centre", DEADLINE, || async {
         let d = get(c, &format!("/api/v1/estates/estate-b/incidents/{id}")).await?;
         (d["incident"]["acked_by"] == "张三@east").then_some(())
     })
     .await;
+    // a phone: tiles in one column, the list as cards, the drill-down's buttons reachable
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser
+        .until(
+            "the phone layout",
+            "getComputedStyle(document.getElementById('tiles')).gridTemplateColumns.split(' ').length === 1 && getComputedStyle(document.querySelector('thead')).display === 'none' && document.getElementById('d-addnote').offsetParent !== null",
+        )
+        .await;
+    browser
+        .screenshot_of_at_least("centre-phone.png", &shots, 5_000)
+        .await;
+    // in English
+    browser.click("#lang").await;
+    browser
+        .until(
+            "the page in English",
+            "document.querySelector('th').textContent === 'Estate' && document.getElementById('d-addnote').textContent === 'Add note' && document.documentElement.lang === 'en'",
+        )
+        .await;
+    // the wall layout: no operator controls
+    browser.client.set_window_size(1920, 1080).await.unwrap();
+    browser
+        .client
+        .goto(&format!("http://{c}/?layout=wall"))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the wall layout, still in English, without operator controls",
+            "document.body.classList.contains('wall') && document.getElementById('by').offsetParent === null && document.querySelector('th').textContent === 'Estate' && document.querySelectorAll('.tile').length === 2",
+        )
+        .await;
+    browser
+        .screenshot_of_at_least("centre-wall.png", &shots, 5_000)
+        .await;
     // a second acknowledge (another centre instance, say) changes nothing: idempotent
     let r = common::client()
         .post(format!(

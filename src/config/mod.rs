@@ -796,7 +796,7 @@ fn compile_points(
             profile: profile_part,
             earlier: &points,
         };
-        let source = (protocol.point_source)(pt, own, &ctx, problems);
+        let source = (protocol.point_source)(own, &ctx, problems);
         let (Some(source), true) = (source, ok) else {
             continue;
         };

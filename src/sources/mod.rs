@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::part::Part;
-use crate::config::raw::{DeviceCfg, PointCfg};
+use crate::config::raw::DeviceCfg;
 use crate::config::{PointSource, Problems, Profile, ProfilePoint, Site};
 use crate::model::{DeviceId, SourceEvent};
 use crate::telemetry::Telemetry;
@@ -113,7 +113,7 @@ pub(crate) type ProfileFn = fn(&ProfileCtx<'_>, toml::Table, &mut Problems) -> O
 /// Where a profile point's value is, from the point's keys this source owns; problems
 /// reported by key, None on one.
 pub(crate) type PointSourceFn =
-    fn(&PointCfg, toml::Table, &PointCtx<'_>, &mut Problems) -> Option<PointSource>;
+    fn(toml::Table, &PointCtx<'_>, &mut Problems) -> Option<PointSource>;
 
 /// Start the source's tasks for the site's devices (none when it has no device).
 pub type SpawnFn = fn(

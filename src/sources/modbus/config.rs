@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::codec::{ByteOrder, DataType};
 use super::plan::{self, Block, Function, Limits, Read, Span};
-use crate::config::raw::PointCfg;
 use crate::config::{
     valid_id, Part, PointSource, Problems, Profile, ProfilePoint, Site, ValueKind, ID_RULE,
 };
@@ -290,7 +289,6 @@ struct PointKeys {
 /// A point of a Modbus profile: function, address, type, byte order, bit; checked against
 /// the points before it (overlaps) and the profile's blocks.
 pub(crate) fn point_source(
-    _pt: &PointCfg,
     own: toml::Table,
     ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,

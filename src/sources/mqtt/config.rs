@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::mqtt::MqttBroker;
-use crate::config::raw::{MqttCfg, PointCfg};
+use crate::config::raw::MqttCfg;
 use crate::config::{Part, PointSource, Problems, Site, ValueKind};
 
 /// Where an MQTT point's value is in the JSON payload (its `Part`; the kind of value is the
@@ -33,7 +33,6 @@ struct PointKeys {
 
 /// A point of an MQTT profile: where in the JSON payload, and what kind of value.
 pub(crate) fn point_source(
-    _pt: &PointCfg,
     own: toml::Table,
     ctx: &crate::sources::PointCtx<'_>,
     problems: &mut Problems,

@@ -356,13 +356,7 @@ impl MqttSource {
             })
             .collect();
         if !samples.is_empty() {
-            let _ = self
-                .out
-                .send(SourceEvent::Samples {
-                    source: "mqtt",
-                    samples,
-                })
-                .await;
+            self.send_samples(samples).await;
         }
         if !retained {
             self.set_presence(device, true, None, Some(Instant::now()))
@@ -400,17 +394,21 @@ impl MqttSource {
                     timestamp: now,
                 })
                 .collect();
-            let _ = self
-                .out
-                .send(SourceEvent::Samples {
-                    source: "mqtt",
-                    samples,
-                })
-                .await;
+            self.send_samples(samples).await;
         }
         let _ = self
             .out
             .send(SourceEvent::status(device, online, reason))
+            .await;
+    }
+
+    async fn send_samples(&self, samples: Vec<Sample>) {
+        let _ = self
+            .out
+            .send(SourceEvent::Samples {
+                source: "mqtt",
+                samples,
+            })
             .await;
     }
 
