@@ -64,6 +64,42 @@ command_secret_env = "PW_TEST_ESTATE_SECRET"
     )
 }
 
+/// Read the centre's `/api/v1/stream` until a `state` event satisfies `done`; `ready` is
+/// told when the first (sent at once) has come.
+async fn stream_until(
+    addr: SocketAddr,
+    ready: tokio::sync::oneshot::Sender<()>,
+    done: impl Fn(&Value) -> bool,
+) {
+    let mut ready = Some(ready);
+    use futures::StreamExt;
+    let r = common::client()
+        .get(format!("http://{addr}/api/v1/stream"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for line in event.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    let v: Value = serde_json::from_str(data.trim()).unwrap();
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                    if done(&v) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    panic!("the stream ended");
+}
+
 async fn get(addr: SocketAddr, path: &str) -> Option<Value> {
     common::get(format!("http://{addr}{path}"))
         .await
@@ -203,7 +239,16 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
             "document.getElementById('result').className === 'bad'",
         )
         .await;
-    // the centre acknowledges on behalf of estate b's duty room, from the page
+    // the centre acknowledges on behalf of estate b's duty room, from the page; the change
+    // is pushed on the centre's stream (not only a link's change)
+    let (ready, connected) = tokio::sync::oneshot::channel();
+    let pushed = tokio::spawn(stream_until(c, ready, move |st| {
+        st["incidents"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|i| i["site"] == "estate-b" && i["id"] == id && i["acked_by"] == "张三@east")
+        })
+    }));
+    connected.await.unwrap();
     browser
         .js("document.getElementById('by').value = '张三'; document.getElementById('d-note').value = '中心已联系维保'; return true")
         .await;
@@ -220,6 +265,10 @@ async fn the_centre_sees_every_estate_and_acknowledges_for_one() {
             "document.getElementById('d-state').textContent.includes('张三@east') && document.getElementById('d-ack').disabled",
         )
         .await;
+    tokio::time::timeout(DEADLINE, pushed)
+        .await
+        .expect("the acknowledgement on the centre's stream")
+        .unwrap();
     // and a note, from the page
     browser
         .js("document.getElementById('d-note').value = '已通知物业经理'; return true")

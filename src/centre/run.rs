@@ -173,7 +173,14 @@ async fn broker_loop(s: Shared, mut eventloop: rumqttc::EventLoop, stop: Cancell
                             .applied
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    Ok(Change::Repeat | Change::Result) => {
+                        s.counters
+                            .applied
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Ok(_) => {
+                        // the page's stream sends the new state (at most two a second)
+                        s.changed();
                         s.counters
                             .applied
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
