@@ -404,6 +404,7 @@ pub mod browser;
 pub mod mqtt;
 pub mod notify;
 pub mod procs;
+pub mod proxy;
 #[allow(unused_imports)]
 pub use procs::{copy_profiles, demo_site, spawn_daemon, write_site, DemoSite, Ports, Proc};
 pub mod services;
