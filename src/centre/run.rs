@@ -234,6 +234,7 @@ fn report(site: &str, before: &Health, after: &Health) {
 /// Silence is a matter of time: look at every estate once a second.
 async fn watch(s: Shared, stop: CancellationToken) {
     let mut last: HashMap<String, Health> = HashMap::new();
+    let mut incomplete_now: std::collections::HashSet<String> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -253,6 +254,16 @@ async fn watch(s: Shared, stop: CancellationToken) {
                 s.changed();
             }
             last.insert(site.clone(), h);
+            let e = &view.estates[site];
+            if incomplete(e, now) {
+                if incomplete_now.insert(site.clone()) {
+                    warn!(%site, missing = ?e.missing(), "the centre's view of this estate is incomplete: its summaries count incidents or devices the centre never received (retained messages dropped by the broker? size its queue for the centre)");
+                    s.changed();
+                }
+            } else if incomplete_now.remove(site) {
+                info!(%site, "the centre's view of this estate is complete again");
+                s.changed();
+            }
         }
     }
 }
@@ -318,10 +329,19 @@ fn estates_json(s: &Shared) -> serde_json::Value {
                 "oldest_unacked_p1": oldest_unacked_p1,
                 "last_event": e.last_event,
                 "summary_at": e.summary.as_ref().map(|s| s.at),
+                "incomplete": incomplete(e, now),
+                "missing": if incomplete(e, now) { e.missing() } else { Vec::new() },
             })
         })
         .collect();
     serde_json::Value::Array(list)
+}
+
+/// Longer than two heartbeats (at least 10 s) the summaries have counted what the centre
+/// does not hold.
+fn incomplete(e: &crate::centre::view::Estate, now: i64) -> bool {
+    let heartbeat = e.summary.as_ref().map_or(10_000, |s| s.heartbeat_ms as i64);
+    e.incomplete(now, (2 * heartbeat).max(10_000))
 }
 
 fn by_severity(it: impl Iterator<Item = Severity>) -> std::collections::BTreeMap<Severity, u32> {
@@ -514,6 +534,16 @@ async fn metrics(State(s): State<Shared>) -> Response {
             esc(&s.cfg.id),
             esc(&region),
             esc(&e.site)
+        );
+    }
+    let _ = writeln!(out, "# HELP propwatch_centre_estate_view_incomplete 1 while the estate's summaries count incidents or devices the centre does not hold (retained messages lost: size the broker's queue).\n# TYPE propwatch_centre_estate_view_incomplete gauge");
+    for e in view.estates.values() {
+        let _ = writeln!(
+            out,
+            "propwatch_centre_estate_view_incomplete{{centre=\"{}\",site=\"{}\"}} {}",
+            esc(&s.cfg.id),
+            esc(&e.site),
+            u8::from(incomplete(e, now))
         );
     }
     let _ = writeln!(out, "# HELP propwatch_centre_incidents_open Open incidents of each estate, by severity.\n# TYPE propwatch_centre_incidents_open gauge");

@@ -27,6 +27,34 @@ pub struct Estate {
     pub last_event: i64,
     pub repeats: u64,
     pub timelines: BTreeMap<i64, VecDeque<EventRecord>>,
+    /// Since when (centre's clock) the summaries have said something the centre does not
+    /// hold: another number of open incidents or of devices than the snapshots it has.
+    pub mismatch_since: Option<i64>,
+}
+
+impl Estate {
+    /// What the newest summary says the centre is missing, if anything: `incidents`,
+    /// `devices`.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let Some(s) = &self.summary else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if s.incidents.open as usize != self.incidents.len() {
+            out.push("incidents");
+        }
+        if (s.devices.total as usize) > self.devices.len() {
+            out.push("devices");
+        }
+        out
+    }
+
+    /// The view of this estate has been incomplete for longer than `grace` ms (a snapshot
+    /// and the summary that counts it may arrive a moment apart; a broker that dropped
+    /// retained messages leaves the difference standing).
+    pub fn incomplete(&self, now: i64, grace: i64) -> bool {
+        self.mismatch_since.is_some_and(|t| now - t > grace)
+    }
 }
 
 /// How an estate is, for its tile and the centre's own alarm.
@@ -144,6 +172,11 @@ impl View {
                     .map_err(|e| Rejected::Invalid(format!("summary: {e}")))?;
                 est.summary = Some(s);
                 est.summary_seen = Some(now);
+                if est.missing().is_empty() {
+                    est.mismatch_since = None;
+                } else {
+                    est.mismatch_since.get_or_insert(now);
+                }
                 Ok(Change::Summary)
             }
             ("incidents", Some(id)) => {
@@ -330,5 +363,37 @@ mod tests {
             Ok(Change::IncidentClosed(1))
         );
         assert!(v.estates["a"].timelines.is_empty());
+    }
+
+    #[test]
+    fn a_summary_counting_what_the_centre_does_not_hold_is_an_incomplete_view() {
+        let mut v = View::new("propwatch/v1");
+        let summary = |open: u32| {
+            serde_json::to_vec(&json!({"v": 1, "site": "a", "name": "A", "version": "x", "at": 1, "heartbeat_ms": 1000,
+                "devices": {"total": 0, "online": 0, "offline": 0, "unknown": 0, "out_of_service": 0},
+                "incidents": {"open": open, "by_severity": {}, "unacked_p1": 0}, "last_event": 0}))
+            .unwrap()
+        };
+        v.apply("propwatch/v1/a/summary", &summary(0), 1_000)
+            .unwrap();
+        assert!(v.estates["a"].missing().is_empty());
+        // the estate says 2 incidents are open; the centre has none of their snapshots
+        v.apply("propwatch/v1/a/summary", &summary(2), 2_000)
+            .unwrap();
+        assert_eq!(v.estates["a"].missing(), vec!["incidents"]);
+        assert!(
+            !v.estates["a"].incomplete(2_500, 1_000),
+            "a moment apart is fine"
+        );
+        v.apply("propwatch/v1/a/summary", &summary(2), 5_000)
+            .unwrap();
+        assert!(
+            v.estates["a"].incomplete(5_000, 1_000),
+            "standing: incomplete since 2,000"
+        );
+        // back in step
+        v.apply("propwatch/v1/a/summary", &summary(0), 6_000)
+            .unwrap();
+        assert!(!v.estates["a"].incomplete(9_000, 1_000));
     }
 }
