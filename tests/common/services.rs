@@ -244,17 +244,22 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(dir: &Path, targets: &[String], scrape_interval: Duration) -> Self {
-        let conf = dir.join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        std::fs::write(
-            &conf,
-            format!(
+        Self::start_with_config(
+            dir,
+            &format!(
                 "global:\n  scrape_interval: {s}ms\n  scrape_timeout: {s}ms\n  evaluation_interval: {s}ms\nscrape_configs:\n  - job_name: propwatch\n    static_configs:\n      - targets: [{}]\n",
                 targets.join(", "),
                 s = scrape_interval.as_millis()
             ),
         )
-        .unwrap();
+        .await
+    }
+
+    /// With a whole configuration file of its own.
+    pub async fn start_with_config(dir: &Path, config: &str) -> Self {
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(&conf, config).unwrap();
         let (child, port) = start_service(
             "prometheus",
             &dir.join("prometheus.log"),
@@ -401,6 +406,21 @@ impl Victoria {
 
     pub fn url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// A PromQL instant query through VictoriaMetrics' Prometheus API: the result vector.
+    pub async fn query(&self, expr: &str) -> Option<Vec<serde_json::Value>> {
+        let v: serde_json::Value = self
+            .client
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["data"]["result"].as_array().cloned()
     }
 
     /// Every series matching `selector` with its samples, via /api/v1/export (after a flush).
