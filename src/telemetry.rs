@@ -68,6 +68,10 @@ pub struct AlarmMetrics {
     pub active: IntGaugeVec,
     pub raised: IntCounterVec,
     pub incidents_open: IntGaugeVec,
+    /// Open incidents nobody has acknowledged, by severity.
+    pub incidents_unacked: IntGaugeVec,
+    /// Seconds from an incident's opening to its acknowledgement / arrival on site.
+    pub response: HistogramVec,
     pub rule_errors: IntCounterVec,
     pub store_errors: IntCounter,
     pub store_pending: IntGauge,
@@ -83,6 +87,8 @@ impl AlarmMetrics {
             active: gauge_vec(registry, "propwatch_alarm_active", "1 while the alarm condition is active or latched.", &["device", "rule", "plan", "severity"]),
             raised: counter_vec(registry, "propwatch_alarms_raised_total", "Alarm occurrences raised, by plan.", &["plan", "severity"]),
             incidents_open: gauge_vec(registry, "propwatch_incidents_open", "Incidents not yet resolved, by plan.", &["plan"]),
+            incidents_unacked: gauge_vec(registry, "propwatch_incidents_unacknowledged", "Open incidents nobody has acknowledged, by severity.", &["severity"]),
+            response: histogram_vec(registry, "propwatch_incident_response_seconds", "Seconds from an incident's opening to its acknowledgement (stage=acknowledge) or to the arrival on site (stage=arrive).", &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0], &["plan", "severity", "stage"]),
             rule_errors: counter_vec(registry, "propwatch_rule_errors_total", "Rule evaluations that failed for a reason other than missing data (e.g. a type error).", &["rule"]),
             store_errors: counter(registry, "propwatch_alarm_store_errors_total", "Failed writes to the alarm state store (kept in memory and retried)."),
             store_pending: gauge(registry, "propwatch_alarm_store_pending_writes", "State changes waiting for the state store after a failed write."),

@@ -19,13 +19,14 @@ use common::*;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
-const SUBJECTS: [&str; 6] = [
+const SUBJECTS: [&str; 7] = [
     "overview",
     "pump-room",
     "distribution-room",
     "elevators",
     "fire-panel",
     "alarms",
+    "fleet",
 ];
 const FLAVOURS: [&str; 2] = ["influxql", "prometheus"];
 /// Time range the dashboards are evaluated over (Grafana's `now-15m` to `now`).
@@ -719,6 +720,36 @@ fn demo_with_influx(dir: &Path, influx_url: &str) -> PathBuf {
     .path
 }
 
+const TOKEN: &str = "dashboards-operator-token-0123456789";
+
+/// Acknowledge the estate's open fire incident and record the arrival on site.
+async fn respond_to_fire(http: u16) {
+    let base = format!("http://127.0.0.1:{http}/api/v1/incidents");
+    let id = wait_for("the fire incident", SETUP_DEADLINE, || async {
+        let list: Value = common::client()
+            .get(&base)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list.as_array()?.iter().find(|i| i["plan"] == "fire")?["id"].as_i64()
+    })
+    .await;
+    for step in ["ack", "arrive"] {
+        let r = common::client()
+            .post(format!("{base}/{id}/{step}"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"by": "值班员"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{step}: {}", r.status());
+    }
+}
+
 async fn scenario(sim_http: u16, path: &str) {
     let r = common::client()
         .post(format!("http://127.0.0.1:{sim_http}/scenarios/{path}"))
@@ -747,23 +778,46 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
     }
     let influx = Influxd::start(&dir.path().join("influxdb")).await;
     influx.query("", "CREATE DATABASE propwatch").await;
-    let config = demo_with_influx(&dir.path().join("site"), &influx.url());
-    let mut cmd = Command::new(BIN);
-    cmd.args(["demo", "--config"])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path().join("site/state"));
-    let (_daemon, ports) = spawn_daemon(
-        cmd,
-        &dir.path().join("site/ports.json"),
-        &dir.path().join("site/daemon.log"),
-        SETUP_DEADLINE,
-    )
-    .await;
+    // two estates into one InfluxDB and one Prometheus (the fleet dashboards compare them):
+    // the demo, and the demo again as "lvyuan-east"
+    let start = |sub: &'static str, site: &'static str| {
+        let d = dir.path().join(sub);
+        let config = demo_with_influx(&d, &influx.url());
+        if site != "lvyuan" {
+            let text = std::fs::read_to_string(&config).unwrap();
+            assert!(text.contains("id = \"lvyuan\""));
+            std::fs::write(
+                &config,
+                text.replacen("id = \"lvyuan\"", &format!("id = \"{site}\""), 1),
+            )
+            .unwrap();
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.args(["demo", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .env("PROPWATCH_DEMO_TOKEN", TOKEN);
+        async move {
+            spawn_daemon(
+                cmd,
+                &d.join("ports.json"),
+                &d.join("daemon.log"),
+                SETUP_DEADLINE,
+            )
+            .await
+        }
+    };
+    std::fs::create_dir_all(dir.path().join("east")).unwrap();
+    let (_daemon, ports) = start("site", "lvyuan").await;
+    let (_east, east_ports) = start("east", "lvyuan-east").await;
     let (http, sim_http) = (ports.http(), ports.sim());
     let prom = Prometheus::start(
         &dir.path().join("prometheus"),
-        &[format!("127.0.0.1:{http}")],
+        &[
+            format!("127.0.0.1:{http}"),
+            format!("127.0.0.1:{}", east_ports.http()),
+        ],
         Duration::from_secs(1),
     )
     .await;
@@ -803,6 +857,12 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
             .all(|p| m.get("propwatch_incidents_open", &[("plan", p)]) >= Some(1.0))
     })
     .await;
+    // the duty rooms respond: a fire at each estate acknowledged and attended (the fleet's
+    // response times); the entrapment stays unacknowledged until its limit is overdue
+    scenario(east_ports.sim(), "fire").await;
+    for h in [http, east_ports.http()] {
+        respond_to_fire(h).await;
+    }
 
     let dashes: Vec<Dash> = dashboards()
         .into_iter()
@@ -852,5 +912,26 @@ async fn every_dashboard_query_returns_data_from_influxdb_and_prometheus() {
     );
     eprintln!(
         "every dashboard query returned data: {influx_queries} InfluxQL queries against InfluxDB, {prom_queries} PromQL queries through promtool against Prometheus"
+    );
+    // the fleet dashboards saw both estates, in both flavours
+    let sites = prom
+        .instant("count by (site) (propwatch_incident_response_seconds_count{stage=\"arrive\"})")
+        .await
+        .unwrap();
+    assert_eq!(sites.len(), 2, "both estates' response times: {sites:?}");
+    let v = influx
+        .query(
+            "propwatch",
+            "SELECT mean(\"seconds\") FROM \"alarm_events\" WHERE \"kind\" = 'incident_acked' GROUP BY \"site\"",
+        )
+        .await;
+    let series = v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        series.len(),
+        2,
+        "both estates' acknowledgements in InfluxDB: {v}"
     );
 }

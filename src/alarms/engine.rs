@@ -1480,6 +1480,18 @@ impl Engine {
                 .count();
             g.with_label_values(&[p.id.as_str()]).set(n as i64);
         }
+        for sev in [Severity::P1, Severity::P2, Severity::P3] {
+            let n = self
+                .incidents
+                .values()
+                .filter(|i| i.severity == sev && i.is_open() && i.acked_at.is_none())
+                .count();
+            self.telemetry
+                .alarms
+                .incidents_unacked
+                .with_label_values(&[sev.as_str()])
+                .set(n as i64);
+        }
     }
 
     /// Timers that run without samples: shelving expiry and the plans' time limits.
@@ -1692,8 +1704,14 @@ impl Engine {
             inc.acked_by = Some(by.to_string());
             inc.refresh_state();
             let delay = (now - inc.opened_at) / 1000;
+            self.telemetry
+                .alarms
+                .response
+                .with_label_values(&[inc.plan.as_str(), inc.severity.as_str(), "acknowledge"])
+                .observe(delay.max(0) as f64);
             self.timed_step(now, id, EventKind::IncidentAcked, by, "确认", delay, note);
             self.save_incident(id);
+            self.update_incident_gauges();
         }
     }
 
@@ -1935,6 +1953,11 @@ impl Engine {
         inc.arrived_by = Some(by.clone());
         inc.refresh_state();
         let secs = (now - inc.opened_at) / 1000;
+        self.telemetry
+            .alarms
+            .response
+            .with_label_values(&[inc.plan.as_str(), inc.severity.as_str(), "arrive"])
+            .observe(secs.max(0) as f64);
         let kind = EventKind::IncidentArrived;
         self.timed_step(now, id, kind, &by, "到达现场", secs, note.as_deref());
         self.save_incident(id);

@@ -116,6 +116,9 @@ impl Alarms {
         let reader = Store::open(path).map_err(io)?;
         let beats = telemetry.beats.clone();
         // every plan's series exist from the start, so increase()/rate() see the first alarm
+        for sev in ["P1", "P2", "P3"] {
+            telemetry.alarms.incidents_unacked.with_label_values(&[sev]);
+        }
         for plan in &site.alarms.plans {
             for sev in ["P1", "P2", "P3"] {
                 telemetry

@@ -9,7 +9,8 @@
 //! Alarm and incident events (the timeline) go to the measurement `alarm_events`: tags
 //! `site`, `kind` (`incident_opened`, `alarm_raised`, `alarm_acked`, `limit_overdue`, ...),
 //! `plan`, `severity`, `room`, `device` where known; fields `text`, `incident`, `alarm`,
-//! `notify`, `by`; the event's own time. Grafana uses it for annotations. InfluxDB keeps one
+//! `notify`, `by`, and `seconds` for an acknowledgement or an arrival (since the incident
+//! opened); the event's own time. Grafana uses it for annotations. InfluxDB keeps one
 //! point per series and timestamp (the last written), and one evaluation step often writes
 //! several events of one series at the same instant (an incident's alarms acknowledged or
 //! back to normal together, incidents grouped under a root cause): [`EventStamps`] writes
@@ -283,6 +284,10 @@ pub fn encode_event(
     }
     if let Some(by) = &e.by {
         f = f.field("by", by.as_str());
+    }
+    // an operator's timed step (acknowledge, arrive): seconds since the incident opened
+    if let Some(s) = e.detail.seconds {
+        f = f.field("seconds", s);
     }
     *out = f.timestamp(ts).close_line().build();
     1
