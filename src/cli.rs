@@ -70,6 +70,9 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Read a device's registers or bits once, decoded with any type, byte order and scale
+    /// (commissioning: what mbpoll/modpoll do); exit 1 on no answer or an exception reply.
+    Read(crate::sources::modbus::read::ReadArgs),
     /// Validate a site config and its profiles; print every problem; exit 64 if any.
     CheckConfig {
         #[arg(long, short)]
@@ -167,6 +170,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::CheckConfig { config } => check_config(&config),
+            Command::Read(a) => read_once(&a).await,
             Command::Run { config, ports_file } => match load(&config) {
                 Ok(site) => run(config, site, ports_file).await,
                 Err(code) => code,
@@ -203,6 +207,28 @@ pub fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// `propwatch read`: one request, its values printed (a table, or JSON with --json).
+async fn read_once(a: &crate::sources::modbus::read::ReadArgs) -> ExitCode {
+    use crate::sources::modbus::read;
+    match read::read(a).await {
+        Ok(rows) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else {
+                print!("{}", read::table(a, &rows));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("propwatch read: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 async fn centre(path: &Path, ports_file: Option<PathBuf>) -> ExitCode {

@@ -114,13 +114,12 @@ impl Drop for Peer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_from_pymodbus_match_on_metrics() {
+/// The pymodbus peer on a free port; its logs in `logs`.
+async fn start_peer(logs: &std::path::Path) -> (Peer, u16) {
     let script = repo().join("tests/peers/pymodbus_server.py");
-    let logs = tempfile::tempdir().unwrap();
     let (child, port) = common::services::start_service(
         "pymodbus",
-        &logs.path().join("pymodbus.log"),
+        &logs.join("pymodbus.log"),
         |port, log| {
             let (out, err) = common::services::log_file(log);
             Command::new("python3")
@@ -138,7 +137,80 @@ async fn values_from_pymodbus_match_on_metrics() {
         },
     )
     .await;
-    let _peer = Peer(child);
+    (Peer(child), port)
+}
+
+/// `propwatch read` against the peer: (exit code, stdout, stderr).
+fn read(args: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .arg("read")
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `propwatch read` decodes what pymodbus serves (its words computed by Python's struct
+/// module), in every type and order the map has; an exception reply, a closed port and a
+/// wrong request are said clearly, with exit codes 1, 1 and 64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propwatch_read_decodes_what_pymodbus_serves() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_peer, port) = start_peer(logs.path()).await;
+    let at = format!("--tcp 127.0.0.1:{port}");
+    let values = |args: &str| -> Vec<f64> {
+        let (code, out, err) = read(&format!("{at} {args} --json"));
+        assert_eq!(code, 0, "{args}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(values("--address 0 --type f32 --order CDAB"), vec![231.5]);
+    assert_eq!(values("--address 2 --type i32"), vec![-123456.0]);
+    assert_eq!(values("--address 4 --scale 0.01"), vec![12.34]);
+    assert_eq!(values("--address 6 --type i16"), vec![-42.0]);
+    assert_eq!(values("--address 7 --type u32 --order CDAB"), vec![70000.0]);
+    assert_eq!(values("--address 4 --count 3"), vec![1234.0, 9.0, 65494.0]);
+    assert_eq!(
+        values("--function 1 --address 0 --count 4 --type bool"),
+        vec![1.0, 0.0, 1.0, 1.0]
+    );
+    assert_eq!(
+        values("--function 2 --address 0 --count 2 --type bool"),
+        vec![0.0, 1.0]
+    );
+    assert_eq!(values("--function 4 --address 0 --scale 0.1"), vec![50.0]);
+    // the wrong order shows at once: CDAB words read as ABCD are not 231.5
+    assert_ne!(values("--address 0 --type f32"), vec![231.5]);
+    // the table a person reads: the words in hex next to the value
+    let (code, out, _) = read(&format!("{at} --address 0 --type f32 --order CDAB"));
+    assert_eq!(code, 0);
+    assert!(out.contains("231.5") && out.contains("8000 4367"), "{out}");
+    // beyond the map: the device's exception, exit 1
+    let (code, _, err) = read(&format!("{at} --address 50"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exception"), "{err}");
+    // nothing listening
+    let closed = common::free_port();
+    let (code, _, err) = read(&format!("--tcp 127.0.0.1:{closed} --address 0"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+    // a request that cannot be right is refused before anything is sent
+    let (code, _, err) = read(&format!("{at} --address 0 --function 1"));
+    assert_eq!(code, 64, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_from_pymodbus_match_on_metrics() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_peer, port) = start_peer(logs.path()).await;
 
     let toml = format!(
         r#"

@@ -17,6 +17,7 @@ pub mod decode;
 pub mod line;
 pub mod metrics;
 pub mod plan;
+pub mod read;
 mod transport;
 
 use std::sync::Arc;
