@@ -73,6 +73,9 @@ enum Command {
     /// Read a device's registers or bits once, decoded with any type, byte order and scale
     /// (commissioning: what mbpoll/modpoll do); exit 1 on no answer or an exception reply.
     Read(crate::sources::modbus::read::ReadArgs),
+    /// Find the unit ids that answer on a bus or endpoint (sweeping baud rates and parities
+    /// on a serial port when given several), with each device's identification (FC 43/14).
+    Scan(crate::sources::modbus::scan::ScanArgs),
     /// Validate a site config and its profiles; print every problem; exit 64 if any.
     CheckConfig {
         #[arg(long, short)]
@@ -171,6 +174,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::CheckConfig { config } => check_config(&config),
             Command::Read(a) => read_once(&a).await,
+            Command::Scan(a) => scan(&a).await,
             Command::Run { config, ports_file } => match load(&config) {
                 Ok(site) => run(config, site, ports_file).await,
                 Err(code) => code,
@@ -226,6 +230,37 @@ async fn read_once(a: &crate::sources::modbus::read::ReadArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("propwatch read: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `propwatch scan`: what answered (a table, or JSON with --json); Ctrl-C ends it with what
+/// was found so far (exit 130).
+async fn scan(a: &crate::sources::modbus::scan::ScanArgs) -> ExitCode {
+    use crate::sources::modbus::scan;
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    match scan::scan(a, &stop).await {
+        Ok(s) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print!("{}", scan::table(&s));
+            }
+            if s.interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("propwatch scan: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -207,6 +207,86 @@ async fn propwatch_read_decodes_what_pymodbus_serves() {
     assert_eq!(code, 64, "{err}");
 }
 
+/// `propwatch scan` finds the units pymodbus serves behind one endpoint, with the device
+/// identification (FC 43/14) pymodbus gives; a closed port is said clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propwatch_scan_finds_the_units_and_their_identification() {
+    let logs = tempfile::tempdir().unwrap();
+    let script = repo().join("tests/peers/pymodbus_units.py");
+    let (child, port) = common::services::start_service(
+        "pymodbus",
+        &logs.path().join("pymodbus.log"),
+        |port, log| {
+            let (out, err) = common::services::log_file(log);
+            Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg("1,5,17")
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("python3 with pymodbus is needed (scripts/test installs it)")
+        },
+        |port| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let _peer = Peer(child);
+    let out = Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args([
+            "scan",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+            "--units",
+            "1-20",
+        ])
+        .args(["--timeout-ms", "500", "--delay-ms", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let with_registers: Vec<u64> = v["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["answer"] == "registers")
+        .map(|f| f["unit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(with_registers, vec![1, 5, 17], "{v}");
+    let five = v["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["unit"] == 5)
+        .unwrap();
+    assert_eq!(
+        five["identification"],
+        serde_json::json!(["PeerVendor", "PV-100", "2.1"]),
+        "{v}"
+    );
+    assert_eq!(v["interrupted"], false);
+    let closed = common::free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args([
+            "scan",
+            "--tcp",
+            &format!("127.0.0.1:{closed}"),
+            "--units",
+            "1-3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_from_pymodbus_match_on_metrics() {
     let logs = tempfile::tempdir().unwrap();

@@ -18,6 +18,7 @@ pub mod line;
 pub mod metrics;
 pub mod plan;
 pub mod read;
+pub mod scan;
 mod transport;
 
 use std::sync::Arc;

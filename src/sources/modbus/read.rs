@@ -166,7 +166,7 @@ fn plan(a: &ReadArgs) -> Result<Plan, ReadError> {
     })
 }
 
-fn connection(a: &ReadArgs) -> Result<Connection, ReadError> {
+pub(crate) fn connection(a: &ReadArgs) -> Result<Connection, ReadError> {
     let transport = match (&a.tcp, &a.rtu_over_tcp, &a.serial) {
         (Some(t), None, None) => Transport::Tcp { address: t.clone() },
         (None, Some(t), None) => Transport::RtuOverTcp { address: t.clone() },
