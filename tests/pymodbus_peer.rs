@@ -114,9 +114,9 @@ impl Drop for Peer {
     }
 }
 
-/// The pymodbus peer on a free port; its logs in `logs`.
-async fn start_peer(logs: &std::path::Path) -> (Peer, u16) {
-    let script = repo().join("tests/peers/pymodbus_server.py");
+/// A pymodbus peer (`tests/peers/<script>` PORT ARGS...) on a free port; its logs in `logs`.
+async fn start_peer(logs: &std::path::Path, script: &str, args: &[&str]) -> (Peer, u16) {
+    let script = repo().join("tests/peers").join(script);
     let (child, port) = common::services::start_service(
         "pymodbus",
         &logs.join("pymodbus.log"),
@@ -125,6 +125,7 @@ async fn start_peer(logs: &std::path::Path) -> (Peer, u16) {
             Command::new("python3")
                 .arg(&script)
                 .arg(port.to_string())
+                .args(args)
                 .stdout(out)
                 .stderr(err)
                 .spawn()
@@ -160,7 +161,7 @@ fn read(args: &str) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propwatch_read_decodes_what_pymodbus_serves() {
     let logs = tempfile::tempdir().unwrap();
-    let (_peer, port) = start_peer(logs.path()).await;
+    let (_peer, port) = start_peer(logs.path(), "pymodbus_server.py", &[]).await;
     let at = format!("--tcp 127.0.0.1:{port}");
     let values = |args: &str| -> Vec<f64> {
         let (code, out, err) = read(&format!("{at} {args} --json"));
@@ -212,29 +213,7 @@ async fn propwatch_read_decodes_what_pymodbus_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propwatch_scan_finds_the_units_and_their_identification() {
     let logs = tempfile::tempdir().unwrap();
-    let script = repo().join("tests/peers/pymodbus_units.py");
-    let (child, port) = common::services::start_service(
-        "pymodbus",
-        &logs.path().join("pymodbus.log"),
-        |port, log| {
-            let (out, err) = common::services::log_file(log);
-            Command::new("python3")
-                .arg(&script)
-                .arg(port.to_string())
-                .arg("1,5,17")
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("python3 with pymodbus is needed (scripts/test installs it)")
-        },
-        |port| async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
-    let _peer = Peer(child);
+    let (_peer, port) = start_peer(logs.path(), "pymodbus_units.py", &["1,5,17"]).await;
     let out = Command::new(env!("CARGO_BIN_EXE_propwatch"))
         .args([
             "scan",
@@ -290,7 +269,7 @@ async fn propwatch_scan_finds_the_units_and_their_identification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_from_pymodbus_match_on_metrics() {
     let logs = tempfile::tempdir().unwrap();
-    let (_peer, port) = start_peer(logs.path()).await;
+    let (_peer, port) = start_peer(logs.path(), "pymodbus_server.py", &[]).await;
 
     let toml = format!(
         r#"

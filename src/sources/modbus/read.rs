@@ -14,9 +14,10 @@ use super::decode::{self, ReadData};
 use super::plan::{Function, Limits};
 use crate::config::{Connection, Parity, SerialSettings, Transport};
 
-/// What to read and how to show it (`propwatch read --help`).
+/// Where the device or the bus is (`read` and `scan`): one of `--tcp`, `--rtu-over-tcp`,
+/// `--serial`, with the serial line's settings.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ReadArgs {
+pub struct LinkArgs {
     /// Modbus TCP: HOST:PORT.
     #[arg(long, group = "link")]
     pub tcp: Option<String>,
@@ -35,6 +36,65 @@ pub struct ReadArgs {
     pub data_bits: u8,
     #[arg(long, default_value_t = 1)]
     pub stop_bits: u8,
+}
+
+impl LinkArgs {
+    /// The connection to open, waiting `timeout_ms` for each answer; a serial port at
+    /// `line` (baud rate, parity: a scan's sweep) or at `--baud`/`--parity`.
+    pub(crate) fn connection(
+        &self,
+        timeout_ms: u64,
+        line: Option<(u32, &str)>,
+    ) -> Result<Connection, ReadError> {
+        let (baud, parity) = line.unwrap_or((self.baud, self.parity.as_str()));
+        let transport = match (&self.tcp, &self.rtu_over_tcp, &self.serial) {
+            (Some(t), None, None) => Transport::Tcp { address: t.clone() },
+            (None, Some(t), None) => Transport::RtuOverTcp { address: t.clone() },
+            (None, None, Some(port)) => Transport::Rtu(SerialSettings {
+                port: port.clone(),
+                baud_rate: baud,
+                parity: match parity {
+                    "none" => Parity::None,
+                    "even" => Parity::Even,
+                    "odd" => Parity::Odd,
+                    p => return Err(ReadError::Usage(format!("parity {p:?}: none, even or odd"))),
+                },
+                data_bits: self.data_bits,
+                stop_bits: self.stop_bits,
+            }),
+            _ => {
+                return Err(ReadError::Usage(
+                    "say where the device is: --tcp, --rtu-over-tcp or --serial".into(),
+                ))
+            }
+        };
+        let t = Duration::from_millis(timeout_ms.clamp(1, 60_000));
+        Ok(Connection {
+            id: "read".into(),
+            transport,
+            timeout: t,
+            connect_timeout: t.max(Duration::from_secs(3)),
+            retries: 0,
+            inter_request_delay: Duration::ZERO,
+            baud_rate: baud,
+            reconnect_backoff_max: Duration::from_secs(1),
+            device_backoff_max: Duration::from_secs(1),
+            limits: Limits {
+                max_registers: 125,
+                max_bits: 2000,
+                max_gap_registers: 0,
+                max_gap_bits: 0,
+            },
+            devices: Vec::new(),
+        })
+    }
+}
+
+/// What to read and how to show it (`propwatch read --help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// The unit (slave) id.
     #[arg(long, default_value_t = 1)]
     pub unit: u8,
@@ -166,53 +226,6 @@ fn plan(a: &ReadArgs) -> Result<Plan, ReadError> {
     })
 }
 
-pub(crate) fn connection(a: &ReadArgs) -> Result<Connection, ReadError> {
-    let transport = match (&a.tcp, &a.rtu_over_tcp, &a.serial) {
-        (Some(t), None, None) => Transport::Tcp { address: t.clone() },
-        (None, Some(t), None) => Transport::RtuOverTcp { address: t.clone() },
-        (None, None, Some(port)) => Transport::Rtu(SerialSettings {
-            port: port.clone(),
-            baud_rate: a.baud,
-            parity: match a.parity.as_str() {
-                "none" => Parity::None,
-                "even" => Parity::Even,
-                "odd" => Parity::Odd,
-                p => {
-                    return Err(ReadError::Usage(format!(
-                        "--parity {p:?}: none, even or odd"
-                    )))
-                }
-            },
-            data_bits: a.data_bits,
-            stop_bits: a.stop_bits,
-        }),
-        _ => {
-            return Err(ReadError::Usage(
-                "say where the device is: --tcp, --rtu-over-tcp or --serial".into(),
-            ))
-        }
-    };
-    let t = Duration::from_millis(a.timeout_ms.clamp(1, 60_000));
-    Ok(Connection {
-        id: "read".into(),
-        transport,
-        timeout: t,
-        connect_timeout: t.max(Duration::from_secs(3)),
-        retries: 0,
-        inter_request_delay: Duration::ZERO,
-        baud_rate: a.baud,
-        reconnect_backoff_max: Duration::from_secs(1),
-        device_backoff_max: Duration::from_secs(1),
-        limits: Limits {
-            max_registers: 125,
-            max_bits: 2000,
-            max_gap_registers: 0,
-            max_gap_bits: 0,
-        },
-        devices: Vec::new(),
-    })
-}
-
 /// Decode what the device answered.
 fn rows(a: &ReadArgs, p: &Plan, data: ReadData) -> Result<Vec<Row>, ReadError> {
     let scaled = |raw: f64| codec::scale(raw, a.scale, a.offset);
@@ -265,7 +278,7 @@ fn rows(a: &ReadArgs, p: &Plan, data: ReadData) -> Result<Vec<Row>, ReadError> {
 /// Connect, send the one request, decode the answer.
 pub async fn read(a: &ReadArgs) -> Result<Vec<Row>, ReadError> {
     let p = plan(a)?;
-    let conn = connection(a)?;
+    let conn = a.link.connection(a.timeout_ms, None)?;
     let mut ctx = match timeout(conn.connect_timeout, super::transport::connect(&conn)).await {
         Ok(Ok(ctx)) => ctx,
         Ok(Err(e)) => return Err(ReadError::Connect(e.to_string())),
@@ -347,10 +360,11 @@ mod tests {
             assert!(e.to_string().contains(want), "{line}: {e}");
             assert_eq!(e.exit_code(), 64);
         }
-        let e = connection(&args("--address 0")).unwrap_err();
+        let e = args("--address 0").link.connection(1000, None).unwrap_err();
         assert!(e.to_string().contains("--tcp, --rtu-over-tcp or --serial"));
-        let e = connection(&args("--serial /dev/x --parity mark --address 0")).unwrap_err();
-        assert!(e.to_string().contains("--parity"));
+        let a = args("--serial /dev/x --parity mark --address 0");
+        let e = a.link.connection(1000, None).unwrap_err();
+        assert!(e.to_string().contains("parity \"mark\""));
         assert_eq!(
             plan(&args("--tcp h:1 --address 4 --type f64"))
                 .unwrap()

@@ -13,26 +13,19 @@ use tokio_modbus::prelude::{ReadCode, SlaveContext};
 use tokio_modbus::{Request, Response, Slave};
 
 use super::read::ReadError;
-use crate::config::{Connection, Parity, Transport};
+use crate::config::Connection;
 
 /// What to scan (`propwatch scan --help`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScanArgs {
-    /// Modbus TCP: HOST:PORT.
-    #[arg(long, group = "link")]
-    pub tcp: Option<String>,
-    /// RTU frames over TCP (a serial device server, a DTU): HOST:PORT.
-    #[arg(long, group = "link")]
-    pub rtu_over_tcp: Option<String>,
-    /// RS-485 RTU on a serial port, e.g. /dev/ttyUSB0.
-    #[arg(long, group = "link")]
-    pub serial: Option<String>,
-    /// Baud rates to try on a serial port, e.g. 9600,19200 (the sweep is every baud rate
-    /// with every parity).
-    #[arg(long, value_delimiter = ',', default_value = "9600")]
+    #[command(flatten)]
+    pub link: super::read::LinkArgs,
+    /// Sweep these baud rates on a serial port, e.g. 9600,19200 (instead of --baud; every
+    /// baud rate with every parity).
+    #[arg(long, value_delimiter = ',')]
     pub bauds: Vec<u32>,
-    /// Parities to try on a serial port: none, even, odd.
-    #[arg(long, value_delimiter = ',', default_value = "none")]
+    /// Sweep these parities on a serial port: none, even, odd (instead of --parity).
+    #[arg(long, value_delimiter = ',')]
     pub parities: Vec<String>,
     /// Unit ids to try: FIRST-LAST (default 1-247).
     #[arg(long, default_value = "1-247")]
@@ -90,72 +83,29 @@ fn units(s: &str) -> Result<std::ops::RangeInclusive<u8>, ReadError> {
     Ok(a..=b)
 }
 
-/// The connections to try: one for TCP, one per baud rate and parity on serial.
+/// The connections to try: one, or on a serial port one per baud rate and parity swept.
 fn links(a: &ScanArgs) -> Result<Vec<(Connection, Option<String>)>, ReadError> {
-    let base = |transport: Transport, baud: u32| {
-        let read = super::read::ReadArgs {
-            tcp: Some(String::new()),
-            rtu_over_tcp: None,
-            serial: None,
-            baud,
-            parity: "none".into(),
-            data_bits: 8,
-            stop_bits: 1,
-            unit: 1,
-            function: 3,
-            address: 0,
-            count: None,
-            data_type: "u16".into(),
-            order: "ABCD".into(),
-            scale: 1.0,
-            offset: 0.0,
-            timeout_ms: a.timeout_ms,
-            json: false,
-        };
-        super::read::connection(&read).map(|mut c| {
-            c.transport = transport;
-            c
-        })
-    };
-    match (&a.tcp, &a.rtu_over_tcp, &a.serial) {
-        (Some(t), None, None) => Ok(vec![(
-            base(Transport::Tcp { address: t.clone() }, 9600)?,
-            None,
-        )]),
-        (None, Some(t), None) => Ok(vec![(
-            base(Transport::RtuOverTcp { address: t.clone() }, 9600)?,
-            None,
-        )]),
-        (None, None, Some(port)) => {
-            let mut out = Vec::new();
-            for &baud in &a.bauds {
-                for p in &a.parities {
-                    let parity = match p.as_str() {
-                        "none" => Parity::None,
-                        "even" => Parity::Even,
-                        "odd" => Parity::Odd,
-                        other => {
-                            return Err(ReadError::Usage(format!(
-                                "--parities {other:?}: none, even or odd"
-                            )))
-                        }
-                    };
-                    let t = Transport::Rtu(crate::config::SerialSettings {
-                        port: port.clone(),
-                        baud_rate: baud,
-                        parity,
-                        data_bits: 8,
-                        stop_bits: 1,
-                    });
-                    out.push((base(t, baud)?, Some(format!("{baud} {p}"))));
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(ReadError::Usage(
-            "say where the bus is: --tcp, --rtu-over-tcp or --serial".into(),
-        )),
+    if a.link.serial.is_none() {
+        return Ok(vec![(a.link.connection(a.timeout_ms, None)?, None)]);
     }
+    let bauds = if a.bauds.is_empty() {
+        vec![a.link.baud]
+    } else {
+        a.bauds.clone()
+    };
+    let parities = if a.parities.is_empty() {
+        vec![a.link.parity.clone()]
+    } else {
+        a.parities.clone()
+    };
+    let mut out = Vec::new();
+    for &baud in &bauds {
+        for p in &parities {
+            let conn = a.link.connection(a.timeout_ms, Some((baud, p)))?;
+            out.push((conn, Some(format!("{baud} {p}"))));
+        }
+    }
+    Ok(out)
 }
 
 async fn open(conn: &Connection) -> Result<Context, ReadError> {
