@@ -674,6 +674,7 @@ async fn demo(
         site.http_tokens.push(config::ApiToken {
             id: "demo-operator".into(),
             role: config::Role::Operator,
+            owner: None,
             sha256: sha2::Sha256::digest(token.as_bytes()).into(),
         });
         Some(token)

@@ -18,6 +18,7 @@
 //! - [`app`]: lifecycle (start in phases, graceful stop); [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod alarms;
 pub mod app;
 pub mod audit;

@@ -102,19 +102,49 @@ pub struct Site {
     pub notify: Option<notify::Notify>,
 }
 
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// What an account or API token may do; each role may do everything of the ones before it.
+/// Viewers read; operators acknowledge, arrive, note, resolve, reset, shelve and take
+/// ordinary devices out of service; supervisors also take life-safety devices out of service
+/// and change the roster; admins also manage accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
     Operator,
+    Supervisor,
+    Admin,
 }
 
-/// An API token: its id (logged, never the secret), role and the SHA-256 of the secret.
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Supervisor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API token: its id (logged, never the secret), role, the account it acts for (the
+/// audit log's actor) and the SHA-256 of the secret.
 #[derive(Clone)]
 pub struct ApiToken {
     pub id: String,
     pub role: Role,
+    pub owner: Option<String>,
     pub sha256: [u8; 32],
 }
 
@@ -145,18 +175,22 @@ fn compile_tokens(
                 format!("duplicate token id {:?}", t.id),
             );
         }
-        let role = match t.role.as_str() {
-            "operator" => Some(Role::Operator),
-            "viewer" => Some(Role::Viewer),
-            other => {
-                problems.add(
-                    file,
-                    format!("{key}.role"),
-                    format!("{other:?}: expected operator or viewer"),
-                );
-                None
+        let role = Role::parse(&t.role);
+        if role.is_none() {
+            problems.add(
+                file,
+                format!("{key}.role"),
+                format!(
+                    "{:?}: expected viewer, operator, supervisor or admin",
+                    t.role
+                ),
+            );
+        }
+        if let Some(owner) = &t.owner {
+            if let Err(e) = crate::accounts::check_name(owner) {
+                problems.add(file, format!("{key}.owner"), e.to_string());
             }
-        };
+        }
         if t.token_env.is_none() && t.token_file.is_none() {
             problems.add(
                 file,
@@ -195,6 +229,7 @@ fn compile_tokens(
             out.push(ApiToken {
                 id: t.id.clone(),
                 role,
+                owner: t.owner.clone(),
                 sha256,
             });
         }

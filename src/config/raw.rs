@@ -127,8 +127,12 @@ impl Default for HttpSection {
 #[serde(deny_unknown_fields)]
 pub struct TokenCfg {
     pub id: String,
-    /// `operator` (may change alarm state) or `viewer` (reads only).
+    /// `viewer` (reads only), `operator` (may change alarm state), `supervisor` or `admin`.
     pub role: String,
+    /// The account this token acts for: the audit log's actor and the name on the timeline
+    /// (the request's `by` is then ignored).
+    #[serde(default)]
+    pub owner: Option<String>,
     #[serde(default)]
     pub token_env: Option<String>,
     #[serde(default)]

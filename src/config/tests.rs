@@ -679,7 +679,7 @@ fn http_token_problems_are_all_reported_with_keys() {
         (
             site(&format!(
                 "{}{}{}{}{}{DEVICE}",
-                t("duty", "admin", "token_env = \"PW_TEST_TOKEN_A\""),
+                t("duty", "root", "token_env = \"PW_TEST_TOKEN_A\""),
                 t("wall", "viewer", "token_env = \"PW_TEST_TOKEN_SHORT\""),
                 t("x", "viewer", ""),
                 t("y", "viewer", "token_env = \"PW_TEST_UNSET_VAR\""),
@@ -690,7 +690,7 @@ fn http_token_problems_are_all_reported_with_keys() {
                 ),
             )),
             vec![
-                "http.tokens[0].role: \"admin\": expected operator or viewer",
+                "http.tokens[0].role: \"root\": expected viewer, operator, supervisor or admin",
                 "http.tokens[1].token: a token needs at least 16 characters",
                 "http.tokens[2].token_env: give token_env or token_file",
                 "http.tokens[3].token_env: environment variable PW_TEST_UNSET_VAR is not set",

@@ -229,7 +229,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         },
     };
     match (token, write) {
-        (Some(t), true) if t.role == Role::Operator => {
+        (Some(t), true) if t.role >= Role::Operator => {
             info!(token = %t.id, method = %req.method(), %path, "operator action");
             req.extensions_mut().insert(Caller {
                 token: Some(t.id.clone()),
