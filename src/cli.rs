@@ -135,6 +135,9 @@ enum Command {
         #[command(flatten)]
         args: crate::ops::RecordArgs,
     },
+    /// Personal accounts (with `[http] accounts = true`): list, add, passwd, role, disable,
+    /// enable; on the machine, in the site's state store.
+    Users(crate::accounts::cli::UsersArgs),
     /// The operator audit log: list actions, verify the hash chain (offline with --database).
     Audit {
         #[command(flatten)]
@@ -199,6 +202,7 @@ pub fn main() -> ExitCode {
             Command::Oncall { target, at } => crate::ops::oncall(target, at).await,
             Command::Notify { target, cmd } => crate::ops::notify(target, cmd).await,
             Command::Audit { target, cmd } => crate::ops::audit(target, cmd).await,
+            Command::Users(a) => crate::accounts::cli::run(a),
             Command::Simulate {
                 config,
                 scenario,

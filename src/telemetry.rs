@@ -113,6 +113,8 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// Requests refused by access control, by reason.
     pub http_refused: IntCounterVec,
+    /// Login attempts by result (`ok`, `wrong_password`, `unknown_account`, `locked`, ...).
+    pub logins: IntCounterVec,
     /// Operator audit log entries that could not be written (the action stood).
     pub audit_write_errors: IntCounter,
     pub events_dropped: IntCounter,
@@ -237,7 +239,8 @@ impl Telemetry {
             samples_rejected: counter_vec(r, "propwatch_samples_rejected_total", "Values rejected by reason (not finite, malformed, ...).", &["source", "reason"]),
             core_queue_depth: gauge(r, "propwatch_core_queue_depth", "Source events waiting for the core."),
             http_requests: counter_vec(r, "propwatch_http_requests_total", "HTTP requests served by route and status class.", &["route", "status"]),
-            http_refused: counter_vec(r, "propwatch_http_refused_total", "HTTP requests refused by access control: no_token, bad_token, viewer_write.", &["reason"]),
+            http_refused: counter_vec(r, "propwatch_http_refused_total", "HTTP requests refused by access control: no_token, bad_token, viewer_write, csrf, login_expired.", &["reason"]),
+            logins: counter_vec(r, "propwatch_logins_total", "Login attempts to personal accounts by result: ok, wrong_password, unknown_account, locked, disabled, cross_origin.", &["result"]),
             audit_write_errors: counter(r, "propwatch_audit_write_errors_total", "Operator audit log entries that could not be written (the action itself stood)."),
             events_dropped: counter(r, "propwatch_events_dropped_total", "Source events that could not be delivered to the core (shutdown only)."),
             cycle_duration: histogram(r, "propwatch_core_batch_duration_seconds", "Time the core spends applying one batch of samples.", &[0.00001, 0.0001, 0.001, 0.01, 0.1]),

@@ -68,6 +68,9 @@ pub struct Site {
     pub http_listen: SocketAddr,
     /// API tokens (`[[http.tokens]]`), kept as SHA-256 digests only.
     pub http_tokens: Vec<ApiToken>,
+    /// `[http] accounts = true`: personal accounts (see `accounts`) with these session
+    /// settings; writes then need a login or a token.
+    pub http_accounts: Option<crate::accounts::Policy>,
     /// HTTPS for the endpoint (`[http] tls_cert_file` + `tls_key_file`).
     pub http_tls: Option<tls::HttpTls>,
     /// `[http] allowed_hosts`, lower case, without ports (see `http::auth`).
@@ -154,12 +157,7 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
-fn compile_tokens(
-    file: &Path,
-    tokens: &[raw::TokenCfg],
-    listen: Option<SocketAddr>,
-    problems: &mut Problems,
-) -> Vec<ApiToken> {
+fn compile_tokens(file: &Path, tokens: &[raw::TokenCfg], problems: &mut Problems) -> Vec<ApiToken> {
     use sha2::Digest;
     let mut out: Vec<ApiToken> = Vec::new();
     let mut ids: HashSet<&str> = HashSet::new();
@@ -234,18 +232,42 @@ fn compile_tokens(
             });
         }
     }
-    if let Some(addr) = listen {
-        if !addr.ip().is_loopback() && out.is_empty() {
+    out
+}
+
+/// `[http] accounts` and its session settings: `None` when personal accounts are off.
+fn compile_accounts(
+    file: &Path,
+    h: &raw::HttpSection,
+    problems: &mut Problems,
+) -> Option<crate::accounts::Policy> {
+    let d = |key: &str, text: &str, problems: &mut Problems| {
+        parse_duration(file, &format!("http.{key}"), text, problems)
+    };
+    let idle = d("session_idle", &h.session_idle, problems);
+    let max = d("session_max", &h.session_max, problems);
+    let lockout = d("lockout", &h.lockout, problems);
+    if h.login_attempts == 0 {
+        problems.add(file, "http.login_attempts", "at least 1");
+    }
+    if let (Some(i), Some(m)) = (idle, max) {
+        if i.is_zero() || i > m {
             problems.add(
                 file,
-                "http.listen",
-                format!(
-                    "{addr} is reachable beyond this machine: configure [[http.tokens]] (an operator token at least)"
-                ),
+                "http.session_idle",
+                "more than 0 and at most http.session_max",
             );
         }
     }
-    out
+    if !h.accounts {
+        return None;
+    }
+    Some(crate::accounts::Policy {
+        session_idle: idle?,
+        session_max: max?,
+        login_attempts: h.login_attempts.max(1),
+        lockout: lockout?,
+    })
 }
 
 impl Site {
@@ -888,7 +910,30 @@ fn compile_site(
         problems.add(file, "site.id", format!("{:?} {ID_RULE}", f.site.id));
     }
     let http_listen = parse_listen(file, "http.listen", &f.http.listen, problems);
-    let http_tokens = compile_tokens(file, &f.http.tokens, http_listen, problems);
+    let http_tokens = compile_tokens(file, &f.http.tokens, problems);
+    let http_accounts = compile_accounts(file, &f.http, problems);
+    if http_accounts.is_some() {
+        for (i, t) in f.http.tokens.iter().enumerate() {
+            if t.owner.is_none() {
+                problems.add(
+                    file,
+                    format!("http.tokens[{i}].owner"),
+                    "with [http] accounts = true every token acts for an account: give its owner",
+                );
+            }
+        }
+    }
+    if let Some(addr) = http_listen {
+        if !addr.ip().is_loopback() && http_tokens.is_empty() && http_accounts.is_none() {
+            problems.add(
+                file,
+                "http.listen",
+                format!(
+                    "{addr} is reachable beyond this machine: turn on personal accounts ([http] accounts = true) or configure [[http.tokens]] (an operator token at least)"
+                ),
+            );
+        }
+    }
     let (audit_key, audit_keep_days) = compile_audit(file, &f.audit, problems);
     let http_tls = tls::compile_http_tls(
         file,
@@ -974,6 +1019,7 @@ fn compile_site(
         source_file: file.to_path_buf(),
         http_listen: http_listen?,
         http_tokens,
+        http_accounts,
         audit_key,
         audit_keep_days,
         http_allowed_hosts: f

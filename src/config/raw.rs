@@ -108,6 +108,35 @@ pub struct HttpSection {
     /// a web page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) is refused.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Personal accounts (`propwatch users add ...`): writes need a login (or a token), and
+    /// everything is done as that account.
+    #[serde(default)]
+    pub accounts: bool,
+    /// A login session ends after this long without a request ...
+    #[serde(default = "default_session_idle")]
+    pub session_idle: String,
+    /// ... and after this long in any case.
+    #[serde(default = "default_session_max")]
+    pub session_max: String,
+    /// Wrong passwords in a row that lock an account ...
+    #[serde(default = "default_login_attempts")]
+    pub login_attempts: u32,
+    /// ... for this long.
+    #[serde(default = "default_lockout")]
+    pub lockout: String,
+}
+
+fn default_session_idle() -> String {
+    "30m".into()
+}
+fn default_session_max() -> String {
+    "12h".into()
+}
+fn default_login_attempts() -> u32 {
+    5
+}
+fn default_lockout() -> String {
+    "15m".into()
 }
 
 impl Default for HttpSection {
@@ -118,6 +147,11 @@ impl Default for HttpSection {
             tls_cert_file: None,
             tls_key_file: None,
             allowed_hosts: Vec::new(),
+            accounts: false,
+            session_idle: default_session_idle(),
+            session_max: default_session_max(),
+            login_attempts: default_login_attempts(),
+            lockout: default_lockout(),
         }
     }
 }

@@ -8,10 +8,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::writes::{self, ByBody, NoteBody, ResolveBody, ServiceBody, ShelveBody};
 use super::{error, AppState};
 use crate::alarms::{record, CmdError, Command, Store};
@@ -123,21 +124,26 @@ impl Target for String {
 
 /// The one handler of the operator writes: the path's id (400 if it is not one), the JSON
 /// body (400 if it is not the write's), then the engine's command and its answer.
-fn write<T: Target, B: serde::de::DeserializeOwned + Send + 'static>(
+fn write<T: Target, B: serde::de::DeserializeOwned + writes::Acting + Send + 'static>(
     to_command: fn(T, B) -> Command,
 ) -> axum::routing::MethodRouter<AppState> {
     post(
         move |State(s): State<AppState>,
+              caller: Option<Extension<Caller>>,
               Path(p): Path<String>,
               b: Result<Json<B>, JsonRejection>| async move {
             let target = match T::from_path(p) {
                 Ok(t) => t,
                 Err(r) => return r,
             };
-            let b = match b {
+            let mut b = match b {
                 Ok(Json(b)) => b,
                 Err(e) => return bad_json(e),
             };
+            // made as an account: the account acts, whatever the body says
+            if let Some(a) = caller.as_deref().and_then(|c| c.account.clone()) {
+                *b.by_mut() = a;
+            }
             cmd_response(s.alarms.command(to_command(target, b)).await)
         },
     )

@@ -56,6 +56,7 @@ fn audited(method: &Method, path: &str) -> bool {
     match *method {
         Method::GET | Method::HEAD => false,
         Method::POST if path.starts_with("/ack/") => true,
+        Method::POST if path == "/login" || path == "/logout" => true,
         _ => path.starts_with("/api/v1/"),
     }
 }
@@ -329,8 +330,10 @@ pub async fn record(
                     super::flood::Record::Audit { not_recorded } => {
                         // who it claimed to be (bounded), not what it sent
                         let mut f = Map::new();
-                        if let Some(by) = pending.fields.remove("by") {
-                            f.insert("by".into(), by);
+                        for k in ["by", "account"] {
+                            if let Some(by) = pending.fields.remove(k) {
+                                f.insert(k.into(), by);
+                            }
                         }
                         if let Some(ip) = c.0 {
                             f.insert("client".into(), ip.to_string().into());

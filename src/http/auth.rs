@@ -27,8 +27,10 @@ use super::{error, AppState};
 use crate::config::{ApiToken, Role};
 
 fn is_open(path: &str) -> bool {
-    matches!(path, "/" | "/metrics" | "/healthz" | "/readyz")
-        || path.starts_with("/ack/")
+    matches!(
+        path,
+        "/" | "/metrics" | "/healthz" | "/readyz" | "/login" | "/logout"
+    ) || path.starts_with("/ack/")
         || path.starts_with("/assets/")
 }
 
@@ -108,17 +110,25 @@ fn refuse(s: &AppState, status: StatusCode, reason: &str, message: String) -> Re
     r
 }
 
-/// Which token authorised a request (None: open loopback, or none was valid). The guard puts
-/// it into the request's extensions and into the answer's, for the audit log.
+/// Which token or login authorised a request (nothing: open loopback, or none was valid), the
+/// account it acts for and its role. The guard puts it into the request's extensions and into
+/// the answer's, for the handlers and the audit log (`token` is the token's id, `session` or
+/// `login`).
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     pub token: Option<String>,
+    pub account: Option<String>,
+    pub role: Option<Role>,
 }
 
-fn with_caller(mut r: Response, token: Option<&str>) -> Response {
-    r.extensions_mut().insert(Caller {
-        token: token.map(str::to_string),
-    });
+/// The answer with its caller, and the account as the audit log's actor.
+fn with_caller(mut r: Response, caller: Caller) -> Response {
+    if let Some(a) = &caller.account {
+        if !matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            r.extensions_mut().insert(super::audit::Actor(a.clone()));
+        }
+    }
+    r.extensions_mut().insert(caller);
     r
 }
 
@@ -176,13 +186,33 @@ fn unknown_host(s: &AppState, req: &Request) -> Response {
     )
 }
 
+/// Who is asking: a configured token, or a login session.
+struct Who {
+    token: Option<String>,
+    account: Option<String>,
+    role: Role,
+    /// A session's CSRF token (its writes must carry it); `None` for a bearer token.
+    session: Option<crate::accounts::Session>,
+}
+
+impl Who {
+    fn caller(&self) -> Caller {
+        Caller {
+            token: self.token.clone(),
+            account: self.account.clone(),
+            role: Some(self.role),
+        }
+    }
+}
+
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if is_open(&path) {
         return next.run(req).await;
     }
     let tokens = &s.site.http_tokens;
-    if tokens.is_empty() {
+    let accounts = s.site.http_accounts.is_some();
+    if tokens.is_empty() && !accounts {
         // loopback only (the config check refuses anything else without tokens)
         if !known_host(&s, &req) {
             return unknown_host(&s, &req);
@@ -193,10 +223,12 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     // a ticket instead of a token in the URL: one read, as the token it was made from
     match ticket_of(&req) {
         Some(Some(id)) => {
-            req.extensions_mut().insert(Caller {
+            let caller = Caller {
                 token: Some(id.clone()),
-            });
-            return with_caller(next.run(req).await, Some(&id));
+                ..Default::default()
+            };
+            req.extensions_mut().insert(caller.clone());
+            return with_caller(next.run(req).await, caller);
         }
         Some(None) => {
             if log_refusal(&req) {
@@ -211,10 +243,15 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         }
         None => {}
     }
-    let token = match presented(&req, write) {
-        None => None,
+    // a bearer token first, else a login session
+    let who = match presented(&req, write) {
         Some(secret) => match find(tokens, &secret) {
-            Some(t) => Some(t),
+            Some(t) => Some(Who {
+                token: Some(t.id.clone()),
+                account: t.owner.clone(),
+                role: t.role,
+                session: None,
+            }),
             None => {
                 if log_refusal(&req) {
                     warn!(method = %req.method(), %path, "refused: unknown API token (further refusals from this client logged once a minute)");
@@ -227,41 +264,75 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 );
             }
         },
+        None => super::login::session_of(&s, &req).map(|ss| Who {
+            token: Some("session".into()),
+            account: Some(ss.account.clone()),
+            role: ss.role,
+            session: Some(ss),
+        }),
     };
-    match (token, write) {
-        (Some(t), true) if t.role >= Role::Operator => {
-            info!(token = %t.id, method = %req.method(), %path, "operator action");
-            req.extensions_mut().insert(Caller {
-                token: Some(t.id.clone()),
-            });
-            with_caller(next.run(req).await, Some(&t.id))
-        }
-        (Some(t), true) => {
-            // attributable (a known token): always logged
-            warn!(token = %t.id, method = %req.method(), %path, "refused: viewer token used to write");
-            let r = refuse(
-                &s,
-                StatusCode::FORBIDDEN,
-                "viewer_write",
-                format!(
-                    "token {:?} may only read: this needs an operator token",
-                    t.id
-                ),
-            );
-            with_caller(r, Some(&t.id))
+    match (who, write) {
+        (Some(w), true) => {
+            if let Some(ss) = &w.session {
+                if !super::login::csrf_ok(&req, ss) {
+                    warn!(account = %ss.account, method = %req.method(), %path, "refused: a write of a session without its CSRF token");
+                    let r = refuse(
+                        &s,
+                        StatusCode::FORBIDDEN,
+                        "csrf",
+                        "missing or wrong CSRF token (X-CSRF-Token): reload the page".into(),
+                    );
+                    return with_caller(r, w.caller());
+                }
+            }
+            if w.role < Role::Operator {
+                // attributable (a known token or account): always logged
+                let who = w.account.as_deref().or(w.token.as_deref()).unwrap_or("");
+                if w.session.is_some() {
+                    warn!(account = who, method = %req.method(), %path, "refused: viewer account used to write");
+                } else {
+                    warn!(token = ?w.token, account = ?w.account, method = %req.method(), %path, "refused: viewer token used to write");
+                }
+                let r = refuse(
+                    &s,
+                    StatusCode::FORBIDDEN,
+                    "viewer_write",
+                    format!("{who:?} may only read: this needs an operator"),
+                );
+                return with_caller(r, w.caller());
+            }
+            info!(token = ?w.token, account = ?w.account, method = %req.method(), %path, "operator action");
+            let caller = w.caller();
+            req.extensions_mut().insert(caller.clone());
+            with_caller(next.run(req).await, caller)
         }
         (None, true) => {
             if log_refusal(&req) {
-                warn!(method = %req.method(), %path, "refused: write without a token (further refusals from this client logged once a minute)");
+                warn!(method = %req.method(), %path, "refused: write without a token or login (further refusals from this client logged once a minute)");
             }
-            refuse(
-                &s,
-                StatusCode::UNAUTHORIZED,
-                "no_token",
-                "this needs an operator token (Authorization: Bearer ...)".into(),
-            )
+            let (reason, message) = if super::login::cookie_of(req.headers()).is_some() {
+                (
+                    "login_expired",
+                    "your login has ended: log in again (/login)",
+                )
+            } else if accounts {
+                (
+                    "no_token",
+                    "this needs a login (/login) or a token (Authorization: Bearer ...)",
+                )
+            } else {
+                (
+                    "no_token",
+                    "this needs an operator token (Authorization: Bearer ...)",
+                )
+            };
+            refuse(&s, StatusCode::UNAUTHORIZED, reason, message.into())
         }
-        (Some(_), false) => next.run(req).await,
+        (Some(w), false) => {
+            let caller = w.caller();
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
         (None, false) if s.site.http_listen.ip().is_loopback() => {
             if !known_host(&s, &req) {
                 return unknown_host(&s, &req);
@@ -272,27 +343,44 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             &s,
             StatusCode::UNAUTHORIZED,
             "no_token",
-            "this needs a token (Authorization: Bearer ...)".into(),
+            if accounts {
+                "this needs a login (/login) or a token (Authorization: Bearer ...)".into()
+            } else {
+                "this needs a token (Authorization: Bearer ...)".into()
+            },
         ),
     }
 }
 
-/// What the caller may do, for the page (`GET /api/v1/whoami`).
+/// What the caller may do, for the page (`GET /api/v1/whoami`): its token id, account, role,
+/// and for a login session its CSRF token (the page sends it with every write).
 pub async fn whoami(State(s): State<AppState>, req: Request) -> Response {
     let tokens = &s.site.http_tokens;
-    let (id, role) = if tokens.is_empty() {
-        (None, Some(Role::Operator))
-    } else {
-        match presented(&req, false).and_then(|t| find(tokens, &t)) {
-            Some(t) => (Some(t.id.clone()), Some(t.role)),
-            None if s.site.http_listen.ip().is_loopback() => (None, Some(Role::Viewer)),
-            None => (None, None),
+    let accounts = s.site.http_accounts.is_some();
+    let caller = req.extensions().get::<Caller>().cloned();
+    let (token, account, role) = match caller {
+        Some(c) => {
+            // a ticket's caller: the role of the token it was made from
+            let role = c.role.or_else(|| {
+                let id = c.token.as_deref()?;
+                tokens.iter().find(|t| t.id == id).map(|t| t.role)
+            });
+            (c.token, c.account, role)
         }
+        None if tokens.is_empty() && !accounts => (None, None, Some(Role::Operator)),
+        None if s.site.http_listen.ip().is_loopback() => (None, None, Some(Role::Viewer)),
+        None => (None, None, None),
     };
+    let csrf = (token.as_deref() == Some("session"))
+        .then(|| super::login::session_of(&s, &req).map(|ss| ss.csrf))
+        .flatten();
     axum::Json(serde_json::json!({
-        "token": id,
+        "token": token,
+        "account": account,
         "role": role,
         "tokens_configured": !tokens.is_empty(),
+        "accounts": accounts,
+        "csrf": csrf,
     }))
     .into_response()
 }

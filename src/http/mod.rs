@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 mod alarms;
 mod audit;
-mod auth;
+pub mod auth;
 mod flood;
+pub mod login;
 mod notify;
 pub(crate) mod server;
 mod stream;
@@ -56,6 +57,8 @@ pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, Vec<String>
 pub fn router(state: AppState) -> Router {
     // the operator audit log: one per router, on the state store (see `audit`)
     let audit_log = Arc::new(crate::audit::AuditLog::open_for(&state.site));
+    // personal accounts, when on (see `login`)
+    let login = login::Login::open(&state.site);
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -72,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(alarms::routes())
         .merge(notify::routes())
         .merge(audit::routes())
+        .merge(login::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
@@ -94,6 +98,7 @@ pub fn router(state: AppState) -> Router {
             flood::limit,
         ))
         .layer(axum::Extension(audit_log))
+        .layer(axum::Extension(login))
         .layer(axum::Extension(stream::OpenStreams::default()))
         .layer(axum::Extension(Arc::new(tickets::Tickets::default())))
         .layer(axum::extract::DefaultBodyLimit::max(audit::BODY_LIMIT))

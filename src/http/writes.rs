@@ -71,6 +71,9 @@ impl Write {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByBody {
+    /// Who acts. Ignored when the request is made as an account (a login, or a token with an
+    /// owner): the account acts.
+    #[serde(default)]
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -79,6 +82,9 @@ pub struct ByBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShelveBody {
+    /// Who acts. Ignored when the request is made as an account (a login, or a token with an
+    /// owner): the account acts.
+    #[serde(default)]
     pub by: String,
     pub reason: String,
     pub minutes: u64,
@@ -87,6 +93,9 @@ pub struct ShelveBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
+    /// Who acts. Ignored when the request is made as an account (a login, or a token with an
+    /// owner): the account acts.
+    #[serde(default)]
     pub by: String,
     pub cause: String,
     pub measures: String,
@@ -95,6 +104,9 @@ pub struct ResolveBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
+    /// Who acts. Ignored when the request is made as an account (a login, or a token with an
+    /// owner): the account acts.
+    #[serde(default)]
     pub by: String,
     pub text: String,
 }
@@ -103,10 +115,29 @@ pub struct NoteBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceBody {
+    /// Who acts. Ignored when the request is made as an account (a login, or a token with an
+    /// owner): the account acts.
+    #[serde(default)]
     pub by: String,
     #[serde(default)]
     pub reason: String,
 }
+
+/// A write's body names who acts (`by`); a request made as an account acts as that account.
+pub trait Acting {
+    fn by_mut(&mut self) -> &mut String;
+}
+
+macro_rules! acting {
+    ($($t:ty),*) => {$(
+        impl Acting for $t {
+            fn by_mut(&mut self) -> &mut String {
+                &mut self.by
+            }
+        }
+    )*};
+}
+acting!(ByBody, ShelveBody, ResolveBody, NoteBody, ServiceBody);
 
 /// A channel test: the people (ids) to address; none: robots still post to their group.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

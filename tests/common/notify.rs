@@ -77,7 +77,15 @@ pub struct Harness {
     _notices: mpsc::Sender<Vec<u32>>,
 }
 
+/// `extra`'s lines that start with `http.` go into the `[http]` section (without the prefix).
 fn site_toml(devices: usize, http: SocketAddr, extra: &str) -> String {
+    let (http_lines, rest): (Vec<&str>, Vec<&str>) =
+        extra.lines().partition(|l| l.starts_with("http."));
+    let extra = &rest.join("\n");
+    let http_extra: String = http_lines
+        .iter()
+        .map(|l| format!("{}\n", &l["http.".len()..]))
+        .collect();
     let mut s = format!(
         r#"
 [site]
@@ -85,7 +93,7 @@ id = "t"
 name = "阳光花园"
 [http]
 listen = "{http}"
-[[connections]]
+{http_extra}[[connections]]
 id = "c"
 transport = "tcp"
 address = "127.0.0.1:1"

@@ -14,6 +14,8 @@
 //!
 //! Every function takes `now` (unix ms) from the caller, so expiry is tested on any clock.
 
+pub mod cli;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -1,0 +1,605 @@
+//! Personal accounts end to end (issue #20): `propwatch users` (the real binary) creates the
+//! first admin in the state store of a site with `[http] accounts = true`; logins over the
+//! real HTTP endpoint (the notify harness: real alarm task, notifier, audit log); every write
+//! is done as the logged-in account, whatever `by` says; a session's write without its CSRF
+//! token is refused; a viewer has no write and cannot raise its own role; wrong passwords lock
+//! the account (counted, audited); a role change ends the session; passwords are in no log,
+//! audit entry or database page.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::notify::{Harness, DUTY_ROSTER};
+use common::wait_for;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
+const ADMIN_PW: &str = "admin-pass-7f3k2";
+const OP_PW: &str = "operator-pass-91zq";
+const VIEWER_PW: &str = "viewer-pass-55xw";
+
+fn extra() -> String {
+    format!(
+        "http.accounts = true\nhttp.login_attempts = 3\n[[channels]]\nid = \"duty-log\"\ntype = \"log\"\n[notify]\ngroup_wait = \"0s\"\n{DUTY_ROSTER}\n"
+    )
+}
+
+/// `propwatch users ... --password-stdin` on the harness's state store.
+fn users(h: &Harness, args: &[&str], password: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("users")
+        .arg("--database")
+        .arg(&h.site.alarms.settings.database)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if password.is_some() {
+        cmd.arg("--password-stdin");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(p) = password {
+        writeln!(stdin, "{p}").unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A browser: its own cookie jar, no redirects followed (the login's 303 is checked).
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    csrf: Option<String>,
+}
+
+impl Browser {
+    fn new(h: &Harness) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap(),
+            base: h.url(""),
+            csrf: None,
+        }
+    }
+
+    /// POST /login; the status, the Set-Cookie header and the body.
+    async fn login(&mut self, account: &str, password: &str) -> (u16, String, String) {
+        let r = self
+            .client
+            .post(format!("{}/login", self.base))
+            .form(&[("account", account), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let cookie = r
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = r.text().await.unwrap();
+        if status == 303 {
+            self.csrf = self.whoami().await["csrf"].as_str().map(str::to_string);
+        }
+        (status, cookie, body)
+    }
+
+    async fn whoami(&self) -> Value {
+        self.get("/api/v1/whoami").await.1
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A JSON POST with the session's CSRF token (`csrf: false`: without it).
+    async fn post(&self, path: &str, body: Value, csrf: bool) -> (u16, Value) {
+        let mut r = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let (true, Some(t)) = (csrf, &self.csrf) {
+            r = r.header("x-csrf-token", t);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn audit(h: &Harness, admin: &Browser) -> Vec<Value> {
+    let (status, v) = admin.get("/api/v1/audit?limit=1000").await;
+    assert_eq!(status, 200, "{v}");
+    let mut v = v.as_array().unwrap().clone();
+    v.reverse();
+    let _ = h;
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_act_as_themselves_with_csrf_roles_and_lock_out() {
+    let h = Harness::start(&extra(), 1, None).await;
+
+    // the first admin, on the machine
+    let out = users(&h, &["add", "chief", "--role", "admin"], Some(ADMIN_PW));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = users(&h, &["add", "chief", "--role", "admin"], Some(ADMIN_PW));
+    assert!(!out.status.success(), "a second add of the same name");
+    let out = users(&h, &["add", "weak", "--role", "viewer"], Some("short"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+
+    // nobody logged in: no write, not even with a typed name
+    let anon = Browser::new(&h);
+    let (status, body) = anon
+        .post("/api/v1/incidents/1/ack", json!({"by": "x"}), false)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("/login"), "{body}");
+
+    // the admin logs in: a session cookie with the right flags, a redirect to the page
+    let mut admin = Browser::new(&h);
+    let (status, cookie, _) = admin.login("chief", ADMIN_PW).await;
+    assert_eq!(status, 303);
+    for flag in ["pw_session=", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    let me = admin.whoami().await;
+    assert_eq!(
+        (me["account"].as_str(), me["role"].as_str()),
+        (Some("chief"), Some("admin"))
+    );
+    assert!(me["csrf"].as_str().is_some_and(|c| c.len() >= 40), "{me}");
+
+    // the admin adds an operator and a viewer in the page
+    for (name, role, pw) in [("wang", "operator", OP_PW), ("zhao", "viewer", VIEWER_PW)] {
+        let (status, body) = admin
+            .post(
+                "/api/v1/accounts",
+                json!({"name": name, "role": role, "password": pw}),
+                true,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // CSRF: the same write without the token, or with another, is refused
+    let (status, body) = admin
+        .post(
+            "/api/v1/accounts",
+            json!({"name": "x1", "role": "admin", "password": "xxxxxxxxxxxxxx"}),
+            false,
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("CSRF"), "{body}");
+    let mut forged = Browser::new(&h);
+    forged.client = admin.client.clone();
+    forged.csrf = Some("not-the-token".into());
+    let (status, _) = forged
+        .post(
+            "/api/v1/accounts",
+            json!({"name": "x2", "role": "admin", "password": "xxxxxxxxxxxxxx"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (_, list) = admin.get("/api/v1/accounts").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["chief", "wang", "zhao"], "{list}");
+    assert!(
+        !list.to_string().contains("argon2"),
+        "no hash served: {list}"
+    );
+
+    // an entrapment; the operator acknowledges it claiming to be someone else: it is wang's
+    h.set_flag(0, "trapped", true);
+    let id = h.wait_incident("entrapment").await;
+    let mut op = Browser::new(&h);
+    assert_eq!(op.login("wang", OP_PW).await.0, 303);
+    let (status, body) = op
+        .post(
+            &format!("/api/v1/incidents/{id}/ack"),
+            json!({"by": "the chairman"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.incident(id).acked_by.as_deref(), Some("wang"));
+    // and with no name at all
+    let (status, body) = op
+        .post(
+            &format!("/api/v1/incidents/{id}/note"),
+            json!({"text": "到场前电话安抚"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // the viewer reads but cannot write, nor raise its role, nor list accounts
+    let mut viewer = Browser::new(&h);
+    assert_eq!(viewer.login("zhao", VIEWER_PW).await.0, 303);
+    assert_eq!(viewer.get(&format!("/api/v1/incidents/{id}")).await.0, 200);
+    let (status, _) = viewer
+        .post(
+            &format!("/api/v1/incidents/{id}/note"),
+            json!({"text": "x"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = viewer
+        .post("/api/v1/accounts/zhao", json!({"role": "admin"}), true)
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(viewer.get("/api/v1/accounts").await.0, 403);
+    // an admin cannot demote itself by a slip
+    let (status, _) = admin
+        .post("/api/v1/accounts/chief", json!({"role": "viewer"}), true)
+        .await;
+    assert_eq!(status, 409);
+
+    // a role change ends the operator's session: its next write needs a new login
+    let (status, body) = admin
+        .post("/api/v1/accounts/wang", json!({"role": "viewer"}), true)
+        .await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (200, Some("viewer")),
+        "{body}"
+    );
+    let (status, body) = op
+        .post(
+            &format!("/api/v1/incidents/{id}/note"),
+            json!({"text": "x"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("log in again"),
+        "{body}"
+    );
+    admin
+        .post("/api/v1/accounts/wang", json!({"role": "operator"}), true)
+        .await;
+
+    // lock-out: three wrong passwords lock wang; then even the right one is refused
+    let mut guesser = Browser::new(&h);
+    for i in 0..2 {
+        let (status, _, body) = guesser.login("wang", &format!("guess-{i}-wrong")).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("wrong account name or password"));
+    }
+    // an unknown account reads the same as a wrong password
+    let (status, _, body) = guesser.login("nobody", "guess-nobody-x").await;
+    assert_eq!(status, 401);
+    assert!(body.contains("wrong account name or password"));
+    let (status, _, body) = guesser.login("wang", "guess-2-wrong").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("locked"), "{body}");
+    let (status, _, body) = guesser.login("wang", OP_PW).await;
+    assert_eq!(status, 403, "{body}");
+    // an admin's new password unlocks it
+    let (status, _) = admin
+        .post(
+            "/api/v1/accounts/wang",
+            json!({"password": "operator-pass-new-1"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(guesser.login("wang", "operator-pass-new-1").await.0, 303);
+
+    // counted
+    let m = common::Metrics::parse(&common::get_text(&h.url("/metrics")).await.unwrap());
+    assert!(m.sum("propwatch_logins_total", &[("result", "locked")]) >= 2.0);
+    assert!(m.sum("propwatch_logins_total", &[("result", "wrong_password")]) >= 2.0);
+    assert_eq!(
+        m.sum("propwatch_logins_total", &[("result", "unknown_account")]),
+        1.0
+    );
+    assert!(m.sum("propwatch_http_refused_total", &[("reason", "csrf")]) >= 2.0);
+
+    // audited: the logins by account, the ack and the note as wang, the lock-out with its
+    // account, the refused CSRF write as the admin; no password anywhere
+    let log = audit(&h, &admin).await;
+    let find = |action: &str, outcome: u64| {
+        log.iter()
+            .filter(|e| e["action"] == action && e["outcome"] == outcome)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        find("login", 303).iter().any(|e| e["actor"] == "chief"),
+        "{log:#?}"
+    );
+    let acks = find("incident.ack", 200);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0]["actor"], "wang");
+    assert_eq!(acks[0]["token"], "session");
+    let locked = find("login", 403);
+    assert!(
+        locked.iter().any(|e| e["detail"]["account"] == "wang"
+            && e["detail"]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("locked")),
+        "{locked:#?}"
+    );
+    let csrf = log
+        .iter()
+        .filter(|e| e["action"] == "accounts" && e["outcome"] == 403)
+        .count();
+    assert!(csrf >= 1, "{log:#?}");
+    let text = serde_json::to_string(&log).unwrap();
+    for pw in [
+        ADMIN_PW,
+        OP_PW,
+        VIEWER_PW,
+        "operator-pass-new-1",
+        "guess-0-wrong",
+    ] {
+        assert!(!text.contains(pw), "{pw} in the audit log");
+    }
+    let v = admin.get("/api/v1/audit/verify").await.1;
+    assert_eq!(v["ok"], true, "{v}");
+
+    // logout ends the session
+    let (status, _) = admin.post("/logout", json!({}), true).await;
+    assert_eq!(status, 200);
+    assert_eq!(admin.whoami().await["account"], Value::Null);
+    assert_eq!(admin.get("/api/v1/accounts").await.0, 403);
+
+    // users list / disable on the machine: disabling ends wang's session at once
+    let out = users(&h, &["list"], None);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("wang") && listed.contains("operator"),
+        "{listed}"
+    );
+    let mut w2 = Browser::new(&h);
+    assert_eq!(w2.login("wang", "operator-pass-new-1").await.0, 303);
+    assert!(users(&h, &["disable", "wang"], None).status.success());
+    let (status, _) = w2
+        .post(
+            &format!("/api/v1/incidents/{id}/note"),
+            json!({"text": "x"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // and no password in any page of the state store
+    drop(w2);
+    let db = h.site.alarms.settings.database.clone();
+    let mut bytes = std::fs::read(&db).unwrap();
+    let wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
+    assert!(!wal.is_empty());
+    bytes.extend(wal);
+    h.stop().await;
+    for pw in [ADMIN_PW, OP_PW, VIEWER_PW, "operator-pass-new-1"] {
+        assert!(
+            !bytes.windows(pw.len()).any(|w| w == pw.as_bytes()),
+            "{pw} stored"
+        );
+    }
+}
+
+/// The real daemon: a login page served, passwords kept out of its log, a login from another
+/// site refused, and the daemon listening beyond loopback with accounts and no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_no_password_and_refuses_cross_site_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_site(
+        dir.path(),
+        "[site]\nid = \"acct\"\n[http]\nlisten = \"0.0.0.0:0\"\naccounts = true\n[[connections]]\nid = \"gw\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[rooms]]\nid = \"r\"\n[[rooms.devices]]\nid = \"lift\"\nprofile = \"sim-elevator\"\nconnection = \"gw\"\npoll_interval_ms = 60000\n",
+    );
+    let check = std::process::Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let mut add = std::process::Command::new(BIN)
+        .args(["users", "--config"])
+        .arg(&config)
+        .args(["add", "li", "--role", "supervisor", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(add.stdin.take().unwrap(), "{OP_PW}").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    let log = dir.path().join("daemon.log");
+    let (daemon, ports) = common::spawn_daemon(
+        cmd,
+        &dir.path().join("ports.json"),
+        &log,
+        Duration::from_secs(30),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", ports.http());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let page = client.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("name=\"password\""));
+    // beyond loopback without a login: nothing to read
+    let r = client
+        .get(format!("{base}/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // another site's form posting to the login: refused
+    let r = client
+        .post(format!("{base}/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("account", "li"), ("password", OP_PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(format!("{base}/login"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("account", "li"), ("password", OP_PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    for pw in ["wrong-password-in-the-log?", OP_PW] {
+        let r = client
+            .post(format!("{base}/login"))
+            .form(&[("account", "li"), ("password", pw)])
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 303 | 401), "{}", r.status());
+    }
+    wait_for("the login in the log", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("login") && t.contains("li"))
+    })
+    .await;
+    drop(daemon);
+    let text = std::fs::read_to_string(&log).unwrap();
+    for pw in ["wrong-password-in-the-log?", OP_PW] {
+        assert!(
+            !text.contains(pw),
+            "a password in the daemon's log:\n{text}"
+        );
+    }
+}
+
+/// Log in through the form in Chromium; back on the page once it shows the account.
+async fn browser_login(b: &common::browser::Driver, h: &Harness, account: &str, password: &str) {
+    use fantoccini::Locator;
+    b.client.goto(&h.url("/login")).await.unwrap();
+    let f = b.client.find(Locator::Id("account")).await.unwrap();
+    f.send_keys(account).await.unwrap();
+    let p = b.client.find(Locator::Id("password")).await.unwrap();
+    p.send_keys(password).await.unwrap();
+    b.click("button[type=submit]").await;
+    b.until(
+        &format!("the page shows {account} logged in"),
+        &format!("document.getElementById('operator') && document.getElementById('operator').textContent.includes({account:?})"),
+    )
+    .await;
+}
+
+/// The page in Chromium with accounts: nobody logged in and a viewer see no write controls;
+/// an operator logs in through the form and acknowledges from the page as itself (the CSRF
+/// token travels with the write); logging out hides the controls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_write_controls_only_to_those_who_may_write() {
+    let h = Harness::start(&extra(), 1, None).await;
+    for (name, role, pw) in [("wang", "operator", OP_PW), ("zhao", "viewer", VIEWER_PW)] {
+        let out = users(&h, &["add", name, "--role", role], Some(pw));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    h.set_flag(0, "trapped", true);
+    let id = h.wait_incident("entrapment").await;
+    let (_keep, shots) = common::browser::shots_dir();
+    let b = common::browser::Driver::start(1200, 900).await;
+
+    // nobody logged in: the incident shows, without buttons; the header offers the login
+    b.client.goto(&h.url("/")).await.unwrap();
+    b.until(
+        "the incident listed",
+        &format!("document.querySelector('.inc[data-incident=\"{id}\"]')"),
+    )
+    .await;
+    b.until("read-only", "document.body.classList.contains('readonly')")
+        .await;
+    assert_eq!(
+        b.js("return document.getElementById('operator').textContent")
+            .await,
+        "登录"
+    );
+    let visible =
+        "[...document.querySelectorAll('[data-act]')].filter(e => e.offsetParent !== null).length";
+    assert_eq!(b.js(&format!("return {visible}")).await, 0);
+
+    // the viewer: still none
+    browser_login(&b, &h, "zhao", VIEWER_PW).await;
+    b.until(
+        "the incident listed",
+        &format!("document.querySelector('.inc[data-incident=\"{id}\"]')"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.body.classList.contains('readonly')")
+            .await,
+        true
+    );
+    assert_eq!(b.js(&format!("return {visible}")).await, 0);
+    b.screenshot("accounts-viewer.png", &shots).await;
+
+    // the operator: the acknowledge button, and the acknowledgement is wang's
+    b.client.delete_all_cookies().await.unwrap();
+    browser_login(&b, &h, "wang", OP_PW).await;
+    b.until("writable", "!document.body.classList.contains('readonly')")
+        .await;
+    b.click(&format!(
+        ".inc[data-incident=\"{id}\"] button[data-act=\"ack\"]"
+    ))
+    .await;
+    wait_for("the acknowledgement", Duration::from_secs(20), || async {
+        h.incident(id).acked_by.filter(|by| by == "wang")
+    })
+    .await;
+    b.screenshot("accounts-operator.png", &shots).await;
+
+    // log out from the operator dialog: read-only again, and the session is gone
+    b.click("#operator").await;
+    b.click("#op-logout").await;
+    b.until(
+        "read-only after logout",
+        "document.body.classList.contains('readonly')",
+    )
+    .await;
+    b.until(
+        "the login offered again",
+        "document.getElementById('operator').textContent === '登录'",
+    )
+    .await;
+    h.stop().await;
+}
