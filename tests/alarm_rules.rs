@@ -307,6 +307,8 @@ async fn run_case(case: &Case) {
                         device: "dev".into(),
                         by: "王工".into(),
                         reason: "maintenance".into(),
+                        minutes: None,
+                        supervisor: true,
                     }
                 } else {
                     Command::InService {

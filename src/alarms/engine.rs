@@ -82,10 +82,14 @@ pub enum Command {
         by: String,
         text: String,
     },
+    /// Out of service (again: extended) until `minutes` from now (`None`: the site's default),
+    /// at most `[alarms] out_of_service_max`. Life-safety equipment needs `supervisor`.
     OutOfService {
         device: String,
         by: String,
         reason: String,
+        minutes: Option<u64>,
+        supervisor: bool,
     },
     InService {
         device: String,
@@ -130,6 +134,9 @@ pub enum CmdError {
     /// The engine is not running.
     #[error("{0}")]
     Unavailable(String),
+    /// Not allowed to this caller (a life-safety device needs a supervisor).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 fn invalid<T>(message: impl Into<String>) -> Result<T, CmdError> {
@@ -1497,6 +1504,7 @@ impl Engine {
     /// Timers that run without samples: shelving expiry and the plans' time limits.
     pub fn tick(&mut self, now: i64) {
         self.release_held(now);
+        self.expire_out_of_service(now);
         for r in 0..self.insts.len() {
             let expired = self.insts[r]
                 .st
@@ -1766,9 +1774,13 @@ impl Engine {
                 detail,
             } => self.cmd_timeline(now, incident, kind, by, text, *detail),
             Command::Note { id, by, text } => self.cmd_note(now, id, by, text),
-            Command::OutOfService { device, by, reason } => {
-                self.cmd_out_of_service(now, device, by, reason)
-            }
+            Command::OutOfService {
+                device,
+                by,
+                reason,
+                minutes,
+                supervisor,
+            } => self.cmd_out_of_service(now, device, by, reason, minutes, supervisor),
             Command::InService { device, by } => self.cmd_in_service(now, device, by),
         }
     }
@@ -2094,24 +2106,57 @@ impl Engine {
         device: String,
         by: String,
         reason: String,
+        minutes: Option<u64>,
+        supervisor: bool,
     ) -> Result<Answer, CmdError> {
         let by = who(&by)?;
-        let Some(d) = self.site.device_by_id(&device).map(|d| d.index) else {
+        let Some(dev) = self.site.device_by_id(&device) else {
             return not_found(format!("no device {device:?}"));
         };
+        let d = dev.index;
         let reason = reason.trim().to_string();
         if reason.is_empty() {
             return invalid("taking a device out of service needs a reason");
         }
+        let life_safety = self.site.alarms.life_safety_device(d, &dev.profile.kind);
+        if life_safety && !supervisor {
+            return Err(CmdError::Forbidden(format!(
+                "{device} is life-safety equipment (lift, fire panel or a life-safety plan): only a supervisor may take it out of service"
+            )));
+        }
+        let settings = &self.site.alarms.settings;
+        let max = settings.oos_max;
+        let length = match minutes {
+            None => settings.oos_default,
+            Some(0) => return invalid("out of service for 0 minutes: give an end"),
+            Some(m) => Duration::from_secs(m.saturating_mul(60)),
+        };
+        if length > max {
+            return invalid(format!(
+                "out of service for at most {} ([alarms] out_of_service_max): extend it later, on the record",
+                humantime::format_duration(max)
+            ));
+        }
+        let until = now + length.as_millis() as i64;
+        let extended = self.oos.contains_key(&d);
         let o = OutOfService {
             device: device.clone(),
-            since: now,
+            since: self.oos.get(&d).map_or(now, |o| o.since),
             by: by.clone(),
             reason: reason.clone(),
+            until: Some(until),
+            life_safety,
+            reminded: false,
         };
         self.oos.insert(d, o.clone());
         self.unflushed
             .push(Write::OutOfService(device.clone(), Some(o.clone())));
+        let end = crate::alarms::record::local_time(until, settings.utc_offset_seconds);
+        let verb = if extended {
+            "延长停用检修"
+        } else {
+            "停用检修"
+        };
         self.event(
             now,
             None,
@@ -2119,13 +2164,88 @@ impl Engine {
             EventKind::DeviceOutOfService,
             Some(&by),
             false,
-            format!("{by}: {device} 停用检修 ({reason})"),
+            format!("{by}: {device} {verb}至 {end} ({reason})"),
             Detail {
                 device: Some(device.to_string()),
+                reason: Some(reason),
+                until: Some(until),
                 ..Default::default()
             },
         );
         Ok(Answer::OutOfService(o))
+    }
+
+    /// Out-of-service devices whose end is near are reminded of (once), those at their end
+    /// return to service by themselves.
+    fn expire_out_of_service(&mut self, now: i64) {
+        let remind = self.site.alarms.settings.oos_remind.as_millis() as i64;
+        let offset = self.site.alarms.settings.utc_offset_seconds;
+        let due: Vec<u32> = self.oos.keys().copied().collect();
+        for d in due {
+            let Some(o) = self.oos.get(&d).cloned() else {
+                continue;
+            };
+            // a record from before ends existed: bounded from now on
+            let until = o
+                .until
+                .unwrap_or_else(|| now + self.site.alarms.settings.oos_default.as_millis() as i64);
+            if until <= now {
+                self.oos.remove(&d);
+                self.unflushed
+                    .push(Write::OutOfService(o.device.clone(), None));
+                self.event(
+                    now,
+                    None,
+                    None,
+                    EventKind::DeviceInService,
+                    None,
+                    true,
+                    format!(
+                        "{} 停用时限到，恢复监视（{} 停用：{}）",
+                        o.device, o.by, o.reason
+                    ),
+                    Detail {
+                        device: Some(o.device.clone()),
+                        reason: Some(o.reason.clone()),
+                        until: Some(until),
+                        ..Default::default()
+                    },
+                );
+            } else if o.until.is_none() || (!o.reminded && until - remind <= now) {
+                let first = o.until.is_some();
+                let o = OutOfService {
+                    until: Some(until),
+                    reminded: o.reminded || first,
+                    ..o
+                };
+                self.oos.insert(d, o.clone());
+                self.unflushed
+                    .push(Write::OutOfService(o.device.clone(), Some(o.clone())));
+                if first {
+                    self.event(
+                        now,
+                        None,
+                        None,
+                        EventKind::DeviceOutOfServiceEnding,
+                        None,
+                        true,
+                        format!(
+                            "{} 停用检修将于 {} 到期，届时自动恢复监视（{} 停用：{}）",
+                            o.device,
+                            crate::alarms::record::local_time(until, offset),
+                            o.by,
+                            o.reason
+                        ),
+                        Detail {
+                            device: Some(o.device.clone()),
+                            reason: Some(o.reason.clone()),
+                            until: Some(until),
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
     }
 
     fn cmd_in_service(&mut self, now: i64, device: String, by: String) -> Result<Answer, CmdError> {

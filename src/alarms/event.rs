@@ -82,6 +82,8 @@ kinds! {
     Note = "note",
     DeviceOutOfService = "device_out_of_service",
     DeviceInService = "device_in_service",
+    /// An out-of-service device returns to service soon (`[alarms] out_of_service_remind`).
+    DeviceOutOfServiceEnding = "device_out_of_service_ending",
     NotificationSent = "notification_sent",
     NotificationFailed = "notification_failed",
     NotificationFailover = "notification_failover",

@@ -164,6 +164,16 @@ pub struct OutOfService {
     pub since: i64,
     pub by: String,
     pub reason: String,
+    /// When it returns to service by itself (`None` only in records of older versions,
+    /// bounded at load).
+    #[serde(default)]
+    pub until: Option<i64>,
+    /// Lift, fire panel or a device of a life-safety plan (took a supervisor).
+    #[serde(default)]
+    pub life_safety: bool,
+    /// The on-call engineer was reminded of the end.
+    #[serde(default)]
+    pub reminded: bool,
 }
 
 /// A change to persist.

@@ -196,6 +196,16 @@ pub struct AlarmsCfg {
     /// Longest an alarm may be shelved.
     #[serde(default = "default_shelve_max")]
     pub shelve_max: String,
+    /// How long a device stays out of service when no end is given ...
+    #[serde(default = "default_oos_default")]
+    pub out_of_service_default: String,
+    /// ... and the longest it may (it returns to service by itself at the end: nothing is
+    /// silenced for ever; a longer repair is extended, on the record).
+    #[serde(default = "default_oos_max")]
+    pub out_of_service_max: String,
+    /// The on-call engineer is reminded this long before a device returns to service.
+    #[serde(default = "default_oos_remind")]
+    pub out_of_service_remind: String,
     /// Longest window a history function may look back.
     #[serde(default = "default_history")]
     pub history: String,
@@ -221,6 +231,9 @@ impl Default for AlarmsCfg {
             flap_window: default_flap_window(),
             flap_hold: default_flap_hold(),
             shelve_max: default_shelve_max(),
+            out_of_service_default: default_oos_default(),
+            out_of_service_max: default_oos_max(),
+            out_of_service_remind: default_oos_remind(),
             history: default_history(),
             utc_offset: default_utc_offset(),
             grouping_hold: None,
@@ -248,6 +261,15 @@ fn default_flap_hold() -> String {
 }
 fn default_shelve_max() -> String {
     "8h".into()
+}
+fn default_oos_default() -> String {
+    "8h".into()
+}
+fn default_oos_max() -> String {
+    "72h".into()
+}
+fn default_oos_remind() -> String {
+    "30m".into()
 }
 fn default_history() -> String {
     "10m".into()
@@ -461,6 +483,10 @@ pub struct AlarmSettings {
     pub flap_window: Duration,
     pub flap_hold: Duration,
     pub shelve_max: Duration,
+    /// `[alarms] out_of_service_default`, `_max`, `_remind`.
+    pub oos_default: Duration,
+    pub oos_max: Duration,
+    pub oos_remind: Duration,
     pub history: Duration,
     pub utc_offset_seconds: i32,
     /// `[alarms] grouping_hold` when set; `None`: computed per rule (see `Alarms::hold_ms`).
@@ -477,6 +503,15 @@ pub struct Alarms {
 }
 
 impl Alarms {
+    /// Whether a device is life-safety equipment: one of its rules opens a life-safety plan
+    /// (entrapment, fire), or its profile is a lift's or a fire panel's.
+    pub fn life_safety_device(&self, device: u32, kind: &str) -> bool {
+        matches!(kind, "elevator" | "fire_panel")
+            || self.rules.iter().any(|r| {
+                r.device == Some(device) && self.plans.get(r.plan).is_some_and(|p| p.life_safety)
+            })
+    }
+
     pub fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == id)
     }
@@ -520,6 +555,26 @@ pub(super) fn compile_settings(
     let flap_hold = d("alarms.flap_hold", &c.flap_hold, problems);
     let shelve_max = d("alarms.shelve_max", &c.shelve_max, problems);
     let history = d("alarms.history", &c.history, problems);
+    let oos_default = d(
+        "alarms.out_of_service_default",
+        &c.out_of_service_default,
+        problems,
+    );
+    let oos_max = d("alarms.out_of_service_max", &c.out_of_service_max, problems);
+    let oos_remind = d(
+        "alarms.out_of_service_remind",
+        &c.out_of_service_remind,
+        problems,
+    );
+    if let (Some(def), Some(max)) = (oos_default, oos_max) {
+        if def.is_zero() || def > max {
+            problems.add(
+                file,
+                "alarms.out_of_service_default",
+                "more than 0 and at most alarms.out_of_service_max",
+            );
+        }
+    }
     let grouping_hold = c
         .grouping_hold
         .as_ref()
@@ -545,6 +600,9 @@ pub(super) fn compile_settings(
         flap_window: flap_window?,
         flap_hold: flap_hold?,
         shelve_max: shelve_max?,
+        oos_default: oos_default?,
+        oos_max: oos_max?,
+        oos_remind: oos_remind?,
         history: history?,
         utc_offset_seconds: offset?,
         grouping_hold: match grouping_hold {

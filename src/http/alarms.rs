@@ -89,6 +89,9 @@ pub fn routes() -> Router<AppState> {
                 device,
                 by: b.by,
                 reason: b.reason,
+                minutes: b.minutes,
+                // the caller's role decides (below)
+                supervisor: false,
             }),
         )
         .route(
@@ -144,7 +147,14 @@ fn write<T: Target, B: serde::de::DeserializeOwned + writes::Acting + Send + 'st
             if let Some(a) = caller.as_deref().and_then(|c| c.account.clone()) {
                 *b.by_mut() = a;
             }
-            cmd_response(s.alarms.command(to_command(target, b)).await)
+            let mut cmd = to_command(target, b);
+            if let Command::OutOfService { supervisor, .. } = &mut cmd {
+                *supervisor = caller
+                    .as_deref()
+                    .and_then(|c| c.role)
+                    .is_some_and(|r| r >= crate::config::Role::Supervisor);
+            }
+            cmd_response(s.alarms.command(cmd).await)
         },
     )
 }
@@ -170,6 +180,7 @@ pub fn refusal_status(e: &CmdError) -> StatusCode {
         CmdError::NotFound(_) => StatusCode::NOT_FOUND,
         CmdError::Conflict(_) => StatusCode::CONFLICT,
         CmdError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CmdError::Forbidden(_) => StatusCode::FORBIDDEN,
     }
 }
 

@@ -206,7 +206,14 @@ async fn login(
     let name = f.account.trim().to_string();
     let now = s.alarms.clock.now_ms();
     let (n, pw) = (name.clone(), f.password);
-    let result = tokio::task::spawn_blocking(move || accounts.login(&n, &pw, now)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        // the ended sessions go with each login (their number stays bounded)
+        if let Err(e) = accounts.prune(now) {
+            warn!(error = %e, "cannot prune the ended sessions");
+        }
+        accounts.login(&n, &pw, now)
+    })
+    .await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -111,10 +111,13 @@ pub struct NoteBody {
     pub text: String,
 }
 
-/// Out of service (with its reason) and back in service.
+/// Out of service (with its reason, for `minutes`: default `[alarms] out_of_service_default`)
+/// and back in service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<u64>,
     /// Who acts. Ignored when the request is made as an account (a login, or a token with an
     /// owner): the account acts.
     #[serde(default)]

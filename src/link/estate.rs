@@ -145,6 +145,7 @@ fn status_of(e: &crate::alarms::CmdError) -> u16 {
         CmdError::NotFound(_) => 404,
         CmdError::Conflict(_) => 409,
         CmdError::Unavailable(_) => 503,
+        CmdError::Forbidden(_) => 403,
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Message {
     /// Who acknowledged (`acked`).
     pub by: Option<String>,
     pub normal_at: Option<i64>,
+    /// When an out-of-service device returns to service (`oos_ending`, `oos_ended`).
+    #[serde(default)]
+    pub until: Option<i64>,
     /// Time zone of the site, for rendering times.
     pub utc_offset: i32,
 }
@@ -151,6 +154,15 @@ impl Message {
         if self.kind == "test" {
             return format!("【propwatch {tag}】{}", self.site);
         }
+        match (self.kind.as_str(), zh) {
+            ("oos_ending", true) => return format!("【停用检修即将到期】{}", self.title),
+            ("oos_ending", false) => return format!("【Out of service ends soon】{}", self.title),
+            ("oos_ended", true) => return format!("【停用检修到期·已恢复监视】{}", self.title),
+            ("oos_ended", false) => {
+                return format!("【Out of service ended · monitored again】{}", self.title)
+            }
+            _ => {}
+        }
         let plan = if zh {
             &self.plan_name
         } else {
@@ -196,11 +208,38 @@ impl Message {
         } else {
             format!("Since: {} ({} min)", self.time(self.opened_at), minutes)
         });
+        if self.kind.starts_with("oos_") {
+            self.out_of_service_lines(zh, &mut out);
+            return out.join("\n");
+        }
         self.kind_lines(zh, markdown, minutes, &mut out);
         self.alarm_lines(zh, &mut out);
         self.steps_and_link(zh, markdown, link, &mut out);
         out.push(format!("#{}", self.incident));
         out.join("\n")
+    }
+
+    /// An out-of-service device's notice: why, and its end.
+    fn out_of_service_lines(&self, zh: bool, out: &mut Vec<String>) {
+        let reason = self.note.as_deref().unwrap_or("");
+        let end = self.until.map(|u| self.time(u)).unwrap_or_default();
+        out.push(if zh {
+            format!("停用原因：{reason}")
+        } else {
+            format!("Out of service for: {reason}")
+        });
+        out.push(match (self.kind.as_str(), zh) {
+            ("oos_ending", true) => {
+                format!("到期：{end}，届时自动恢复监视。检修未完成请在页面上延长停用。")
+            }
+            ("oos_ending", false) => format!(
+                "Ends {end}: it is monitored again then. Not repaired yet? Extend it on the page."
+            ),
+            (_, true) => format!("停用时限 {end} 已到，已恢复监视：请确认设备状态。"),
+            (_, false) => {
+                format!("Its end ({end}) has passed: monitored again. Check the device.")
+            }
+        });
     }
 
     /// What this kind of message adds: when it went back to normal, who acknowledged, which

@@ -410,6 +410,13 @@ impl Notifier {
     }
 
     fn on_event(&mut self, e: &EventRecord, now: i64, batch: &mut Batch) {
+        // an out-of-service device about to return to service, or returned at its end
+        if e.kind == EventKind::DeviceOutOfServiceEnding
+            || (e.kind == EventKind::DeviceInService && e.by.is_none())
+        {
+            self.device_notice(e, now, batch);
+            return;
+        }
         let Some(id) = e.incident else {
             return;
         };
@@ -534,6 +541,104 @@ impl Notifier {
                 st.stopped = Some(why.to_string());
                 batch.escalations.retain(|e| e.incident != id);
                 batch.escalations.push(st);
+            }
+        }
+    }
+
+    /// A notice about a device (no incident): to the people of the first escalation step of
+    /// the device's first plan (the on-call engineer), on their channels.
+    fn device_notice(&mut self, e: &EventRecord, now: i64, batch: &mut Batch) {
+        let Some(dev) = e
+            .detail
+            .device
+            .as_deref()
+            .and_then(|d| self.site.device_by_id(d))
+        else {
+            return;
+        };
+        let n = self.notify();
+        let plan = self
+            .site
+            .alarms
+            .rules
+            .iter()
+            .find(|r| r.device == Some(dev.index))
+            .map(|r| r.plan);
+        let esc = plan
+            .and_then(|p| n.escalations.get(p))
+            .or(n.escalations.first());
+        let Some(step) = esc.and_then(|e| e.steps.first()) else {
+            return;
+        };
+        let kind = if e.kind == EventKind::DeviceInService {
+            "oos_ended"
+        } else {
+            "oos_ending"
+        };
+        let roster = &n.roster;
+        let m = Message {
+            kind: kind.into(),
+            site: self.site.name.clone(),
+            title: dev.name.clone(),
+            room: Some(self.site.room_of(dev).name.clone()),
+            device: Some(dev.name.clone()),
+            opened_at: e.at,
+            at: now,
+            note: e.detail.reason.clone(),
+            until: e.detail.until,
+            roles: step
+                .roles
+                .iter()
+                .map(|&r| roster.roles[r].name.clone())
+                .collect(),
+            roles_en: step
+                .roles
+                .iter()
+                .map(|&r| roster.roles[r].name_en.clone())
+                .collect(),
+            utc_offset: self.site.alarms.settings.utc_offset_seconds,
+            ..Default::default()
+        };
+        let mut per_channel: BTreeMap<usize, Vec<Person>> = BTreeMap::new();
+        for &r in &step.roles {
+            let (people, ..) = roster::resolve(roster, r, now);
+            let chans = if step.channels.is_empty() {
+                &roster.roles[r].channels
+            } else {
+                &step.channels
+            };
+            for &c in chans {
+                let list = per_channel.entry(c).or_default();
+                for p in people.iter().map(|&p| &roster.people[p]) {
+                    if !list.iter().any(|x| x.id == p.id) {
+                        list.push(p.clone());
+                    }
+                }
+            }
+        }
+        let due = now + n.settings.group_wait.as_millis() as i64;
+        for (c, people) in per_channel {
+            let ch = &n.channels[c];
+            let people: Vec<Person> = people.into_iter().filter(|p| ch.kind.reaches(p)).collect();
+            if people.is_empty() && !ch.kind.reaches_group() {
+                continue;
+            }
+            let rows: Vec<Vec<Person>> = if ch.kind.per_person() {
+                people.into_iter().map(|p| vec![p]).collect()
+            } else {
+                vec![people]
+            };
+            for people in rows {
+                batch.messages.push(OutMsg::new(
+                    &ch.id,
+                    None,
+                    kind,
+                    crate::config::alarms::Severity::P3,
+                    people,
+                    m.clone(),
+                    now,
+                    due,
+                ));
             }
         }
     }
