@@ -19,6 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_propwatch");
 const ADMIN_PW: &str = "admin-pass-7f3k2";
 const OP_PW: &str = "operator-pass-91zq";
 const VIEWER_PW: &str = "viewer-pass-55xw";
+const SUP_PW: &str = "supervisor-pass-4k";
 
 fn extra() -> String {
     format!(
@@ -523,11 +524,16 @@ async fn browser_login(b: &common::browser::Driver, h: &Harness, account: &str, 
 
 /// The page in Chromium with accounts: nobody logged in and a viewer see no write controls;
 /// an operator logs in through the form and acknowledges from the page as itself (the CSRF
-/// token travels with the write); logging out hides the controls again.
+/// token travels with the write); the operator cannot take the life-safety device out of
+/// service, a supervisor can and the page shows it; logging out hides the controls again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_write_controls_only_to_those_who_may_write() {
     let h = Harness::start(&extra(), 1, None).await;
-    for (name, role, pw) in [("wang", "operator", OP_PW), ("zhao", "viewer", VIEWER_PW)] {
+    for (name, role, pw) in [
+        ("wang", "operator", OP_PW),
+        ("zhao", "viewer", VIEWER_PW),
+        ("li", "supervisor", SUP_PW),
+    ] {
         let out = users(&h, &["add", name, "--role", role], Some(pw));
         assert!(
             out.status.success(),
@@ -587,6 +593,48 @@ async fn the_page_shows_write_controls_only_to_those_who_may_write() {
     })
     .await;
     b.screenshot("accounts-operator.png", &shots).await;
+
+    // out of service from the device card: the operator is refused the lift-like device (it
+    // has an entrapment rule), the supervisor is not, and the page then always shows it
+    let take_out = |reason: &'static str| {
+        let b = &b;
+        async move {
+            b.click(".dev[data-device=\"d00\"] button[data-act=\"oos\"]")
+                .await;
+            b.until("the dialog", "document.getElementById('act-dialog').open")
+                .await;
+            use fantoccini::Locator;
+            let f = b.client.find(Locator::Id("f-oos_reason")).await.unwrap();
+            f.send_keys(reason).await.unwrap();
+            b.click("#act-ok").await;
+        }
+    };
+    take_out("换主板").await;
+    b.until(
+        "the refusal shown",
+        "document.getElementById('toast').textContent.includes('supervisor')",
+    )
+    .await;
+    assert!(h.handle.read(|s| s.out_of_service()).unwrap().is_empty());
+    b.client.delete_all_cookies().await.unwrap();
+    browser_login(&b, &h, "li", SUP_PW).await;
+    b.until("writable", "!document.body.classList.contains('readonly')")
+        .await;
+    take_out("换主板").await;
+    b.until(
+        "the out-of-service list",
+        "document.querySelector('#oos-list [data-oos=\"d00\"]') && document.getElementById('oos-count')",
+    )
+    .await;
+    let o = h.handle.read(|s| s.out_of_service()).unwrap();
+    assert_eq!((o[0].by.as_str(), o[0].reason.as_str()), ("li", "换主板"));
+    assert!(o[0].until.is_some());
+    b.until(
+        "the card marked",
+        "document.querySelector('.dev.oos[data-device=\"d00\"]')",
+    )
+    .await;
+    b.screenshot("accounts-out-of-service.png", &shots).await;
 
     // log out from the operator dialog: read-only again, and the session is gone
     b.click("#operator").await;

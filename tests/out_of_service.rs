@@ -165,6 +165,42 @@ async fn out_of_service_is_bounded_guarded_and_reminded() {
         .map(|e| e.text)
         .collect();
     assert!(texts.last().unwrap().contains("延长停用检修"), "{texts:?}");
+
+    // the emergency record and the KPIs show both stretches: the first ended by itself, the
+    // second still out with its extension
+    let now = h.clock.now_ms();
+    let site = h.site.clone();
+    let k = h
+        .handle
+        .read(|st| propwatch::alarms::record::kpi(&site, st, t0, now + 1, now))
+        .unwrap();
+    let p = &k.out_of_service;
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert_eq!((p[0].since, p[0].ended_by.as_deref()), (t0, None));
+    assert!(p[0].ended_at.unwrap() >= t0 + 7_200_000);
+    assert!(p[0].life_safety);
+    assert_eq!((p[1].ended_at, p[1].extensions), (None, 1));
+    // 2 h and the 10 min since the second began, all of it life-safety
+    assert!(
+        k.out_of_service_hours >= 2.16 && k.out_of_service_hours < 2.3,
+        "{}",
+        k.out_of_service_hours
+    );
+    assert_eq!(k.out_of_service_hours, k.out_of_service_life_safety_hours);
+    let html = h
+        .handle
+        .read(|st| {
+            let oos = propwatch::alarms::record::out_of_service_periods(&site, st, t0, now + 1)?;
+            propwatch::alarms::record::to_html(&site, st, &[], &oos, "test")
+                .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))
+        })
+        .unwrap();
+    assert!(html.contains("停用检修 Out of service (2)"), "{html}");
+    assert!(
+        html.contains("消防联动调试") && html.contains("到期自动恢复"),
+        "{html}"
+    );
+    assert!(html.contains("仍停用"), "{html}");
     h.stop().await;
 }
 

@@ -222,6 +222,14 @@ th { background: #eee; width: 12em; }
 <div class="sign"><span>值班人:</span><span>工程主管:</span><span>日期:</span></div>
 </section>
 {% endfor %}
+{% if oos %}
+<section>
+<h2>停用检修 Out of service ({{ oos|length }})</h2>
+<table class="oos"><tr><th>设备 Device</th><th>停用 Since</th><th>恢复 Back</th><th>操作人 By</th><th>原因 Reason</th></tr>
+{% for o in oos %}<tr><td>{% if o.life_safety %}‼ {% endif %}{{ o.device_name }}</td><td>{{ o.since_text }}</td><td>{{ o.ended_text }}</td><td>{{ o.by }}</td><td>{{ o.reason }}{% if o.extensions %} (延长 extended ×{{ o.extensions }}){% endif %}</td></tr>
+{% endfor %}</table>
+</section>
+{% endif %}
 </body></html>
 "#;
 
@@ -243,6 +251,7 @@ pub fn to_html(
     site: &Site,
     store: &Store,
     incidents: &[IncidentRecord],
+    out_of_service: &[OutOfServicePeriod],
     period: &str,
 ) -> Result<String, RecordError> {
     let offset = site.alarms.settings.utc_offset_seconds;
@@ -266,7 +275,12 @@ pub fn to_html(
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_template("record.html", PAGE)?;
     let t = env.get_template("record.html")?;
-    Ok(t.render(minijinja::context! { site => site.name.clone(), period => period, incidents => minijinja::Value::from(minijinja::value::Serde(&list)) })?)
+    Ok(t.render(minijinja::context! {
+        site => site.name.clone(),
+        period => period,
+        incidents => minijinja::Value::from(minijinja::value::Serde(&list)),
+        oos => minijinja::Value::from(minijinja::value::Serde(out_of_service)),
+    })?)
 }
 
 /// Why the printable record could not be made.
@@ -327,6 +341,121 @@ pub struct Kpi {
     /// Most frequent alarms in the period (rule instance, count).
     pub top_alarms: Vec<(String, usize)>,
     pub per_plan: Vec<PlanKpi>,
+    /// Devices out of service during the period (maintenance: not monitored meanwhile).
+    pub out_of_service: Vec<OutOfServicePeriod>,
+    /// Hours out of service within the period, all devices, and life-safety equipment's.
+    pub out_of_service_hours: f64,
+    pub out_of_service_life_safety_hours: f64,
+}
+
+/// One stretch of a device out of service, as the timeline has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutOfServicePeriod {
+    pub device: String,
+    pub device_name: String,
+    pub life_safety: bool,
+    pub since: i64,
+    /// Its end as last set (an extension moves it).
+    pub until: Option<i64>,
+    /// When it came back into service (`None`: still out), and who did it (`None`: at its
+    /// end, by itself).
+    pub ended_at: Option<i64>,
+    pub ended_by: Option<String>,
+    pub by: String,
+    pub reason: String,
+    pub extensions: u32,
+    /// Site-local texts for the record.
+    pub since_text: String,
+    pub ended_text: String,
+}
+
+/// The out-of-service stretches that overlap `from..to` (looking back as far as the longest
+/// one may last), oldest first.
+pub fn out_of_service_periods(
+    site: &Site,
+    store: &Store,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<OutOfServicePeriod>> {
+    let offset = site.alarms.settings.utc_offset_seconds;
+    let back = site.alarms.settings.oos_max.as_millis() as i64;
+    let mut open: BTreeMap<String, OutOfServicePeriod> = BTreeMap::new();
+    let mut done = Vec::new();
+    for e in store.service_events_between(from.saturating_sub(back), to)? {
+        let Some(dev) = e.detail.device.clone() else {
+            continue;
+        };
+        if e.kind == "device_out_of_service" {
+            if let Some(p) = open.get_mut(&dev) {
+                p.until = e.detail.until;
+                p.extensions += 1;
+                if let Some(r) = &e.detail.reason {
+                    p.reason = r.clone();
+                }
+                continue;
+            }
+            let d = site.device_by_id(&dev);
+            open.insert(
+                dev.clone(),
+                OutOfServicePeriod {
+                    device_name: d.map_or(dev.clone(), |d| {
+                        format!("{} {}", site.room_of(d).name, d.name)
+                    }),
+                    life_safety: d
+                        .is_some_and(|d| site.alarms.life_safety_device(d.index, &d.profile.kind)),
+                    device: dev,
+                    since: e.at,
+                    until: e.detail.until,
+                    ended_at: None,
+                    ended_by: None,
+                    by: e.by.clone().unwrap_or_default(),
+                    reason: e.detail.reason.clone().unwrap_or_default(),
+                    extensions: 0,
+                    since_text: local_time(e.at, offset),
+                    ended_text: String::new(),
+                },
+            );
+        } else if let Some(mut p) = open.remove(&dev) {
+            p.ended_at = Some(e.at);
+            p.ended_by = e.by.clone();
+            p.ended_text = format!(
+                "{} {}",
+                local_time(e.at, offset),
+                e.by.as_deref().unwrap_or("到期自动恢复 (its end)")
+            );
+            done.push(p);
+        }
+    }
+    for mut p in open.into_values() {
+        p.ended_text = format!(
+            "仍停用 still out, 至 until {}",
+            p.until.map(|u| local_time(u, offset)).unwrap_or_default()
+        );
+        done.push(p);
+    }
+    done.retain(|p| p.since < to && p.ended_at.is_none_or(|e| e > from));
+    done.sort_by_key(|p| (p.since, p.device.clone()));
+    Ok(done)
+}
+
+/// Hours of `periods` within `from..to` (an open one up to `now`), all and life-safety.
+fn out_of_service_hours(
+    periods: &[OutOfServicePeriod],
+    from: i64,
+    to: i64,
+    now: i64,
+) -> (f64, f64) {
+    let (mut all, mut life) = (0i64, 0i64);
+    for p in periods {
+        let end = p.ended_at.unwrap_or(now).min(to);
+        let ms = (end - p.since.max(from)).max(0);
+        all += ms;
+        if p.life_safety {
+            life += ms;
+        }
+    }
+    let h = |ms: i64| (ms as f64 / 3_600_000.0 * 100.0).round() / 100.0;
+    (h(all), h(life))
 }
 
 pub fn kpi(site: &Site, store: &Store, from: i64, to: i64, now: i64) -> rusqlite::Result<Kpi> {
@@ -397,7 +526,13 @@ pub fn kpi(site: &Site, store: &Store, from: i64, to: i64, now: i64) -> rusqlite
             })
         })
         .collect();
+    let out_of_service = out_of_service_periods(site, store, from, to)?;
+    let (out_of_service_hours, out_of_service_life_safety_hours) =
+        out_of_service_hours(&out_of_service, from, to, now);
     Ok(Kpi {
+        out_of_service,
+        out_of_service_hours,
+        out_of_service_life_safety_hours,
         from,
         to,
         alarms: alarms.len(),

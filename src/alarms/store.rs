@@ -158,7 +158,7 @@ pub struct InstState {
     pub flapping: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutOfService {
     pub device: String,
     pub since: i64,
@@ -482,6 +482,16 @@ impl Store {
         self.list(
             "SELECT data FROM events WHERE incident = ?1 ORDER BY id",
             params![incident],
+        )
+    }
+
+    /// Out-of-service and back-in-service events from `from` (inclusive) to `to` (exclusive),
+    /// oldest first.
+    pub fn service_events_between(&self, from: i64, to: i64) -> rusqlite::Result<Vec<EventRecord>> {
+        self.list(
+            "SELECT data FROM events WHERE kind IN ('device_out_of_service', 'device_in_service')
+             AND at >= ?1 AND at < ?2 ORDER BY id",
+            params![from, to],
         )
     }
 

@@ -301,7 +301,7 @@ async fn incident_record(State(s): State<AppState>, Path(id): Path<String>) -> R
             let Some(inc) = st.incident(id)? else {
                 return Ok(None);
             };
-            record::to_html(&s.site, st, &[inc], &format!("事件 #{id}")).map(Some)
+            record::to_html(&s.site, st, &[inc], &[], &format!("事件 #{id}")).map(Some)
         });
     match r {
         Ok(Some(html)) => Html(html).into_response(),
@@ -426,7 +426,8 @@ async fn record_html(State(s): State<AppState>, Query(q): Query<PeriodQuery>) ->
             .into_iter()
             .filter(|i| i.merged_into.is_none())
             .collect();
-        record::to_html(&s.site, st, &list, &label)
+        let oos = record::out_of_service_periods(&s.site, st, from, to)?;
+        record::to_html(&s.site, st, &list, &oos, &label)
     });
     match r {
         Ok(html) => Html(html).into_response(),

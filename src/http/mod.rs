@@ -416,6 +416,8 @@ struct StatusDto {
     devices_offline: usize,
     points_total: usize,
     rooms: Vec<RoomDto>,
+    /// Devices out of service (maintenance), with their ends: always on the page.
+    out_of_service: Vec<crate::alarms::store::OutOfService>,
 }
 
 #[derive(Serialize, PartialEq)]
@@ -568,6 +570,7 @@ fn status_dto(s: &AppState) -> StatusDto {
         devices_offline: offline,
         points_total: s.site.points.len(),
         rooms,
+        out_of_service: s.alarms.read(|st| st.out_of_service()).unwrap_or_default(),
     }
 }
 
