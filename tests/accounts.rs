@@ -651,3 +651,174 @@ async fn the_page_shows_write_controls_only_to_those_who_may_write() {
     .await;
     h.stop().await;
 }
+
+/// The walk-through: a supervisor logs in, swaps today's duty engineer (张伟 -> 李强)
+/// in the page's week grid; the change is in force at once (no reload): `propwatch oncall`
+/// shows it, an entrapment's first message goes to 李强, not 张伟; it is audited, survives a
+/// restart and is reverted. A viewer sees the grid without the swap controls; the API refuses
+/// it the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_swaps_todays_on_call_in_the_page() {
+    let h = Harness::start(&extra(), 1, None).await;
+    for (name, role, pw) in [("li", "supervisor", SUP_PW), ("zhao", "viewer", VIEWER_PW)] {
+        let out = users(&h, &["add", name, "--role", role], Some(pw));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let today = propwatch::alarms::record::local_time(h.clock.now_ms(), 8 * 3600)[..10].to_string();
+    let (_keep, shots) = common::browser::shots_dir();
+    let b = common::browser::Driver::start(1300, 1100).await;
+    browser_login(&b, &h, "li", SUP_PW).await;
+    let cell = format!("#roster tr[data-role=\"duty_engineer\"] td[data-date=\"{today}\"]");
+    b.until(
+        "the week grid",
+        &format!("document.querySelector('{cell}')"),
+    )
+    .await;
+    assert!(b
+        .js(&format!(
+            "return document.querySelector('{cell}').textContent"
+        ))
+        .await
+        .as_str()
+        .unwrap()
+        .contains("张伟"));
+    b.click(&format!("{cell} button[data-act=\"swap\"]")).await;
+    b.until(
+        "the swap dialog",
+        "document.getElementById('act-dialog').open",
+    )
+    .await;
+    b.js("document.getElementById('f-swap_person').value = 'b'; return null")
+        .await;
+    {
+        use fantoccini::Locator;
+        let f = b.client.find(Locator::Id("f-swap_reason")).await.unwrap();
+        f.send_keys("病假换班").await.unwrap();
+    }
+    b.click("#act-ok").await;
+    b.until(
+        "the cell shows 李强 as a change",
+        &format!("(() => {{ const c = document.querySelector('{cell}'); return c && c.classList.contains('ov') && c.textContent.includes('李强'); }})()"),
+    )
+    .await;
+    b.screenshot("roster-swap.png", &shots).await;
+
+    // in force at once: the CLI asks the daemon
+    let out = std::process::Command::new(BIN)
+        .args(["oncall", "--url", &h.url("")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("李强") && !text.contains("张伟"), "{text}");
+    assert!(text.contains("病假换班 (li)"), "{text}");
+
+    // an entrapment: its first message goes to the new person
+    h.set_flag(0, "trapped", true);
+    let id = h.wait_incident("entrapment").await;
+    let first = wait_for("the first message", Duration::from_secs(20), || async {
+        h.outbox(id).into_iter().find(|m| m.kind == "opened")
+    })
+    .await;
+    let people: Vec<&str> = first.people.iter().map(|p| p.id.as_str()).collect();
+    assert!(
+        people.contains(&"b") && !people.contains(&"a"),
+        "{people:?}"
+    );
+
+    // audited as li, with what changed
+    let anon = Browser::new(&h);
+    let (_, log) = anon.get("/api/v1/audit?limit=100").await;
+    let e = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "roster_changes")
+        .unwrap_or_else(|| panic!("{log:#}"))
+        .clone();
+    assert_eq!(e["actor"], "li");
+    assert_eq!(e["detail"]["people"], json!(["b"]));
+    assert_eq!(e["outcome"], 200);
+
+    // a viewer: the grid, no swap buttons; the API refuses the change
+    b.client.delete_all_cookies().await.unwrap();
+    let mut viewer = Browser::new(&h);
+    viewer.login("zhao", VIEWER_PW).await;
+    let (status, _) = viewer
+        .post(
+            "/api/v1/roster-changes",
+            json!({"role": "duty_engineer", "date": today, "people": ["a"], "reason": "x"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 403);
+    browser_login(&b, &h, "zhao", VIEWER_PW).await;
+    b.until(
+        "the week grid",
+        &format!("document.querySelector('{cell}')"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#roster [data-act]')].filter(e => e.offsetParent !== null).length")
+            .await,
+        0
+    );
+
+    // it survives a restart, and a supervisor reverts it
+    let h = h.restart().await;
+    let on = |h: &Harness| {
+        let url = h.url("/api/v1/oncall");
+        async move {
+            let v: Value = common::get(url).await.unwrap().json().await.unwrap();
+            v["on_call"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["role"] == "duty_engineer")
+                .unwrap()["people"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(on(&h).await, "b");
+    let mut sup = Browser::new(&h);
+    sup.login("li", SUP_PW).await;
+    let (_, changes) = sup.get("/api/v1/roster-changes").await;
+    let cid = changes[0]["id"].as_i64().unwrap();
+    let (status, body) = sup
+        .post(
+            &format!("/api/v1/roster-changes/{cid}/revert"),
+            json!({}),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, body["reverted_by"].as_str()),
+        (200, Some("li")),
+        "{body}"
+    );
+    assert_eq!(on(&h).await, "a");
+    let (status, _) = sup
+        .post(
+            &format!("/api/v1/roster-changes/{cid}/revert"),
+            json!({}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 409);
+    // a change naming nobody in the roster is refused with the reason
+    let (status, body) = sup
+        .post(
+            "/api/v1/roster-changes",
+            json!({"role": "duty_engineer", "date": today, "people": ["zz"], "reason": "x"}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("zz"), "{body}");
+    h.stop().await;
+}

@@ -20,6 +20,15 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/roster", get(get_roster))
         .route("/api/v1/oncall", get(oncall))
+        .route("/api/v1/roster/week", get(roster_week))
+        .route(
+            "/api/v1/roster-changes",
+            get(roster_changes).post(change_roster),
+        )
+        .route(
+            "/api/v1/roster-changes/{id}/revert",
+            post(revert_roster_change),
+        )
         .route("/api/v1/outbox", get(outbox))
         .route("/api/v1/incidents/{id}/notifications", get(of_incident))
         .route("/api/v1/channels", get(channel_status))
@@ -73,6 +82,7 @@ async fn get_roster(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Resp
         Ok(t) => t,
         Err(r) => return r,
     };
+    let effective = h.roster();
     Json(json!({
         "at": at,
         "people": n.roster.people,
@@ -92,9 +102,106 @@ async fn get_roster(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Resp
             "people": o.people.iter().map(|&p| n.roster.people[p].id.clone()).collect::<Vec<_>>(),
             "reason": o.reason,
         })).collect::<Vec<_>>(),
-        "on_call": roster::on_call(&n.roster, at),
+        "changes": h.changes.list(),
+        "on_call": roster::on_call(&effective, at),
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct WeekQuery {
+    /// The first day (`YYYY-MM-DD`, site time); default today.
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// The week's shifts as a grid: a row per role and shift, a cell per day, with the page's
+/// changes in force.
+async fn roster_week(State(s): State<AppState>, Query(q): Query<WeekQuery>) -> Response {
+    let h = notifier!(s);
+    let r = h.roster();
+    let first = match q.from.as_deref() {
+        None => roster::local_day(&r, h.clock.now_ms()),
+        Some(d) => match crate::config::notify::parse_date(d) {
+            Some(d) => d,
+            None => return error(StatusCode::BAD_REQUEST, "from: a date like 2026-12-08"),
+        },
+    };
+    let (days, rows) = roster::week(&r, first);
+    Json(json!({"days": days, "rows": rows, "people": r.people})).into_response()
+}
+
+async fn roster_changes(State(s): State<AppState>) -> Response {
+    let h = notifier!(s);
+    Json(h.changes.list()).into_response()
+}
+
+/// Who changes the roster: a supervisor (an account or a token), by name; anyone else 403.
+#[allow(clippy::result_large_err)]
+fn supervisor(caller: Option<&super::auth::Caller>) -> Result<String, Response> {
+    match caller {
+        Some(c) if c.role.is_some_and(|r| r >= crate::config::Role::Supervisor) => Ok(c
+            .account
+            .clone()
+            .or_else(|| c.token.clone())
+            .unwrap_or_default()),
+        _ => Err(error(
+            StatusCode::FORBIDDEN,
+            "changing the roster needs a supervisor (an account or a token with that role)",
+        )),
+    }
+}
+
+fn roster_error(e: crate::notify::RosterError) -> Response {
+    use crate::notify::RosterError as E;
+    let status = match &e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Reverted(_) => StatusCode::CONFLICT,
+        E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+async fn change_roster(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    body: Result<Json<roster::NewChange>, JsonRejection>,
+) -> Response {
+    let h = notifier!(s);
+    let by = match supervisor(caller.as_deref()) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(Json(c)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {role, date, shift?, people, reason}",
+        );
+    };
+    match h.change_roster(c, &by) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => roster_error(e),
+    }
+}
+
+async fn revert_roster_change(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    Path(id): Path<String>,
+) -> Response {
+    let h = notifier!(s);
+    let by = match supervisor(caller.as_deref()) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("{id:?} is not an id"));
+    };
+    match h.revert_roster_change(id, &by) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => roster_error(e),
+    }
 }
 
 async fn oncall(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Response {
@@ -104,7 +211,7 @@ async fn oncall(State(s): State<AppState>, Query(q): Query<AtQuery>) -> Response
         Ok(t) => t,
         Err(r) => return r,
     };
-    Json(json!({"at": at, "on_call": roster::on_call(&h.notify().roster, at)})).into_response()
+    Json(json!({"at": at, "on_call": roster::on_call(&h.roster(), at)})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -67,6 +67,21 @@ pub struct NotifyHandle {
     pub status: Arc<Mutex<BTreeMap<String, ChannelStatus>>>,
     wake: Arc<HashMap<String, Arc<tokio::sync::Notify>>>,
     pub clock: crate::alarms::Clock,
+    /// The roster changes made on the page (runtime data, see `roster::Changes`).
+    pub changes: Arc<roster::Changes>,
+}
+
+/// Why a roster change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RosterError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no roster change {0}")]
+    NotFound(i64),
+    #[error("roster change {0} is reverted already")]
+    Reverted(i64),
+    #[error("state store: {0}")]
+    Store(#[from] rusqlite::Error),
 }
 
 /// Why a test message could not be queued.
@@ -127,6 +142,58 @@ impl NotifyHandle {
             w.notify_one();
         }
         Ok(b.messages[0].id)
+    }
+
+    /// The roster in force now: the site file's with the page's changes on top.
+    pub fn roster(&self) -> crate::config::notify::Roster {
+        self.changes.effective(&self.notify().roster)
+    }
+
+    /// A roster change from the page, checked, stored and in force at once.
+    pub fn change_roster(
+        &self,
+        c: roster::NewChange,
+        by: &str,
+    ) -> Result<roster::Change, RosterError> {
+        roster::Changes::check(&self.notify().roster, &c).map_err(RosterError::Invalid)?;
+        let mut change = roster::Change {
+            id: 0,
+            role: c.role,
+            date: c.date,
+            shift: c.shift,
+            people: c.people,
+            reason: c.reason.trim().to_string(),
+            by: by.to_string(),
+            at: self.clock.now_ms(),
+            reverted_by: None,
+            reverted_at: None,
+        };
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put_roster_change(&mut change)?;
+        self.changes.push(change.clone());
+        info!(id = change.id, role = %change.role, date = %change.date, shift = ?change.shift, people = ?change.people, by, "roster changed on the page");
+        Ok(change)
+    }
+
+    /// Revert a roster change: the site file's roster (or an older change) applies again.
+    pub fn revert_roster_change(&self, id: i64, by: &str) -> Result<roster::Change, RosterError> {
+        let Some(mut c) = self.changes.list().into_iter().find(|c| c.id == id) else {
+            return Err(RosterError::NotFound(id));
+        };
+        if c.reverted_at.is_some() {
+            return Err(RosterError::Reverted(id));
+        }
+        c.reverted_by = Some(by.to_string());
+        c.reverted_at = Some(self.clock.now_ms());
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put_roster_change(&mut c)?;
+        self.changes.push(c.clone());
+        info!(id, by, "roster change reverted");
+        Ok(c)
     }
 
     /// The acknowledge link for an incident (`person` empty for group messages).
@@ -269,6 +336,7 @@ impl Notifier {
             status: Arc::new(Mutex::new(status)),
             wake: Arc::new(wake),
             clock: alarms.clock,
+            changes: Arc::new(roster::Changes::new(store.roster_changes().map_err(io)?)),
         };
         Ok(Some(Self {
             site,
@@ -575,7 +643,8 @@ impl Notifier {
         } else {
             "oos_ending"
         };
-        let roster = &n.roster;
+        let effective = self.handle.changes.effective(&n.roster);
+        let roster = &effective;
         let m = Message {
             kind: kind.into(),
             site: self.site.name.clone(),
@@ -794,7 +863,8 @@ impl Notifier {
         batch: &mut Batch,
     ) -> Vec<Target> {
         let n = self.notify();
-        let roster = &n.roster;
+        let effective = self.handle.changes.effective(&n.roster);
+        let roster = &effective;
         m.roles = roles
             .iter()
             .map(|&r| roster.roles[r].name.clone())

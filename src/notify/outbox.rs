@@ -20,6 +20,7 @@ CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
 CREATE INDEX IF NOT EXISTS outbox_sent ON outbox(channel, sent_at);
 CREATE TABLE IF NOT EXISTS escalations (incident INTEGER PRIMARY KEY, active INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roster_changes (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
 ";
 
 /// One message to one channel (and, for per-person channels, one person).
@@ -163,6 +164,30 @@ impl OutboxStore {
     pub fn checkpoint(&self) -> rusqlite::Result<()> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    }
+
+    /// The roster changes made on the page, oldest first.
+    pub fn roster_changes(&self) -> rusqlite::Result<Vec<super::roster::Change>> {
+        crate::alarms::store::list_json(
+            &self.conn,
+            "SELECT data FROM roster_changes ORDER BY id",
+            [],
+        )
+    }
+
+    /// Store a roster change: a new one (`id` 0) gets its id.
+    pub fn put_roster_change(&self, c: &mut super::roster::Change) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        if c.id == 0 {
+            tx.execute("INSERT INTO roster_changes (data) VALUES ('{}')", [])?;
+            c.id = tx.last_insert_rowid();
+        }
+        let data = serde_json::to_string(c).unwrap_or_else(|_| "{}".into());
+        tx.execute(
+            "UPDATE roster_changes SET data = ?2 WHERE id = ?1",
+            params![c.id, data],
+        )?;
+        tx.commit()
     }
 
     pub fn get(&self, key: &str) -> rusqlite::Result<Option<String>> {

@@ -1,9 +1,11 @@
 //! Who is on call: a role's shift at a given time (day/night, past midnight), its rotation
 //! (daily, weekly) and the overrides for a date. Pure functions of the roster and the time.
 
-use serde::Serialize;
+use std::sync::RwLock;
 
-use crate::config::notify::{Person, Role, Roster, Rotate};
+use serde::{Deserialize, Serialize};
+
+use crate::config::notify::{Override, Person, Role, Roster, Rotate};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OnCall {
@@ -118,6 +120,189 @@ pub fn on_call_role(roster: &Roster, role: usize, now_ms: i64) -> OnCall {
         shift_date: date_text(day),
         overridden,
     }
+}
+
+/// A change to the roster made on the page (a swap or 代班 for a date): runtime data in the
+/// state store, on top of the site file's roster (the base pattern), newest first; listed,
+/// and revertible (a reverted change stays listed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub id: i64,
+    pub role: String,
+    /// `YYYY-MM-DD`: the day the shift starts.
+    pub date: String,
+    /// Only this shift of the day (default: every shift starting that day).
+    #[serde(default)]
+    pub shift: Option<String>,
+    pub people: Vec<String>,
+    pub reason: String,
+    pub by: String,
+    pub at: i64,
+    #[serde(default)]
+    pub reverted_by: Option<String>,
+    #[serde(default)]
+    pub reverted_at: Option<i64>,
+}
+
+/// A change as asked for (checked against the roster by [`Changes::check`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChange {
+    pub role: String,
+    pub date: String,
+    #[serde(default)]
+    pub shift: Option<String>,
+    pub people: Vec<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The page's roster changes, shared by the notifier and the HTTP API.
+#[derive(Debug, Default)]
+pub struct Changes {
+    list: RwLock<Vec<Change>>,
+}
+
+impl Changes {
+    pub fn new(list: Vec<Change>) -> Self {
+        Self {
+            list: RwLock::new(list),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Change> {
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn push(&self, c: Change) {
+        let mut l = self.list.write().unwrap_or_else(|e| e.into_inner());
+        l.retain(|x| x.id != c.id);
+        l.push(c);
+        l.sort_by_key(|c| c.id);
+    }
+
+    /// Why `c` cannot apply to `roster` (unknown role, shift or person, a bad date), if so.
+    pub fn check(roster: &Roster, c: &NewChange) -> Result<(), String> {
+        let Some(role) = roster.roles.iter().find(|r| r.id == c.role) else {
+            return Err(format!("no role {:?}", c.role));
+        };
+        if crate::config::notify::parse_date(&c.date).is_none() {
+            return Err(format!("{:?} is not a date (YYYY-MM-DD)", c.date));
+        }
+        if let Some(s) = &c.shift {
+            if !role.shifts.iter().any(|x| &x.name == s) {
+                return Err(format!("role {:?} has no shift {s:?}", c.role));
+            }
+        }
+        if c.people.is_empty() {
+            return Err("name who is on call instead".into());
+        }
+        for p in &c.people {
+            if !roster.people.iter().any(|x| &x.id == p) {
+                return Err(format!("no person {p:?} in the roster"));
+            }
+        }
+        if c.reason.chars().count() > 500 {
+            return Err("a reason has at most 500 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The roster in force: the site file's with the changes not reverted on top (the newest
+    /// first, so it wins). A change naming what the site file no longer has is left out.
+    pub fn effective(&self, base: &Roster) -> Roster {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        let mut overrides: Vec<Override> = list
+            .iter()
+            .rev()
+            .filter(|c| c.reverted_at.is_none())
+            .filter_map(|c| {
+                let role = base.roles.iter().position(|r| r.id == c.role)?;
+                let people = c
+                    .people
+                    .iter()
+                    .map(|p| base.people.iter().position(|x| &x.id == p))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Override {
+                    role,
+                    date: crate::config::notify::parse_date(&c.date)?,
+                    date_text: c.date.clone(),
+                    shift: c.shift.clone(),
+                    people,
+                    reason: Some(format!("{} ({})", c.reason, c.by)),
+                })
+            })
+            .collect();
+        overrides.extend(base.overrides.iter().cloned());
+        Roster {
+            overrides,
+            ..base.clone()
+        }
+    }
+}
+
+/// One role's week: for each shift (or the whole day when it has none), who is on call each
+/// day and whether an override decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeekRow {
+    pub role: String,
+    pub role_name: String,
+    pub shift: Option<String>,
+    pub cells: Vec<WeekCell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WeekCell {
+    pub date: String,
+    pub people: Vec<String>,
+    pub overridden: Option<String>,
+}
+
+/// The week from `first_day` (days since 1970-01-01): a row per role and shift, a cell per day.
+pub fn week(roster: &Roster, first_day: i64) -> (Vec<String>, Vec<WeekRow>) {
+    let days: Vec<i64> = (first_day..first_day + 7).collect();
+    let offset = roster.utc_offset_seconds as i64 * 1000;
+    let mut rows = Vec::new();
+    for (ri, r) in roster.roles.iter().enumerate() {
+        // a minute into each shift (noon for a role without shifts), site time
+        let starts: Vec<(Option<String>, u32)> = if r.shifts.is_empty() {
+            vec![(None, 12 * 60)]
+        } else {
+            r.shifts
+                .iter()
+                .map(|s| (Some(s.name.clone()), s.start + 1))
+                .collect()
+        };
+        for (shift, minute) in starts {
+            let cells = days
+                .iter()
+                .map(|&d| {
+                    let at = d * DAY_MS + minute as i64 * 60_000 - offset;
+                    let (people, _, _, overridden) = resolve(roster, ri, at);
+                    WeekCell {
+                        date: date_text(d),
+                        people: people
+                            .iter()
+                            .map(|&p| roster.people[p].id.clone())
+                            .collect(),
+                        overridden,
+                    }
+                })
+                .collect();
+            rows.push(WeekRow {
+                role: r.id.clone(),
+                role_name: r.name.clone(),
+                shift,
+                cells,
+            });
+        }
+    }
+    (days.iter().map(|&d| date_text(d)).collect(), rows)
+}
+
+/// The local day (days since 1970-01-01) of `now_ms`.
+pub fn local_day(roster: &Roster, now_ms: i64) -> i64 {
+    (now_ms + roster.utc_offset_seconds as i64 * 1000).div_euclid(DAY_MS)
 }
 
 #[cfg(test)]
