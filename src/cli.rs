@@ -135,6 +135,12 @@ enum Command {
         #[command(flatten)]
         args: crate::ops::RecordArgs,
     },
+    /// Device profiles: `import` turns a vendor's point table (xlsx, xls, ods, csv) into a
+    /// profile TOML checked by the same compiler.
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCmd,
+    },
     /// Personal accounts (with `[http] accounts = true`): list, add, passwd, role, disable,
     /// enable; on the machine, in the site's state store.
     Users(crate::accounts::cli::UsersArgs),
@@ -145,6 +151,13 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::ops::AuditCmd,
     },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ProfileCmd {
+    /// A vendor's point table (点表) to a profile: every row it cannot read, and every problem
+    /// the compiler finds, reported by row number (exit 65; --skip-bad writes the rest).
+    Import(crate::sources::modbus::import::ImportArgs),
 }
 
 fn init_logging() {
@@ -203,6 +216,9 @@ pub fn main() -> ExitCode {
             Command::Notify { target, cmd } => crate::ops::notify(target, cmd).await,
             Command::Audit { target, cmd } => crate::ops::audit(target, cmd).await,
             Command::Users(a) => crate::accounts::cli::run(a),
+            Command::Profile {
+                cmd: ProfileCmd::Import(a),
+            } => crate::sources::modbus::import::run(&a),
             Command::Simulate {
                 config,
                 scenario,

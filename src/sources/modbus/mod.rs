@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod import;
 pub mod line;
 pub mod metrics;
 pub mod plan;
