@@ -577,6 +577,12 @@ pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
+/// Compile a site file's text as if it were the file at `path` (its profiles and secrets
+/// where that file would find them): what an edit on the page is checked with before saving.
+pub fn from_text_at(path: &Path, text: &str) -> Result<Site, ConfigErrors> {
+    compile(path, text, None)
+}
+
 /// Compile a site from TOML text, with profiles from `profiles_dir` (tests and generators).
 pub fn from_str(path: &Path, text: &str, profiles_dir: &Path) -> Result<Site, ConfigErrors> {
     compile(path, text, Some(profiles_dir))

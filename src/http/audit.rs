@@ -42,6 +42,10 @@ const FIELD_CHARS: usize = 2000;
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);
 
+/// What a handler adds to its audit entry's `detail` (an edit's diff). A response extension.
+#[derive(Clone, Debug)]
+pub struct AuditDetail(pub Value);
+
 /// Why a handler that answers with a page (not JSON) refused the request, for the audit entry.
 #[derive(Clone)]
 pub struct Refusal(pub String);
@@ -77,6 +81,16 @@ fn action_of(method: &Method, path: &str) -> (String, Option<String>) {
     let singular = |s: &str| s.strip_suffix('s').unwrap_or(s).replace('-', "_");
     if let Some(id) = path.strip_prefix("/ack/") {
         return ("incident.ack".into(), Some(format!("incident/{id}")));
+    }
+    // the site file edited on the page (`http::settings`)
+    if path == "/api/v1/settings/rules" {
+        return ("settings.rules".into(), None);
+    }
+    if let Some(id) = path.strip_prefix("/api/v1/settings/people/") {
+        return (
+            "settings.person".into(),
+            Some(truncate(&format!("person/{id}"), 200)),
+        );
     }
     let rest = path.trim_start_matches("/api/v1/").trim_end_matches('/');
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
@@ -213,6 +227,13 @@ impl Pending {
         if actor.is_none() {
             if let Some(b) = by {
                 detail.insert("claimed_by".into(), b.into());
+            }
+        }
+        if let Some(Value::Object(extra)) =
+            resp.extensions().get::<AuditDetail>().map(|d| d.0.clone())
+        {
+            for (k, v) in extra {
+                detail.insert(k, v);
             }
         }
         if let Some(e) = refusal.or_else(|| resp.extensions().get::<Refusal>().map(|r| r.0.clone()))

@@ -22,6 +22,7 @@ mod flood;
 pub mod login;
 mod notify;
 pub(crate) mod server;
+mod settings;
 mod stream;
 mod tickets;
 pub mod writes;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notify::routes())
         .merge(audit::routes())
         .merge(login::routes())
+        .merge(settings::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
