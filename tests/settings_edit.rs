@@ -263,4 +263,56 @@ async fn a_threshold_changed_on_the_page_keeps_the_file_and_goes_live() {
             .as_str()
             .unwrap_or("")
             .contains("+mobile = \"13900000009\"")));
+
+    // the same from the page, in Chromium, with the supervisor's token
+    let (_keep, shots) = common::browser::shots_dir();
+    let b = common::browser::Driver::start(1300, 1400).await;
+    b.client
+        .goto(&format!("{base}/#token={SUP}"))
+        .await
+        .unwrap();
+    let input = r#"#set-rules tr[data-rule="flooding"] input[data-param="sump_high"]"#;
+    let save = r#"#set-rules tr[data-rule="flooding"] button[data-save-rule]"#;
+    b.until(
+        "the thresholds of the first device",
+        &format!("document.querySelector('{input}')"),
+    )
+    .await;
+    assert_eq!(
+        b.js(&format!("return document.querySelector('{input}').value"))
+            .await,
+        "0.7"
+    );
+    b.js(&format!(
+        "document.querySelector('{input}').value = '0.65'; return null"
+    ))
+    .await;
+    b.click(save).await;
+    b.until(
+        "saved",
+        "document.getElementById('toast').textContent.includes('已保存')",
+    )
+    .await;
+    let (_, rules) = call(&base, OP, Method::GET, rules_path, None).await;
+    assert_eq!(param(&rules, "flooding", "sump_high"), Some(0.65));
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("sump_high = 0.65"));
+    b.screenshot("settings.png", &shots).await;
+    // a delay the compiler refuses: its message on the page, the file unchanged
+    let before = std::fs::read(&config).unwrap();
+    b.until(
+        "the form again",
+        &format!("document.querySelector('{input}') && document.querySelector('{input}').value === '0.65'"),
+    )
+    .await;
+    b.js(r#"document.querySelector('#set-rules tr[data-rule="flooding"] input[data-for]').value = 'soon'; return null"#)
+        .await;
+    b.click(save).await;
+    b.until(
+        "the compiler's refusal shown",
+        "/保存: .*invalid duration/.test(document.getElementById('toast').textContent)",
+    )
+    .await;
+    assert_eq!(std::fs::read(&config).unwrap(), before);
 }
