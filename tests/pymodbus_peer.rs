@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -379,4 +379,161 @@ poll_interval_ms = 200
         Some(1.0)
     );
     daemon.stop(Duration::from_secs(5)).await;
+}
+
+struct Socat(Child);
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `propwatch scan` and `propwatch read` over a serial line: a socat pseudo-terminal pair,
+/// pymodbus's RTU server (units 3 and 7) on the far end. (This pymodbus answers the other
+/// units with "server device failure" on a serial line, not silence: scan lists them as
+/// devices answering with an exception, which is what a bus would tell an integrator.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_and_read_over_a_serial_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mine, peer_end) = (dir.path().join("ttyMine"), dir.path().join("ttyPeer"));
+    let socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", mine.display()))
+        .arg(format!("pty,raw,echo=0,link={}", peer_end.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat is needed (scripts/test installs it)");
+    let _socat = Socat(socat);
+    let (a, b) = (mine.clone(), peer_end.clone());
+    wait_for("the pty pair", Duration::from_secs(10), || {
+        let ok = a.exists() && b.exists();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let (out, err) = common::services::log_file(&dir.path().join("pymodbus.log"));
+    let peer = Command::new("python3")
+        .arg(repo().join("tests/peers/pymodbus_units.py"))
+        .arg(format!("serial:{}", peer_end.display()))
+        .arg("3,7")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("python3 with pymodbus and pyserial (scripts/test installs them)");
+    let _peer = Peer(peer);
+    let tty = mine.to_str().unwrap().to_string();
+    // the peer is up once unit 7 answers a read: 7 in its first register
+    let args =
+        format!("--serial {tty} --baud 19200 --unit 7 --address 0 --count 2 --timeout-ms 300");
+    let (_, stdout, _) = wait_for(
+        "pymodbus on the serial line",
+        Duration::from_secs(20),
+        || {
+            let r = read(&args);
+            async move { (r.0 == 0).then_some(r) }
+        },
+    )
+    .await;
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(row.split_whitespace().last(), Some("7"), "{stdout}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args([
+            "scan", "--serial", &tty, "--bauds", "19200", "--units", "1-8",
+        ])
+        .args(["--timeout-ms", "300", "--delay-ms", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = v["found"].as_array().unwrap();
+    let with_registers: Vec<u64> = found
+        .iter()
+        .filter(|f| f["answer"] == "registers")
+        .map(|f| f["unit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(with_registers, vec![3, 7], "{v}");
+    let seven = found.iter().find(|f| f["unit"] == 7).unwrap();
+    assert_eq!(
+        seven["identification"],
+        serde_json::json!(["PeerVendor", "PV-100", "2.1"])
+    );
+    assert!(seven["serial"].as_str().unwrap().contains("19200"), "{v}");
+    // progress on stderr, one line per unit found
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("found unit 7 at 19200"), "{stderr}");
+}
+
+/// Ctrl-C (SIGINT) in the middle of a long scan: what was found so far, exit 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_stops_on_ctrl_c_with_what_it_found() {
+    use std::io::BufRead;
+    let logs = tempfile::tempdir().unwrap();
+    let (_peer, port) = start_peer(logs.path(), "pymodbus_units.py", &["1,2"]).await;
+    // 247 units with a 400 ms timeout each: minutes, unless interrupted
+    let mut child = Command::new(env!("CARGO_BIN_EXE_propwatch"))
+        .args([
+            "scan",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+            "--units",
+            "1-247",
+        ])
+        .args(["--timeout-ms", "400", "--delay-ms", "0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr read to its end on a thread of its own; each line handed over
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(l.unwrap_or_default());
+        }
+    });
+    let seen = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            let done = l.contains("found unit 2");
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(seen.iter().any(|l| l.contains("found unit 2")), "{seen:?}");
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interrupted"], true);
+    let units: Vec<u64> = v["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["unit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(units, vec![1, 2], "{v}");
+    assert!(v["requests"].as_u64().unwrap() < 247, "{v}");
 }

@@ -2,7 +2,7 @@
 """An independent Modbus TCP server (pymodbus) with several unit ids, like a gateway in front
 of an RS-485 bus: only the units named answer (others get no reply at all, as on a real
 bus), and every unit gives the basic device identification (FC 43/14).
-Usage: pymodbus_units.py PORT UNIT[,UNIT...]
+Usage: pymodbus_units.py PORT|serial:TTY UNIT[,UNIT...]   (serial: RTU at 19200 8N1; a Linux pty takes no parity)
 """
 import asyncio
 import logging
@@ -10,7 +10,7 @@ import sys
 
 from pymodbus import ModbusDeviceIdentification
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import StartAsyncTcpServer
+from pymodbus.server import StartAsyncSerialServer, StartAsyncTcpServer
 
 
 async def main(port, units):
@@ -23,6 +23,20 @@ async def main(port, units):
     identity = ModbusDeviceIdentification(
         info_name={"VendorName": "PeerVendor", "ProductCode": "PV-100", "MajorMinorRevision": "2.1"}
     )
+    if isinstance(port, str):
+        # RTU on a serial line (a socat pty in the tests): only the units named answer
+        await StartAsyncSerialServer(
+            context=context,
+            identity=identity,
+            port=port,
+            framer="rtu",
+            baudrate=19200,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            ignore_missing_devices=True,
+        )
+        return
     await StartAsyncTcpServer(
         context=context,
         identity=identity,
@@ -32,4 +46,6 @@ async def main(port, units):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), [int(u) for u in sys.argv[2].split(",")]))
+    where = sys.argv[1]
+    port = where[len("serial:"):] if where.startswith("serial:") else int(where)
+    asyncio.run(main(port, [int(u) for u in sys.argv[2].split(",")]))

@@ -186,6 +186,18 @@ pub async fn scan(
                     None
                 }
             };
+            // progress on stderr (a sweep of a bus takes minutes; the table comes at the end);
+            // a closed stderr (a pipe whose reader left) is no reason to stop
+            {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "found unit {unit}{}: {answer}",
+                    serial
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(" at {s}"))
+                );
+            }
             out.found.push(Found {
                 unit,
                 serial: serial.clone(),
