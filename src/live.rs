@@ -311,3 +311,97 @@ mod tests {
         assert!(!table.take_resync());
     }
 }
+
+/// A device's reads as its source saw them, for the commissioning view: the raw words or bits
+/// of each request next to the decoded values, its last error, its counts. Recorded only
+/// while someone watches the device (a few minutes after each look), so polling costs
+/// nothing extra otherwise.
+#[derive(Default)]
+pub struct RawReads {
+    any: std::sync::atomic::AtomicBool,
+    inner: std::sync::Mutex<std::collections::HashMap<u32, Watch>>,
+}
+
+struct Watch {
+    until: std::time::Instant,
+    reads: std::collections::BTreeMap<String, RawRead>,
+}
+
+/// One request of a device as last seen, with counts since the watch began.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RawRead {
+    /// `FC03 0..9`: the request, in the source's words.
+    pub label: String,
+    pub function: u8,
+    pub start: u32,
+    pub count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits: Option<Vec<bool>>,
+    pub ok: bool,
+    /// An exception reply, a timeout, a malformed reply.
+    pub error: Option<String>,
+    pub at_ms: i64,
+    pub duration_ms: f64,
+    pub reads: u64,
+    pub failures: u64,
+    /// The last error seen while watching, and when.
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<i64>,
+}
+
+impl RawReads {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, Watch>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watch `device` for `how_long` from now (again: extended); what was recorded so far.
+    pub fn watch(&self, device: u32, how_long: std::time::Duration) -> Vec<RawRead> {
+        let until = std::time::Instant::now() + how_long;
+        let mut m = self.map();
+        let w = m.entry(device).or_insert_with(|| Watch {
+            until,
+            reads: Default::default(),
+        });
+        w.until = w.until.max(until);
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+        w.reads.values().cloned().collect()
+    }
+
+    /// Whether `device` is watched now (cheap when nobody watches anything).
+    pub fn watching(&self, device: u32) -> bool {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let mut m = self.map();
+        m.retain(|_, w| w.until > now);
+        if m.is_empty() {
+            self.any.store(false, std::sync::atomic::Ordering::Release);
+        }
+        m.contains_key(&device)
+    }
+
+    /// Record a read of a watched device (its counts carried on from the last one).
+    pub fn record(&self, device: u32, mut read: RawRead) {
+        let mut m = self.map();
+        let Some(w) = m.get_mut(&device) else {
+            return;
+        };
+        let before = w.reads.get(&read.label);
+        read.reads = before.map_or(0, |b| b.reads) + 1;
+        read.failures = before.map_or(0, |b| b.failures) + u64::from(!read.ok);
+        match &read.error {
+            Some(e) => {
+                read.last_error = Some(e.clone());
+                read.last_error_at_ms = Some(read.at_ms);
+            }
+            None => {
+                read.last_error = before.and_then(|b| b.last_error.clone());
+                read.last_error_at_ms = before.and_then(|b| b.last_error_at_ms);
+            }
+        }
+        w.reads.insert(read.label.clone(), read);
+    }
+}

@@ -101,6 +101,8 @@ impl AlarmMetrics {
 pub struct Telemetry {
     /// The main loops' heartbeats (shared across reloads; the watchdog reads them).
     pub beats: Arc<crate::service::Beats>,
+    /// Raw reads of the devices someone watches (the commissioning view; see `live::RawReads`).
+    pub raw: Arc<crate::live::RawReads>,
     pub influx: InfluxMetrics,
     pub alarms: AlarmMetrics,
     pub notify: NotifyMetrics,
@@ -231,6 +233,7 @@ impl Telemetry {
         Self {
             influx: InfluxMetrics::new(&registry),
             beats: Arc::new(crate::service::Beats::default()),
+            raw: Arc::new(crate::live::RawReads::default()),
             alarms: AlarmMetrics::new(&registry),
             notify: NotifyMetrics::new(&registry),
             device_up: gauge_vec(r, "propwatch_device_up", "1 when the device answers, 0 when it is offline.", &["room", "device"]),

@@ -486,3 +486,123 @@ async fn writes_need_an_operator_token_and_the_stream_carries_the_timeline() {
         "a secret in the log"
     );
 }
+
+/// The commissioning view (issue #20): a supervisor asks for a device's raw reads; from the
+/// next poll on each request's words are there next to every point's address, type, byte
+/// order and decoded value, so a wrong byte order or address shows at once. Checked here by
+/// decoding the words of every f32, u16 and i16 point in its byte order and scale (Rust's own
+/// f32::from_bits and casts, not propwatch's codec) and comparing with the value the daemon
+/// decoded in the same poll.
+/// Operators are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commissioning_view_shows_raw_words_next_to_values() {
+    const SUP: &str = "supervisor-token-for-the-commissioning-test";
+    let dir = tempfile::tempdir().unwrap();
+    let (tf, of) = (dir.path().join("sup.token"), dir.path().join("op.token"));
+    std::fs::write(&tf, SUP).unwrap();
+    std::fs::write(&of, OPERATOR).unwrap();
+    let demo = Demo::start(
+        &format!(
+            "\n[[http.tokens]]\nid = \"sup\"\nrole = \"supervisor\"\ntoken_file = \"{}\"\n[[http.tokens]]\nid = \"op\"\nrole = \"operator\"\ntoken_file = \"{}\"\n",
+            tf.display(),
+            of.display()
+        ),
+        &[],
+    )
+    .await;
+    let url = demo.url("/api/v1/devices/pump-plc-1/commissioning");
+    let r = common::client()
+        .get(&url)
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let get = || async {
+        let r = common::client()
+            .get(&url)
+            .bearer_auth(SUP)
+            .send()
+            .await
+            .ok()?;
+        r.json::<Value>().await.ok()
+    };
+    let checked = wait_for(
+        "f32 points decoded from the same poll's words",
+        DEADLINE,
+        || async {
+            let v = get().await?;
+            let reads = v["reads"].as_array()?;
+            let mut checked = 0;
+            for p in v["points"].as_array()? {
+                let src = &p["source"];
+                let ty = src["type"].as_str().unwrap_or("");
+                if !matches!(ty, "f32" | "u16" | "i16") || p["quality"] != "good" {
+                    continue;
+                }
+                let n = if ty == "f32" { 2 } else { 1 };
+                let (fc, addr) = (src["function"].as_u64()?, src["address"].as_u64()?);
+                let read = reads.iter().find(|r| {
+                    let (start, count) = (
+                        r["start"].as_u64().unwrap_or(0),
+                        r["count"].as_u64().unwrap_or(0),
+                    );
+                    r["function"].as_u64() == Some(fc)
+                        && start <= addr
+                        && addr + n <= start + count
+                        && r["ok"] == true
+                        && r["at_ms"] == p["timestamp_ms"]
+                })?;
+                let words = read["words"].as_array()?;
+                let i = (addr - read["start"].as_u64()?) as usize;
+                let w0 = words[i].as_u64()? as u16;
+                let raw = match ty {
+                    "u16" => w0 as f64,
+                    "i16" => w0 as i16 as f64,
+                    _ => {
+                        let w1 = words[i + 1].as_u64()? as u16;
+                        // the big-endian halves AB and CD as each order puts them on the wire
+                        let (ab, cd) = match src["byte_order"].as_str()? {
+                            "ABCD" => (w0, w1),
+                            "CDAB" => (w1, w0),
+                            "BADC" => (w0.swap_bytes(), w1.swap_bytes()),
+                            "DCBA" => (w1.swap_bytes(), w0.swap_bytes()),
+                            _ => return None,
+                        };
+                        f32::from_bits(((ab as u32) << 16) | cd as u32) as f64
+                    }
+                };
+                let want = raw * p["scale"].as_f64()? + p["offset"].as_f64()?;
+                let got = p["value"].as_f64()?;
+                assert!(
+                    (want - got).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{} words {words:?}: {want} vs {got}",
+                    p["id"]
+                );
+                checked += 1;
+            }
+            (checked >= 10).then_some(checked)
+        },
+    )
+    .await;
+    assert!(checked >= 10);
+    // the same on the page: the supervisor opens the device's commissioning view
+    let (_keep, shots) = shots_dir();
+    let b = Driver::start(1400, 1000).await;
+    b.client
+        .goto(&demo.url(&format!("/#token={SUP}")))
+        .await
+        .unwrap();
+    b.click(r#".dev[data-device="pump-plc-1"] button[data-comm]"#)
+        .await;
+    b.until(
+        "raw words next to the decoded values",
+        r#"document.querySelector('#comm-body tr[data-read^="FC03"]') && document.querySelector('#comm-body tr[data-point="flow_rate"]')"#,
+    )
+    .await;
+    b.screenshot("commissioning.png", &shots).await;
+    let v = get().await.unwrap();
+    let read = &v["reads"][0];
+    assert!(read["reads"].as_u64().unwrap() >= 1, "{v}");
+    assert!(read["label"].as_str().unwrap().starts_with("FC0"), "{v}");
+}

@@ -1,5 +1,5 @@
 //! Thresholds and contacts edited on the page, written back to the site file (supervisors,
-//! under `propwatch run`):
+//! under `propwatch run`), and a device's commissioning view:
 //!
 //! - `GET /api/v1/settings/rules?device=ID`: the device's rules as in force (severity, delays,
 //!   parameters);
@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/settings/rules", get(rules).post(set_rule))
         .route("/api/v1/settings/people/{id}", post(set_person))
+        .route("/api/v1/devices/{id}/commissioning", get(commissioning))
 }
 
 /// One edit of the site file at a time.
@@ -335,4 +336,57 @@ fn replace(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The commissioning view of a device (supervisors): each request's raw words or bits as
+/// last read, its last error and counts, next to every point with where it is read and its
+/// decoded value. Asking starts (or extends) a five-minute watch of the device; the reads
+/// appear from its next poll on.
+pub async fn commissioning(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if caller
+        .as_deref()
+        .and_then(|c| c.role)
+        .is_none_or(|r| r < crate::config::Role::Supervisor)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the commissioning view is for supervisors and admins",
+        );
+    }
+    let Some(d) = s.site.device_by_id(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no device {id:?}"));
+    };
+    let reads = s.telemetry.raw.watch(d.index, Duration::from_secs(300));
+    let st = s.table.device(d.index).unwrap_or_default();
+    let points: Vec<Value> = s.table.with_points(|states| {
+        (0..d.point_count)
+            .map(|i| {
+                let index = (d.first_point + i) as usize;
+                let p = &s.site.points[index];
+                let pp = &d.profile.points[p.profile_point];
+                let v = states[index];
+                json!({
+                    "id": pp.id, "name": pp.name, "unit": pp.unit,
+                    "scale": pp.scale, "offset": pp.offset,
+                    "source": crate::sources::describe(pp),
+                    "value": v.value.map(|v| match v {
+                        crate::model::Value::Bool(b) => json!(b),
+                        crate::model::Value::Num(n) => json!(n),
+                    }),
+                    "quality": format!("{:?}", v.quality).to_lowercase(),
+                    "timestamp_ms": v.timestamp.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect()
+    });
+    Json(json!({
+        "device": d.id, "name": d.name, "profile": d.profile.id,
+        "online": st.online, "reason": st.reason,
+        "reads": reads, "points": points,
+    }))
+    .into_response()
 }

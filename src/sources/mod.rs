@@ -139,6 +139,14 @@ pub struct Spec {
     pub unbound: fn(&Site) -> Vec<String>,
     /// Register the source's own metrics (so that they are exported before first use).
     pub metrics: fn(&Telemetry),
+    /// Where a point of this protocol is read, in the source's own words (the commissioning
+    /// view: function, address, type, byte order; a JSON pointer); `None`: not this source's.
+    pub describe: fn(&crate::config::ProfilePoint) -> Option<serde_json::Value>,
+}
+
+/// Where `point` is read, as its source describes it.
+pub fn describe(point: &crate::config::ProfilePoint) -> Option<serde_json::Value> {
+    REGISTRY.iter().find_map(|s| (s.describe)(point))
 }
 
 /// Which table of a file keys are from, for [`split_keys`].

@@ -23,7 +23,7 @@ pub mod scan;
 mod transport;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -56,6 +56,14 @@ pub static SPEC: super::Spec = super::Spec {
     spawn: spawn_all,
     site: config::site,
     unbound: config::unbound,
+    describe: |p| {
+        let a = p.part::<config::ModbusAddr>()?;
+        Some(serde_json::json!({
+            "function": a.function.code(), "address": a.address,
+            "type": a.data_type.to_string(), "byte_order": format!("{:?}", a.byte_order).to_uppercase(),
+            "bit": a.bit, "words": a.data_type.words(),
+        }))
+    },
     metrics: |t| {
         metrics::Metrics::of(t);
     },
@@ -398,7 +406,9 @@ impl ConnectionPoller {
         let mut answered = false;
         let mut failure: Option<String> = None;
         let mut samples = Vec::with_capacity(device.point_count as usize);
+        let watched = self.telemetry.raw.watching(device.index);
         for (ri, read) in modbus.reads.iter().enumerate() {
+            let began = Instant::now();
             let mut attempt = 0;
             let result = loop {
                 attempt += 1;
@@ -422,6 +432,9 @@ impl ConnectionPoller {
                 }
             };
             let now = SystemTime::now();
+            if watched {
+                self.record_raw(device.index, read, &result, began.elapsed(), now);
+            }
             match result {
                 Ok(Ok(data)) => match decode::decode_read(&device.profile, read, &data) {
                     Ok(values) => {
@@ -524,6 +537,50 @@ impl ConnectionPoller {
     }
 
     /// One request/response with a deadline.
+    /// A watched device's read for the commissioning view: what came back, raw.
+    fn record_raw(
+        &self,
+        device: DeviceId,
+        read: &plan::Read,
+        result: &Result<Result<ReadData, tokio_modbus::ExceptionCode>, TransactError>,
+        took: Duration,
+        now: SystemTime,
+    ) {
+        let fc = read.function.code();
+        let (words, bits, error) = match result {
+            Ok(Ok(ReadData::Words(w))) => (Some(w.clone()), None, None),
+            Ok(Ok(ReadData::Bits(b))) => (None, Some(b.clone()), None),
+            Ok(Err(e)) => (None, None, Some(format!("exception: {e}"))),
+            Err(e) => (None, None, Some(e.to_string())),
+        };
+        let at_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.telemetry.raw.record(
+            device,
+            crate::live::RawRead {
+                label: format!(
+                    "FC{fc:02} {}..{}",
+                    read.start,
+                    read.start as u32 + read.count as u32 - 1
+                ),
+                function: fc,
+                start: read.start as u32,
+                count: read.count as u32,
+                ok: error.is_none(),
+                words,
+                bits,
+                error,
+                at_ms,
+                duration_ms: took.as_secs_f64() * 1000.0,
+                reads: 0,
+                failures: 0,
+                last_error: None,
+                last_error_at_ms: None,
+            },
+        );
+    }
+
     async fn transact(
         &mut self,
         unit_id: u8,

@@ -67,6 +67,10 @@ pub static SPEC: super::Spec = super::Spec {
     spawn,
     site: config::site,
     unbound: config::unbound,
+    describe: |p| {
+        let j = p.part::<config::JsonPoint>()?;
+        Some(serde_json::json!({ "json_pointer": j.pointer }))
+    },
     metrics: |t| {
         metrics::Metrics::of(t);
     },
