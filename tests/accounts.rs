@@ -533,6 +533,7 @@ async fn the_page_shows_write_controls_only_to_those_who_may_write() {
         ("wang", "operator", OP_PW),
         ("zhao", "viewer", VIEWER_PW),
         ("li", "supervisor", SUP_PW),
+        ("chief", "admin", ADMIN_PW),
     ] {
         let out = users(&h, &["add", name, "--role", role], Some(pw));
         assert!(
@@ -649,6 +650,35 @@ async fn the_page_shows_write_controls_only_to_those_who_may_write() {
         "document.getElementById('operator').textContent === '登录'",
     )
     .await;
+
+    // an admin adds an account on the page, which then logs in; nobody else sees that part
+    assert_eq!(
+        b.js("return document.getElementById('accounts-section').offsetParent")
+            .await,
+        serde_json::Value::Null
+    );
+    browser_login(&b, &h, "chief", ADMIN_PW).await;
+    b.until(
+        "the accounts",
+        r#"document.querySelector('#accounts tr[data-account="wang"]')"#,
+    )
+    .await;
+    {
+        use fantoccini::Locator;
+        let n = b.client.find(Locator::Id("acc-name")).await.unwrap();
+        n.send_keys("sun").await.unwrap();
+        let p = b.client.find(Locator::Id("acc-pw")).await.unwrap();
+        p.send_keys("sun-pass-88kk").await.unwrap();
+    }
+    b.click("#acc-add").await;
+    b.until(
+        "the new account listed",
+        r#"document.querySelector('#accounts tr[data-account="sun"]')"#,
+    )
+    .await;
+    let mut sun = Browser::new(&h);
+    assert_eq!(sun.login("sun", "sun-pass-88kk").await.0, 303);
+    assert_eq!(sun.whoami().await["role"], "operator");
     h.stop().await;
 }
 

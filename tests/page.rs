@@ -552,7 +552,9 @@ async fn the_commissioning_view_shows_raw_words_next_to_values() {
                         && addr + n <= start + count
                         && r["ok"] == true
                         && r["at_ms"] == p["timestamp_ms"]
-                })?;
+                });
+                // its read may already be the next poll's: that point waits for another look
+                let Some(read) = read else { continue };
                 let words = read["words"].as_array()?;
                 let i = (addr - read["start"].as_u64()?) as usize;
                 let w0 = words[i].as_u64()? as u16;
@@ -605,4 +607,189 @@ async fn the_commissioning_view_shows_raw_words_next_to_values() {
     let read = &v["reads"][0];
     assert!(read["reads"].as_u64().unwrap() >= 1, "{v}");
     assert!(read["label"].as_str().unwrap().starts_with("FC0"), "{v}");
+}
+
+/// The issue's walk-through on the demo estate itself (issue #20): `propwatch demo` with
+/// personal accounts; `propwatch users` adds a supervisor and a viewer to its state store;
+/// the supervisor logs in in Chromium and swaps the duty engineer of the shift in force in
+/// the week grid; an entrapment injected into the simulator is then notified to the new
+/// person, not the old one. The viewer sees no write control and the API refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_swaps_the_duty_engineer_on_the_demo_and_the_entrapment_goes_to_them() {
+    const SUP_PW: &str = "supervisor-pass-4k";
+    const VIEWER_PW: &str = "viewer-pass-55xw";
+    let demo = Demo::start("http.accounts = true\n", &[]).await;
+    let db = demo.path.with_file_name("state").join("propwatch.db");
+    for (name, role, pw) in [("li", "supervisor", SUP_PW), ("zhao", "viewer", VIEWER_PW)] {
+        use std::io::Write;
+        let mut c = Command::new(BIN)
+            .args(["users", "--database"])
+            .arg(&db)
+            .args(["add", name, "--role", role, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(c.stdin.take().unwrap(), "{pw}").unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+    // who is on duty now, and who takes over
+    let oncall: Value = common::client()
+        .get(demo.url("/api/v1/oncall"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let duty = oncall["on_call"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "duty_engineer")
+        .unwrap()
+        .clone();
+    let old = duty["people"][0]["id"].as_str().unwrap().to_string();
+    let new = if old == "zhangwei" {
+        "liqiang"
+    } else {
+        "zhangwei"
+    };
+    let (shift, date) = (
+        duty["shift"].as_str().unwrap().to_string(),
+        duty["shift_date"].as_str().unwrap().to_string(),
+    );
+
+    let (_keep, shots) = shots_dir();
+    let b = Driver::start(1400, 1200).await;
+    b.client.goto(&demo.url("/login")).await.unwrap();
+    b.client
+        .find(Locator::Id("account"))
+        .await
+        .unwrap()
+        .send_keys("li")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(SUP_PW)
+        .await
+        .unwrap();
+    b.click("button[type=submit]").await;
+    b.until(
+        "logged in",
+        "document.getElementById('operator').textContent.includes('li')",
+    )
+    .await;
+    let cell = format!(
+        r#"#roster tr[data-role="duty_engineer"][data-shift="{shift}"] td[data-date="{date}"]"#
+    );
+    b.until(
+        "the week grid",
+        &format!("document.querySelector('{cell}')"),
+    )
+    .await;
+    b.click(&format!(r#"{cell} button[data-act="swap"]"#)).await;
+    b.until(
+        "the swap dialog",
+        "document.getElementById('act-dialog').open",
+    )
+    .await;
+    b.js(&format!(
+        "document.getElementById('f-swap_person').value = '{new}'; return null"
+    ))
+    .await;
+    b.client
+        .find(Locator::Id("f-swap_reason"))
+        .await
+        .unwrap()
+        .send_keys("临时代班")
+        .await
+        .unwrap();
+    b.click("#act-ok").await;
+    b.until(
+        "the grid shows the change",
+        &format!("(() => {{ const c = document.querySelector('{cell}'); return c && c.classList.contains('ov'); }})()"),
+    )
+    .await;
+    b.screenshot("demo-roster-swap.png", &shots).await;
+
+    demo.inject("entrapment").await;
+    let id = wait_for("the entrapment", DEADLINE, || async {
+        let v: Value = common::client()
+            .get(demo.url("/api/v1/incidents"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.as_array()?
+            .iter()
+            .find(|i| i["plan"] == "entrapment")
+            .and_then(|i| i["id"].as_i64())
+    })
+    .await;
+    let told = wait_for("the first messages", DEADLINE, || async {
+        let v: Value = common::client()
+            .get(demo.url(&format!("/api/v1/incidents/{id}/notifications")))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let people: Vec<String> = v["outbox"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["kind"] == "opened")
+            .flat_map(|m| m["people"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect();
+        (!people.is_empty()).then_some(people)
+    })
+    .await;
+    assert!(told.contains(&new.to_string()), "{told:?}");
+    assert!(!told.contains(&old), "{told:?} still has {old}");
+
+    // the viewer: no write controls, and the API refuses
+    b.client.delete_all_cookies().await.unwrap();
+    b.client.goto(&demo.url("/login")).await.unwrap();
+    b.client
+        .find(Locator::Id("account"))
+        .await
+        .unwrap()
+        .send_keys("zhao")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(VIEWER_PW)
+        .await
+        .unwrap();
+    b.click("button[type=submit]").await;
+    b.until(
+        "logged in",
+        "document.getElementById('operator').textContent.includes('zhao')",
+    )
+    .await;
+    b.until(
+        "the incident listed",
+        &format!("document.querySelector('.inc[data-incident=\"{id}\"]')"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('[data-act]')].filter(e => e.offsetParent !== null).length").await,
+        0
+    );
+    // the page's own session, from inside the page: refused
+    let r = b
+        .js(&format!(
+            "const x = new XMLHttpRequest(); x.open('POST', 'api/v1/incidents/{id}/ack', false); x.setRequestHeader('Content-Type', 'application/json'); x.setRequestHeader('X-CSRF-Token', S.csrf); x.send('{{}}'); return x.status"
+        ))
+        .await;
+    assert_eq!(r, 403);
 }

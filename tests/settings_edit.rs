@@ -84,6 +84,28 @@ async fn call(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// The device's rules once `rule`'s parameter `name` is `want`: the reload after an edit
+/// restarts the daemon's parts, so the change is in force a moment after the answer (and the
+/// endpoint may refuse connections meanwhile).
+async fn rules_with(base: &str, rule: &str, name: &str, want: f64) -> Value {
+    let url = format!("{base}/api/v1/settings/rules?device=pump-room-1");
+    common::wait_for(
+        &format!("{rule}.{name} = {want} in force"),
+        Duration::from_secs(30),
+        || async {
+            let r = common::client()
+                .get(&url)
+                .bearer_auth(OP)
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            (param(&v, rule, name) == Some(want)).then_some(v)
+        },
+    )
+    .await
+}
+
 fn param(rules: &Value, rule: &str, name: &str) -> Option<f64> {
     rules.as_array()?.iter().find(|r| r["rule"] == rule)?["params"][name].as_f64()
 }
@@ -145,8 +167,7 @@ async fn a_threshold_changed_on_the_page_keeps_the_file_and_goes_live() {
     ] {
         assert!(text.contains(kept), "{kept:?} lost:\n{text}");
     }
-    let (_, rules) = call(&base, OP, Method::GET, rules_path, None).await;
-    assert_eq!(param(&rules, "flooding", "sump_high"), Some(0.6), "{rules}");
+    rules_with(&base, "flooding", "sump_high", 0.6).await;
     // and a second change edits the same entry, not a new one
     let (status, _) = call(
         &base,
@@ -159,8 +180,7 @@ async fn a_threshold_changed_on_the_page_keeps_the_file_and_goes_live() {
     assert_eq!(status, 200);
     let text = std::fs::read_to_string(&config).unwrap();
     assert_eq!(text.matches("rule = \"flooding\"").count(), 1, "{text}");
-    let (_, rules) = call(&base, OP, Method::GET, rules_path, None).await;
-    assert_eq!(param(&rules, "flooding", "sump_high"), Some(0.7));
+    let rules = rules_with(&base, "flooding", "sump_high", 0.7).await;
     let flooding = rules
         .as_array()
         .unwrap()
@@ -210,15 +230,27 @@ async fn a_threshold_changed_on_the_page_keeps_the_file_and_goes_live() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (_, roster) = call(&base, OP, Method::GET, "/api/v1/roster", None).await;
-    let a = roster["people"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "a")
-        .unwrap()
-        .clone();
-    assert_eq!(a["mobile"], "13900000009");
+    let roster_url = format!("{base}/api/v1/roster");
+    common::wait_for(
+        "the new mobile number in force",
+        Duration::from_secs(30),
+        || async {
+            let r = common::client()
+                .get(&roster_url)
+                .bearer_auth(OP)
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            let a = v["people"]
+                .as_array()?
+                .iter()
+                .find(|p| p["id"] == "a")?
+                .clone();
+            (a["mobile"] == "13900000009").then_some(())
+        },
+    )
+    .await;
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
         text.contains("mobile = \"13900000009\"") && !text.contains("13800000001"),
@@ -293,8 +325,7 @@ async fn a_threshold_changed_on_the_page_keeps_the_file_and_goes_live() {
         "document.getElementById('toast').textContent.includes('已保存')",
     )
     .await;
-    let (_, rules) = call(&base, OP, Method::GET, rules_path, None).await;
-    assert_eq!(param(&rules, "flooding", "sump_high"), Some(0.65));
+    rules_with(&base, "flooding", "sump_high", 0.65).await;
     assert!(std::fs::read_to_string(&config)
         .unwrap()
         .contains("sump_high = 0.65"));

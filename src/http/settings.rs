@@ -12,8 +12,9 @@
 //! order and layout kept), compiles the result with the daemon's own compiler (refused: 422
 //! with every problem, the file untouched), replaces the file atomically (a temporary file in
 //! the same directory, synced, renamed over it, its permissions kept) and reloads, as
-//! `POST /api/v1/reload` does. The answer and the audit entry carry the unified diff. One
-//! edit at a time.
+//! `POST /api/v1/reload` does: the answer comes once the reload has checked the file and
+//! started (the daemon's parts restart; the change is in force a moment later). The answer
+//! and the audit entry carry the unified diff. One edit at a time.
 
 use std::collections::BTreeMap;
 use std::path::Path;

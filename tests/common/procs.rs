@@ -70,7 +70,21 @@ pub fn demo_site(dir: &Path, extra: &str) -> DemoSite {
     }
     assert!(text.contains("port = 18830"), "demo.toml's MQTT port moved");
     text = text.replace("port = 18830", "port = 0");
-    text.push_str(extra);
+    // lines of `extra` that start with `http.` go into the [http] section
+    let (http, rest): (Vec<&str>, Vec<&str>) = extra.lines().partition(|l| l.starts_with("http."));
+    if !http.is_empty() {
+        let listen = "\nlisten = \"127.0.0.1:0\"";
+        assert!(
+            text.contains(listen),
+            "demo.toml's [http] listen line moved"
+        );
+        let lines: String = http
+            .iter()
+            .map(|l| format!("\n{}", &l["http.".len()..]))
+            .collect();
+        text = text.replacen(listen, &format!("{listen}{lines}"), 1);
+    }
+    text.push_str(&rest.join("\n"));
     DemoSite {
         path: write_site(dir, &text),
     }
