@@ -331,7 +331,7 @@ async fn the_duty_room_page_in_chromium() {
     )
     .await;
     b.screenshot("duty-room-phone.png", &shots).await;
-    let _ = b.client.close().await;
+    let _ = b.client.clone().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,8 +26,11 @@ impl Driver {
             &profile.with_extension("chromedriver.log"),
             |port, log| {
                 let (out, err) = services::log_file(log);
+                use std::os::unix::process::CommandExt;
                 Command::new("chromedriver")
                     .arg(format!("--port={port}"))
+                    // its own process group, Chromium's processes with it: see Drop
+                    .process_group(0)
                     .stdout(out)
                     .stderr(err)
                     .spawn()
@@ -71,7 +74,23 @@ impl Driver {
             client,
         }
     }
+}
 
+/// ChromeDriver's Chromium outlives a killed ChromeDriver: every page test used to leave a
+/// browser (about ten processes, a quarter of a core for its GPU process) running until the
+/// end of the suite. The whole process group goes.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self._proc.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Driver {
     pub async fn js(&self, script: &str) -> Value {
         self.client
             .execute(script, vec![])
