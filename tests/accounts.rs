@@ -508,18 +508,7 @@ async fn the_daemon_logs_no_password_and_refuses_cross_site_logins() {
 
 /// Log in through the form in Chromium; back on the page once it shows the account.
 async fn browser_login(b: &common::browser::Driver, h: &Harness, account: &str, password: &str) {
-    use fantoccini::Locator;
-    b.client.goto(&h.url("/login")).await.unwrap();
-    let f = b.client.find(Locator::Id("account")).await.unwrap();
-    f.send_keys(account).await.unwrap();
-    let p = b.client.find(Locator::Id("password")).await.unwrap();
-    p.send_keys(password).await.unwrap();
-    b.click("button[type=submit]").await;
-    b.until(
-        &format!("the page shows {account} logged in"),
-        &format!("document.getElementById('operator') && document.getElementById('operator').textContent.includes({account:?})"),
-    )
-    .await;
+    b.log_in(&h.url("/login"), account, password).await;
 }
 
 /// The page in Chromium with accounts: nobody logged in and a viewer see no write controls;

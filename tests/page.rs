@@ -661,27 +661,7 @@ async fn a_supervisor_swaps_the_duty_engineer_on_the_demo_and_the_entrapment_goe
 
     let (_keep, shots) = shots_dir();
     let b = Driver::start(1400, 1200).await;
-    b.client.goto(&demo.url("/login")).await.unwrap();
-    b.client
-        .find(Locator::Id("account"))
-        .await
-        .unwrap()
-        .send_keys("li")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(SUP_PW)
-        .await
-        .unwrap();
-    b.click("button[type=submit]").await;
-    b.until(
-        "logged in",
-        "document.getElementById('operator').textContent.includes('li')",
-    )
-    .await;
+    b.log_in(&demo.url("/login"), "li", SUP_PW).await;
     let cell = format!(
         r#"#roster tr[data-role="duty_engineer"][data-shift="{shift}"] td[data-date="{date}"]"#
     );
@@ -755,27 +735,7 @@ async fn a_supervisor_swaps_the_duty_engineer_on_the_demo_and_the_entrapment_goe
 
     // the viewer: no write controls, and the API refuses
     b.client.delete_all_cookies().await.unwrap();
-    b.client.goto(&demo.url("/login")).await.unwrap();
-    b.client
-        .find(Locator::Id("account"))
-        .await
-        .unwrap()
-        .send_keys("zhao")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(VIEWER_PW)
-        .await
-        .unwrap();
-    b.click("button[type=submit]").await;
-    b.until(
-        "logged in",
-        "document.getElementById('operator').textContent.includes('zhao')",
-    )
-    .await;
+    b.log_in(&demo.url("/login"), "zhao", VIEWER_PW).await;
     b.until(
         "the incident listed",
         &format!("document.querySelector('.inc[data-incident=\"{id}\"]')"),

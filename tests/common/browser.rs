@@ -109,6 +109,23 @@ impl Driver {
         .await
     }
 
+    /// Log in through the login form at `url`; back once the page shows the account.
+    pub async fn log_in(&self, url: &str, account: &str, password: &str) {
+        self.client.goto(url).await.unwrap();
+        let a = self.client.find(Locator::Id("account")).await.unwrap();
+        a.send_keys(account).await.unwrap();
+        let p = self.client.find(Locator::Id("password")).await.unwrap();
+        p.send_keys(password).await.unwrap();
+        self.click("button[type=submit]").await;
+        self.until(
+            &format!("{account} logged in"),
+            &format!(
+                "document.getElementById('operator') && document.getElementById('operator').textContent.includes({account:?})"
+            ),
+        )
+        .await;
+    }
+
     /// Click the element `css` names, finding it again if the page replaced it meanwhile.
     pub async fn click(&self, css: &str) {
         wait_for(&format!("click {css}"), DEADLINE, || async {
