@@ -381,15 +381,6 @@ poll_interval_ms = 200
     daemon.stop(Duration::from_secs(5)).await;
 }
 
-struct Socat(Child);
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `propwatch scan` and `propwatch read` over a serial line: a socat pseudo-terminal pair,
 /// pymodbus's RTU server (units 3 and 7) on the far end. (This pymodbus answers the other
 /// units with "server device failure" on a serial line, not silence: scan lists them as
@@ -405,7 +396,7 @@ async fn scan_and_read_over_a_serial_line() {
         .stderr(Stdio::null())
         .spawn()
         .expect("socat is needed (scripts/test installs it)");
-    let _socat = Socat(socat);
+    let _socat = common::Proc(socat);
     let (a, b) = (mine.clone(), peer_end.clone());
     wait_for("the pty pair", Duration::from_secs(10), || {
         let ok = a.exists() && b.exists();

@@ -5,21 +5,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use propwatch::simulator::{self, SimOptions};
 use tokio_util::sync::CancellationToken;
-
-struct Socat(Child);
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_units_on_one_serial_bus() {
@@ -33,7 +24,7 @@ async fn two_units_on_one_serial_bus() {
         .stderr(Stdio::null())
         .spawn()
         .expect("socat is needed (scripts/test installs it)");
-    let _socat = Socat(child);
+    let _socat = common::Proc(child);
     let (d, s) = (daemon_end.clone(), sim_end.clone());
     wait_for("socat pty pair", Duration::from_secs(10), || {
         let ok = d.exists() && s.exists();
